@@ -1,0 +1,198 @@
+"""Configuration: one TOML file, validated, with errors that name the key and the file.
+
+Loaded from `--config` or the `RECON_CONFIG` environment variable; without either,
+the embedded defaults (SQLite in the working directory, console chat) apply.
+A string value written as `${NAME}` is read from the environment variable NAME, so
+secrets never need to sit in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+DEFAULT_DATABASE_URL = "sqlite:///reconbot.db"
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for the operator (file and key)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Asia/Shanghai')")
+    return value
+
+
+class DatabaseConfig(_Strict):
+    url: str = DEFAULT_DATABASE_URL
+
+
+class SourceConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9_][a-z0-9_-]*$")
+    kind: str
+    files: list[str] = []
+    folder: str | None = None
+    timezone: str = "Asia/Shanghai"
+    settlement_lag_days: int = Field(default=1, ge=0, le=30)
+    # header in your file -> canonical column (orders and generic sources)
+    columns: dict[str, str] = {}
+    # value in the orders' `channel` column -> source name (e.g. "微信支付" = "wechatpay")
+    channel_names: dict[str, str] = {}
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return _check_timezone(value)
+
+
+class MerchantConfig(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str
+    timezone: str = "Asia/Shanghai"
+    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    sources: list[SourceConfig] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return _check_timezone(value)
+
+    @model_validator(mode="after")
+    def _unique_source_names(self):
+        seen = set()
+        for s in self.sources:
+            if s.name in seen:
+                raise ValueError(f"source name {s.name!r} is used twice")
+            seen.add(s.name)
+        return self
+
+    def source(self, name: str) -> SourceConfig | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+
+class ToleranceConfig(_Strict):
+    # Differences up to max(absolute, percent of the amount) are treated as equal.
+    absolute: Decimal = Decimal("0")
+    percent: Decimal = Decimal("0")
+    auto_adjust_below: Decimal = Decimal("100")
+    large_transaction: Decimal = Decimal("5000")
+
+
+class ChatRoute(_Strict):
+    merchant: str = "*"
+    channel: Literal["console", "wecom", "slack", "telegram"] = "console"
+    target: str = ""
+
+
+class ChatConfig(_Strict):
+    routes: list[ChatRoute] = [ChatRoute()]
+
+
+class Config(_Strict):
+    database: DatabaseConfig = DatabaseConfig()
+    merchants: list[MerchantConfig] = []
+    tolerance: ToleranceConfig = ToleranceConfig()
+    chat: ChatConfig = ChatConfig()
+    # where the file came from; relative source paths are resolved against its folder
+    base_dir: Path = Path(".")
+    origin: str = "<embedded defaults>"
+
+    @model_validator(mode="after")
+    def _unique_merchants(self):
+        ids = [m.id for m in self.merchants]
+        dupes = {i for i in ids if ids.count(i) > 1}
+        if dupes:
+            raise ValueError(f"merchant id used twice: {', '.join(sorted(dupes))}")
+        return self
+
+    def merchant(self, merchant_id: str | None) -> MerchantConfig:
+        if merchant_id is None:
+            if len(self.merchants) == 1:
+                return self.merchants[0]
+            known = ", ".join(m.id for m in self.merchants) or "none configured"
+            raise ConfigError(f"{self.origin}: choose a merchant with --merchant ({known})")
+        for m in self.merchants:
+            if m.id == merchant_id:
+                return m
+        known = ", ".join(m.id for m in self.merchants) or "none configured"
+        raise ConfigError(f"{self.origin}: unknown merchant {merchant_id!r} (known: {known})")
+
+
+def _expand_env(value, path: str, origin: str):
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else k, origin) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{path}[{i}]", origin) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        m = ENV_REF.match(value)
+        if m:
+            if m.group(1) not in os.environ:
+                raise ConfigError(f"{origin}: {path} refers to environment variable {m.group(1)}, which is not set")
+            return os.environ[m.group(1)]
+    return value
+
+
+def _key_path(loc: tuple, data: dict) -> str:
+    """Turn pydantic's location tuple into the TOML key a person would look for."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            ident = None
+            if isinstance(node, list) and item < len(node) and isinstance(node[item], dict):
+                ident = node[item].get("id") or node[item].get("name")
+            parts[-1] = f"{parts[-1]}[{item}]" + (f" ({ident})" if ident else "")
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+def from_dict(data: dict, origin: str = "<dict>", base_dir: Path = Path(".")) -> Config:
+    data = _expand_env(data, "", origin)
+    try:
+        return Config(**data, base_dir=base_dir, origin=origin)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = _key_path(err["loc"], data)
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling against config.example.toml)"
+            problems.append(f"{origin}: {key}: {msg}")
+        raise ConfigError("\n".join(problems)) from None
+
+
+def load(path: str | os.PathLike | None = None) -> Config:
+    """Load `path`, else $RECON_CONFIG, else the embedded defaults."""
+    path = path or os.environ.get("RECON_CONFIG")
+    if not path:
+        return from_dict({}, origin="<embedded defaults>")
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    return from_dict(data, origin=str(p), base_dir=p.resolve().parent)

@@ -1,0 +1,104 @@
+"""Ingest: identify -> parse -> validate -> write, one database transaction per file.
+
+A file's SHA-256 makes re-ingesting it a no-op. A bad file is rejected whole, with the
+file name, line and reason, and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from core import store
+from core.config import Config, MerchantConfig
+from core.sources import REGISTRY, InputFile, ParseError
+
+
+class IngestError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    path: str
+    source: str
+    format: str
+    business_day: date | None
+    rows: int
+    new_rows: int
+    file_id: int
+    already_ingested: bool
+
+
+def configured_sources(merchant: MerchantConfig) -> list:
+    out = []
+    for s in merchant.sources:
+        cls = REGISTRY.get(s.kind)
+        if cls is None:
+            raise IngestError(f"merchant {merchant.id}: source {s.name!r} has unknown kind {s.kind!r} "
+                              f"(known: {', '.join(sorted(REGISTRY))})")
+        out.append((s, cls(s, merchant)))
+    return out
+
+
+def identify(file: InputFile, merchant: MerchantConfig):
+    """The one configured source that claims this file; anything else is an error."""
+    claims = [(cfg, src) for cfg, src in configured_sources(merchant) if src.identify(file)]
+    if len(claims) == 1:
+        return claims[0]
+    if len(claims) > 1:
+        names = ", ".join(f"{c.name} ({s.format})" for c, s in claims)
+        raise ParseError(file.path, f"claimed by more than one source: {names}")
+    if file.is_zip:
+        file.members  # a damaged archive says so here, which helps more than "unknown format"
+    kinds = ", ".join(sorted({c.kind for c in merchant.sources})) or "none configured"
+    raise ParseError(file.path, f"no configured source of merchant {merchant.id} recognises this file "
+                                f"(configured kinds: {kinds})")
+
+
+def ingest_file(cfg: Config, merchant: MerchantConfig, path: str | Path, day: date | None = None) -> IngestResult:
+    url = cfg.database.url
+    shown = display_path(path)
+    file = InputFile.read(path)
+    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    source_cfg, source = identify(file, merchant)
+    store.ensure_merchant(url, merchant)
+    known = store.find_file(url, merchant.id, sha)
+    if known is not None:
+        return IngestResult(shown, source_cfg.name, source.format, None, 0, 0, known, True)
+    parsed = source.parse(file)
+    records = parsed.records
+    if source.side == "channel":
+        records = records.set_column(records.schema.get_field_index("source"), "source",
+                                     pa.array([source_cfg.name] * records.num_rows, pa.string()))
+    ledgers = store.ledger_ids(url, merchant.id, {(s, source.side) for s in pc.unique(records["source"]).to_pylist()})
+    ledger_col = _ledger_column(records, ledgers, source.side)
+    records = records.append_column("ledger_id", ledger_col)
+    business_day = day or parsed.business_day
+    stored = store.write_statement(
+        url, merchant_id=merchant.id, source=source_cfg.name, side=source.side, fmt=source.format,
+        path=str(Path(path).resolve()), sha256=sha, business_day=business_day, control_totals=parsed.control_totals, records=records,
+    )
+    return IngestResult(shown, source_cfg.name, source.format, business_day, parsed.row_count,
+                        stored.new_rows, stored.file_id, stored.already_ingested)
+
+
+def _ledger_column(records: pa.Table, ledgers: dict, side: str) -> pa.Array:
+    names = list({s for s, _ in ledgers})
+    idx = pc.index_in(records["source"], value_set=pa.array(names))
+    ids = pa.array([ledgers[(n, side)] for n in names], pa.int64())
+    return pc.take(ids, idx)
+
+
+def display_path(path: str | Path) -> str:
+    """Paths under the working directory are kept relative, so evidence reads short."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)

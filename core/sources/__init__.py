@@ -1,0 +1,13 @@
+"""Statement sources: one module per format, one registry (this literal list)."""
+
+from core.sources.alipay import AlipayTradeBill
+from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, Source  # noqa: F401
+from core.sources.orders import OrdersExport
+from core.sources.wechatpay import WeChatPayTradeBill
+
+# kind (as written in config) -> source class
+REGISTRY: dict[str, type] = {
+    "orders": OrdersExport,
+    "wechatpay": WeChatPayTradeBill,
+    "alipay": AlipayTradeBill,
+}

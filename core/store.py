@@ -1,0 +1,167 @@
+"""Bulk record I/O: Arrow tables in and out of the record store, one transaction per file.
+
+The ORM (SQLModel) handles the few rows of merchants, runs and breaks. Records come in
+millions, so they go through ADBC: Arrow columns are bound straight into SQLite, or
+COPYed into PostgreSQL, via a temporary staging table, then
+`INSERT ... ON CONFLICT DO NOTHING` folds them into `record` so a transaction already
+stored from an overlapping file is kept once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from models.db import adbc_connect, get_engine, is_sqlite
+from models.tables import Ledger, Merchant
+
+RECORD_COLUMNS = [
+    "ledger_id", "file_id", "line", "kind", "ref", "txn_id", "order_id", "amount", "currency",
+    "fee", "discount", "status", "occurred_at", "business_day", "payer", "memo",
+]
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    file_id: int
+    new_rows: int
+    already_ingested: bool
+
+
+def ensure_merchant(url: str, merchant) -> None:
+    with Session(get_engine(url)) as s:
+        row = s.get(Merchant, merchant.id)
+        if row is None:
+            s.add(Merchant(id=merchant.id, name=merchant.name, timezone=merchant.timezone, currency=merchant.currency))
+        else:
+            row.name, row.timezone, row.currency = merchant.name, merchant.timezone, merchant.currency
+        try:
+            s.commit()
+        except IntegrityError:  # another process created it first
+            s.rollback()
+
+
+def ledger_ids(url: str, merchant_id: str, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """(source, side) -> ledger id, creating ledgers on first use."""
+    engine = get_engine(url)
+    out: dict[tuple[str, str], int] = {}
+    for source, side in sorted(keys):
+        for _attempt in range(2):
+            with Session(engine) as s:
+                q = select(Ledger).where(Ledger.merchant_id == merchant_id, Ledger.source == source, Ledger.side == side)
+                row = s.exec(q).first()
+                if row is None:
+                    row = Ledger(merchant_id=merchant_id, source=source, side=side)
+                    s.add(row)
+                    try:
+                        s.commit()
+                    except IntegrityError:
+                        s.rollback()
+                        continue
+                out[(source, side)] = row.id
+                break
+    return out
+
+
+def find_file(url: str, merchant_id: str, sha256: str) -> int | None:
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT id FROM statement_file WHERE merchant_id = {_lit(merchant_id)} AND sha256 = {_lit(sha256)}")
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def write_statement(url: str, *, merchant_id: str, source: str, side: str, fmt: str, path: str, sha256: str,
+                    business_day: date | None, control_totals: dict, records: pa.Table) -> StoredFile:
+    """Store one statement file and its records atomically; a known file is a no-op."""
+    sqlite = is_sqlite(url)
+    with adbc_connect(url) as conn:
+        cur = conn.cursor()
+        try:
+            cur.execute(f"SELECT id FROM statement_file WHERE merchant_id = {_lit(merchant_id)} AND sha256 = {_lit(sha256)}")
+            found = cur.fetchone()
+            if found:
+                conn.rollback()
+                return StoredFile(found[0], 0, True)
+            now = datetime.now(timezone.utc)
+            cur.execute(
+                "INSERT INTO statement_file (merchant_id, source, side, format, path, sha256, business_day, "
+                "row_count, new_rows, control_totals, ingested_at) VALUES ("
+                f"{_lit(merchant_id)}, {_lit(source)}, {_lit(side)}, {_lit(fmt)}, {_lit(path)}, {_lit(sha256)}, "
+                f"{_lit(business_day.isoformat()) if business_day else 'NULL'}, {records.num_rows}, 0, "
+                f"{_lit(json.dumps(control_totals, ensure_ascii=False, sort_keys=True))}, "
+                f"{_lit(_ts_text(now) if sqlite else now.isoformat())}) RETURNING id"
+            )
+            file_id = cur.fetchone()[0]
+            stage = records.append_column("file_id", pa.array([file_id] * records.num_rows, pa.int64()))
+            stage = stage.select(RECORD_COLUMNS)
+            if sqlite:  # SQLAlchemy reads SQLite dates and times back from this text form
+                stage = stage.set_column(RECORD_COLUMNS.index("occurred_at"), "occurred_at",
+                                         pc.strftime(stage["occurred_at"], "%Y-%m-%d %H:%M:%S.%f"))
+                stage = stage.set_column(RECORD_COLUMNS.index("business_day"), "business_day",
+                                         pc.strftime(stage["business_day"], "%Y-%m-%d"))
+            else:
+                stage = stage.set_column(RECORD_COLUMNS.index("occurred_at"), "occurred_at",
+                                         stage["occurred_at"].cast(pa.timestamp("us", tz="UTC")))
+            cur.execute("DROP TABLE IF EXISTS recon_stage")
+            cur.adbc_ingest("recon_stage", stage, mode="create", temporary=True)
+            cols = ", ".join(RECORD_COLUMNS)
+            cur.execute(f"INSERT INTO record ({cols}) SELECT {cols} FROM recon_stage ON CONFLICT DO NOTHING")
+            new_rows = cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else None
+            if new_rows is None:
+                cur.execute(f"SELECT count(*) FROM record WHERE file_id = {file_id}")
+                new_rows = cur.fetchone()[0]
+            cur.execute(f"UPDATE statement_file SET new_rows = {new_rows} WHERE id = {file_id}")
+            cur.execute("DROP TABLE recon_stage")
+            conn.commit()
+        except Exception:
+            conn.rollback()
+            raise
+        finally:
+            cur.close()
+    return StoredFile(file_id, new_rows, False)
+
+
+def load_records(url: str, ledger: int, day_from: date, day_to: date) -> pa.Table:
+    """A ledger's records in [day_from, day_to], with their file path, as an Arrow table."""
+    sql = (
+        "SELECT r.id, r.kind, r.ref, r.txn_id, r.order_id, r.amount, r.currency, r.fee, r.discount, r.status, "
+        "r.occurred_at, r.business_day, r.payer, r.memo, r.line, f.path AS file "
+        "FROM record r JOIN statement_file f ON f.id = r.file_id "
+        f"WHERE r.ledger_id = {int(ledger)} AND r.business_day BETWEEN "
+        f"{_lit(day_from.isoformat())} AND {_lit(day_to.isoformat())}"
+    )
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        if not is_sqlite(url):
+            sql = sql.replace("BETWEEN '", "BETWEEN DATE '").replace("AND '", "AND DATE '")
+        cur.execute(sql)
+        return cur.fetch_arrow_table()
+
+
+def coverage(url: str, merchant_id: str) -> dict[tuple[str, str], date]:
+    """(source, side) -> the latest business day delivered by that source's statements."""
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT source, side, max(business_day) FROM statement_file "
+            f"WHERE merchant_id = {_lit(merchant_id)} AND business_day IS NOT NULL GROUP BY source, side"
+        )
+        rows = cur.fetchall()
+    return {(s, side): _as_date(d) for s, side, d in rows}
+
+
+def _as_date(value) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+def _lit(value: str) -> str:
+    """A SQL string literal (values here are ours or hex digests, but quote them properly anyway)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _ts_text(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")

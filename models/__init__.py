@@ -1,0 +1,12 @@
+"""Tables, the database session and migrations. Depends on nothing else in reconbot."""
+
+from models.tables import (  # noqa: F401
+    Adjustment,
+    AuditEvent,
+    Break,
+    Ledger,
+    Merchant,
+    ReconRun,
+    Record,
+    StatementFile,
+)

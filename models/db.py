@@ -1,0 +1,72 @@
+"""Database access: one SQLAlchemy engine for ORM work, ADBC connections for bulk rows.
+
+SQLite is the embedded default; PostgreSQL is used in production. Both go through the
+same code: only the URL differs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL whatever spelling the operator wrote."""
+    u = make_url(url)
+    if u.get_backend_name() == "postgresql" and u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    if is_sqlite(url):
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def adbc_connect(url: str):
+    """An ADBC DB-API connection to the same database, for Arrow bulk reads and writes."""
+    u = make_url(normalise_url(url))
+    if u.get_backend_name() == "sqlite":
+        import adbc_driver_sqlite.dbapi as adbc_sqlite
+
+        path = u.database or ":memory:"
+        conn = adbc_sqlite.connect(path)
+        return conn
+    if u.get_backend_name() == "postgresql":
+        import adbc_driver_postgresql.dbapi as adbc_pg
+
+        libpq = u.set(drivername="postgresql").render_as_string(hide_password=False)
+        return adbc_pg.connect(libpq)
+    raise ValueError(f"unsupported database for bulk I/O: {u.get_backend_name()}")
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the schema to `revision` with Alembic (what `recon db upgrade` runs)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
+    command.upgrade(cfg, revision)
