@@ -82,7 +82,7 @@ def ingest_file(cfg: Config, merchant: MerchantConfig, path: str | Path, day: da
     business_day = day or parsed.business_day
     stored = store.write_statement(
         url, merchant_id=merchant.id, source=source_cfg.name, side=source.side, fmt=source.format,
-        path=str(Path(path).resolve()), sha256=sha, business_day=business_day, control_totals=parsed.control_totals, records=records,
+        path=str(Path(path).resolve()) + (f"!{parsed.member}" if parsed.member else ""), sha256=sha, business_day=business_day, control_totals=parsed.control_totals, records=records,
     )
     return IngestResult(shown, source_cfg.name, source.format, business_day, parsed.row_count,
                         stored.new_rows, stored.file_id, stored.already_ingested)

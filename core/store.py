@@ -111,7 +111,7 @@ def write_statement(url: str, *, merchant_id: str, source: str, side: str, fmt: 
             cur.execute("DROP TABLE IF EXISTS recon_stage")
             cur.adbc_ingest("recon_stage", stage, mode="create", temporary=True)
             cols = ", ".join(RECORD_COLUMNS)
-            cur.execute(f"INSERT INTO record ({cols}) SELECT {cols} FROM recon_stage ON CONFLICT DO NOTHING")
+            cur.execute(f"INSERT INTO record ({cols}) SELECT {cols} FROM recon_stage WHERE true ON CONFLICT DO NOTHING")
             new_rows = cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else None
             if new_rows is None:
                 cur.execute(f"SELECT count(*) FROM record WHERE file_id = {file_id}")

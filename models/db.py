@@ -70,3 +70,32 @@ def upgrade(url: str, revision: str = "head") -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
     command.upgrade(cfg, revision)
+
+
+class SchemaError(Exception):
+    pass
+
+
+def check_schema(url: str) -> None:
+    """Refuse to work on a database whose schema is missing or at another revision."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    u = make_url(normalise_url(url))
+    shown = u.render_as_string(hide_password=True)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" and not Path(u.database).exists():
+        raise SchemaError(f"no database file at {u.database}: run `recon db upgrade` first")
+    try:
+        with get_engine(url).connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except Exception as exc:  # unreachable server, bad credentials, not a database file
+        raise SchemaError(f"cannot open the database at {shown}: {exc.__class__.__name__}: {exc}".splitlines()[0]) from None
+    if current is None:
+        raise SchemaError(f"the database at {shown} has no reconbot schema yet: run `recon db upgrade` first")
+    if current != head:
+        raise SchemaError(f"the database at {shown} is at schema revision {current}, this reconbot needs {head}: "
+                          "run `recon db upgrade`")

@@ -128,6 +128,7 @@ class Break(SQLModel, table=True):
     difference: int = Field(sa_column=Column(BigInteger, nullable=False))  # channel - internal
     currency: str = Field(max_length=3)
     rule: str = Field(max_length=64)
+    tolerance: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))  # minor units allowed
     explanation: str
     evidence: str = Field(sa_column=Column(Text, nullable=False))  # JSON [{side, file, line}]
     first_run_id: int = Field(foreign_key="recon_run.id")

@@ -115,7 +115,8 @@ class AlipayTradeBill:
         """).to_arrow_table()
         totals = self._check_totals(con, path, lines, end, header)
         day = _period_start(lines[:header_idx]) or mode_day(records)
-        return Parsed(self.format, self.side, records, day, totals)
+        member = path.split("!", 1)[1] if "!" in path else None
+        return Parsed(self.format, self.side, records, day, totals, member)
 
     def _check_totals(self, con, path, lines, end, header) -> dict:
         totals = {}

@@ -192,6 +192,7 @@ class Parsed:
     records: pa.Table
     business_day: date | None
     control_totals: dict = field(default_factory=dict)
+    member: str | None = None  # the zip member the records came from, for evidence
 
     @property
     def row_count(self) -> int:

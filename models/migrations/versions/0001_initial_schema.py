@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 07:25:27.573938
+Create Date: 2026-11-25 07:30:25.743779
 """
 from alembic import op
 import sqlalchemy as sa
@@ -86,6 +86,7 @@ def upgrade() -> None:
     sa.Column('difference', sa.BigInteger(), nullable=False),
     sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(length=3), nullable=False),
     sa.Column('rule', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('tolerance', sa.BigInteger(), nullable=False),
     sa.Column('explanation', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('evidence', sa.Text(), nullable=False),
     sa.Column('first_run_id', sa.Integer(), nullable=False),

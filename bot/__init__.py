@@ -1,0 +1,1 @@
+"""The conversation: CLI, cards, (later) commands, actions and the alert pipeline."""

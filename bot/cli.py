@@ -1,0 +1,229 @@
+"""The `recon` command line.
+
+Contract other issues and the docs rely on:
+  recon demo
+  recon db upgrade
+  recon ingest FILE... [--merchant M] [--day YYYY-MM-DD]
+  recon run [--day YYYY-MM-DD] [--merchant M]
+  recon breaks [--day D] [--format table|csv|json]
+Every command takes `--config PATH` (or RECON_CONFIG); without one, embedded defaults.
+Errors are printed as one clear line each and the exit code is non-zero.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from datetime import date, datetime, timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from core import config as config_mod
+from core.breaks import list_breaks
+from core.config import Config, ConfigError
+from core.ingest import IngestError, ingest_file
+from core.money import display
+from core.runs import RunSummary, run_day
+from core.sources import ParseError
+from models import db
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="reconbot: reconcile payment channels against your orders.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Config file (else $RECON_CONFIG, else embedded defaults).")]
+MerchantOpt = Annotated[Optional[str], typer.Option("--merchant", "-m", help="Merchant id (needed when several are configured).")]
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _fail(message: str, code: int = 1):
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def _load(config: Path | None, schema: bool = True) -> Config:
+    """The config, and (unless `schema` is False) a database whose schema is current."""
+    try:
+        cfg = config_mod.load(config)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    if schema:
+        try:
+            db.check_schema(cfg.database.url)
+        except db.SchemaError as exc:
+            _fail(str(exc), 2)
+    return cfg
+
+
+def _day(value: str | None, merchant_tz: str) -> date:
+    if value is None:  # yesterday in the merchant's own time zone
+        return datetime.now(ZoneInfo(merchant_tz)).date() - timedelta(days=1)
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        _fail(f"--day {value!r} is not a date (YYYY-MM-DD)", 2)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None, revision: str = "head") -> None:
+    """Create or migrate the schema (Alembic)."""
+    cfg = _load(config, schema=False)
+    db.upgrade(cfg.database.url, revision)
+    out.print(f"database at {_safe_url(cfg.database.url)} is at revision {revision}")
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="Statement files (any mix of supported formats).")],
+    config: ConfigOpt = None,
+    merchant: MerchantOpt = None,
+    day: Annotated[Optional[str], typer.Option(help="Business day, when the file does not say.")] = None,
+) -> None:
+    """Ingest statement and order files; a file already ingested is skipped."""
+    cfg = _load(config)
+    m = _merchant(cfg, merchant)
+    results, failures = ingest_many(cfg, m, files, _day(day, m.timezone) if day else None, err)
+    for r in results:
+        note = "already ingested, skipped" if r.already_ingested else f"{r.rows} rows, {r.new_rows} new"
+        out.print(f"{r.path}: {r.format} -> {r.source} ({r.business_day or '—'}): {note}", highlight=False)
+    if failures:
+        raise typer.Exit(1)
+
+
+def ingest_many(cfg, merchant, files, day, console: Console):
+    results, failures = [], []
+    with _progress(console) as progress:
+        task = progress.add_task("ingesting", total=len(files))
+        for f in files:
+            progress.update(task, description=f"ingesting {f.name}")
+            try:
+                results.append(ingest_file(cfg, merchant, f, day))
+            except (ParseError, IngestError) as exc:
+                failures.append(str(exc))
+                progress.console.print(f"[red]rejected:[/red] {exc}", highlight=False)
+            progress.advance(task)
+        progress.update(task, description="ingested")
+    return results, failures
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    merchant: MerchantOpt = None,
+    day: Annotated[Optional[str], typer.Option(help="Business day (default: yesterday, merchant time).")] = None,
+) -> None:
+    """Reconcile one business day for a merchant."""
+    cfg = _load(config)
+    m = _merchant(cfg, merchant)
+    summary = run_with_progress(cfg, m, _day(day, m.timezone), err)
+    print_summary(out, summary)
+
+
+def run_with_progress(cfg, merchant, day, console: Console) -> RunSummary:
+    from core.runs import channel_sources
+
+    with _progress(console) as progress:
+        task = progress.add_task(f"reconciling {merchant.id} {day}", total=len(channel_sources(merchant)))
+        return run_day(cfg, merchant, day, on_source=lambda _s: progress.advance(task))
+
+
+def print_summary(console: Console, s: RunSummary) -> None:
+    t = Table(title=f"{s.merchant} · {s.day} · run #{s.run_id}", title_justify="left")
+    for col in ("source", "ours", "channel", "matched", "breaks", "in transit"):
+        t.add_column(col, justify="left" if col in ("source", "breaks") else "right")
+    for x in s.sources:
+        breaks = "\n".join(f"{k} {v}" for k, v in sorted(x.breaks.items())) or "none"
+        t.add_row(x.source, f"{x.internal_payments} · {display(x.internal_amount, s.currency)}",
+                  f"{x.channel_payments} · {display(x.channel_amount, s.currency)}",
+                  f"{x.matched_pct:.1f}%", breaks, str(x.in_transit))
+    console.print(t)
+    console.print(f"breaks: {s.created} new, {s.updated} updated, {s.cleared} cleared", highlight=False)
+
+
+@app.command()
+def breaks(
+    config: ConfigOpt = None,
+    merchant: MerchantOpt = None,
+    day: Annotated[Optional[str], typer.Option(help="Only this business day.")] = None,
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    all: Annotated[bool, typer.Option("--all", help="Include cleared and resolved breaks.")] = False,
+) -> None:
+    """List breaks (open and in transit by default)."""
+    cfg = _load(config)
+    m = cfg.merchant(merchant).id if merchant else None
+    rows = list_breaks(cfg.database.url, m, date.fromisoformat(day) if day else None,
+                       None if all else ("open", "in_transit"))
+    if format is Format.json:
+        sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+    elif format is Format.csv:
+        buf = io.StringIO()
+        fields = [k for k in rows[0] if k != "evidence"] + ["evidence"] if rows else ["id"]
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "evidence": "; ".join(f"{e['side']}:{e['file']}:{e['line']}" for e in r["evidence"])})
+        sys.stdout.write(buf.getvalue())
+    else:
+        print_breaks(out, rows)
+
+
+def print_breaks(console: Console, rows: list[dict]) -> None:
+    t = Table(show_lines=False)
+    for col in ("id", "day", "source", "type", "status", "order", "ours", "channel", "difference", "evidence"):
+        t.add_column(col, justify="right" if col in ("id", "ours", "channel", "difference") else "left")
+    for r in rows:
+        ev = ", ".join(f"{Path(e['file']).name}:{e['line']}" for e in r["evidence"])  # full paths: --format json
+        t.add_row(str(r["id"]), r["day"], r["source"], r["type"], r["status"], r["order_id"] or r["txn_id"] or "",
+                  r["internal_amount"] or "—", r["channel_amount"] or "—", r["difference"], ev)
+    console.print(t)
+
+
+@app.command()
+def demo(output: Annotated[Path, typer.Option(help="Folder for the demo database.")] = Path("demo-output")) -> None:
+    """Ingest the bundled example days, reconcile them and show every break (no token, no server)."""
+    from bot.demo import run_demo
+
+    run_demo(output, out)
+
+
+def _merchant(cfg: Config, merchant: str | None):
+    try:
+        return cfg.merchant(merchant)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)

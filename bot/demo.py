@@ -1,0 +1,68 @@
+"""`recon demo`: the bundled example days, end to end, on embedded defaults.
+
+SQLite in the output folder, the console channel, no token and no server. The database
+is made fresh each time so the output is the same on every machine.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from rich.console import Console
+from rich.rule import Rule
+
+from bot.cards import break_card
+from channels.console import ConsoleChannel
+from core.breaks import list_breaks
+from core.config import from_dict
+from models import db
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "demo"
+DAYS = (date(2026, 11, 20), date(2026, 11, 21))
+
+
+def demo_config(output: Path):
+    return from_dict({
+        "database": {"url": f"sqlite:///{(output / 'reconbot.db').resolve()}"},
+        "merchants": [{
+            "id": "demo-shop", "name": "晨光咖啡 Morning Light Coffee", "timezone": "Asia/Shanghai", "currency": "CNY",
+            "sources": [
+                {"name": "orders", "kind": "orders"},
+                {"name": "wechatpay", "kind": "wechatpay", "timezone": "Asia/Shanghai", "settlement_lag_days": 1},
+                {"name": "alipay", "kind": "alipay", "timezone": "Asia/Shanghai", "settlement_lag_days": 1},
+            ],
+        }],
+    }, origin="<demo>", base_dir=EXAMPLES)
+
+
+def run_demo(output: Path, console: Console) -> None:
+    from bot.cli import ingest_many, print_summary, run_with_progress
+
+    output.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{output / 'reconbot.db'}{suffix}").unlink(missing_ok=True)
+    cfg = demo_config(output)
+    merchant = cfg.merchants[0]
+    console.print(Rule(f"reconbot demo · {merchant.name}"))
+    console.print(f"database: {output / 'reconbot.db'} (SQLite) · chat: console", highlight=False)
+    db.upgrade(cfg.database.url)
+
+    files = sorted(p for p in EXAMPLES.iterdir() if p.is_file())
+    results, failures = ingest_many(cfg, merchant, files, None, console)
+    for r in results:
+        console.print(f"  {Path(r.path).name}: {r.format}, {r.rows} rows, day {r.business_day}", highlight=False)
+    if failures:
+        raise SystemExit(1)
+
+    for day in DAYS:
+        summary = run_with_progress(cfg, merchant, day, console)
+        print_summary(console, summary)
+
+    rows = list_breaks(cfg.database.url, merchant.id)
+    console.print(Rule(f"{len(rows)} breaks to look at"))
+    channel = ConsoleChannel(console)
+    for row in rows:
+        channel.send(break_card(row))
+    console.print(f"List them again with: recon breaks --config <your config> (demo database: {output / 'reconbot.db'})",
+                  highlight=False)
