@@ -67,7 +67,6 @@ def ingest_file(cfg: Config, merchant: MerchantConfig, path: str | Path, day: da
     file = InputFile.read(path)
     sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     source_cfg, source = identify(file, merchant)
-    store.ensure_merchant(url, merchant)
     known = store.find_file(url, merchant.id, sha)
     if known is not None:
         return IngestResult(shown, source_cfg.name, source.format, None, 0, 0, known, True)
@@ -76,6 +75,7 @@ def ingest_file(cfg: Config, merchant: MerchantConfig, path: str | Path, day: da
     if source.side == "channel":
         records = records.set_column(records.schema.get_field_index("source"), "source",
                                      pa.array([source_cfg.name] * records.num_rows, pa.string()))
+    store.ensure_merchant(url, merchant)  # only now: a rejected file leaves no row behind
     ledgers = store.ledger_ids(url, merchant.id, {(s, source.side) for s in pc.unique(records["source"]).to_pylist()})
     ledger_col = _ledger_column(records, ledgers, source.side)
     records = records.append_column("ledger_id", ledger_col)

@@ -25,6 +25,8 @@ UNCLAIMED = {
     "wechatpay/doc_v2_downloadfundflow_example.txt": "fund-flow bill (资金账单), not a trade bill: a later issue",
     "wechatpay/gunsluo_fundflowbill_BASIC.csv": "fund-flow bill (资金账单), not a trade bill: a later issue",
     "wechatpay/gunsluo_fundflowbill_BASIC.csv.gz": "the same fund-flow bill, gzipped: a later issue",
+    "wechatpay/wxjava_billresult_test_excerpts.txt": "three masked bills pasted into one file under '## ' "
+    "headings (a test-code excerpt, not a bill): ingest refuses it as unrecognised",
     "alipay/SOURCES.md": "provenance notes, not a statement",
 }
 

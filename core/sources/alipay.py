@@ -93,7 +93,8 @@ class AlipayTradeBill:
         # 服务费 is printed with either sign depending on the bill's era; charged fees are
         # positive in our records and fees returned on a refund negative.
         fee = f"abs(coalesce({T.fee_minor_sql(chr(34) + COL_FEE + chr(34), cur)}, 0))" if COL_FEE in header else "0"
-        memo = "concat_ws(' | ', clean_text(\"商品名称\"), clean_text(\"备注\"))" if "备注" in header else "clean_text(\"商品名称\")"
+        memo = ("concat_ws(' | ', clean_text(\"商品名称\"), nullif(clean_text(\"备注\"), clean_text(\"商品名称\")))"
+                if "备注" in header else "clean_text(\"商品名称\")")
         records = con.sql(f"""
             SELECT line, CAST(NULL AS VARCHAR) AS source,
                    CASE WHEN {is_refund} THEN 'refund' ELSE 'payment' END AS kind,

@@ -137,13 +137,22 @@ def _member_name(info: zipfile.ZipInfo) -> str:
 
 
 def sniff_text(data: bytes) -> str:
+    """Lenient decoding for identify(): each line as UTF-8, else GB18030.
+
+    Line by line, so that one badly encoded row near the top does not hide the header;
+    the strict decode in parse() then names that row.
+    """
     data = data.removeprefix(b"\xef\xbb\xbf")
+    return "\n".join(_sniff_line(line) for line in data.split(b"\n"))
+
+
+def _sniff_line(line: bytes) -> str:
     try:
-        return data.decode("utf-8")
+        return line.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start > len(data) - 4:  # cut in the middle of a character
-            return data[: exc.start].decode("utf-8")
-        return data.decode("gb18030", errors="replace")
+        if exc.start > len(line) - 4 and exc.reason == "unexpected end of data":
+            return line[: exc.start].decode("utf-8", errors="replace")  # cut mid-character
+        return line.decode("gb18030", errors="replace")
 
 
 def _gunzip(path: Path, data: bytes) -> bytes:

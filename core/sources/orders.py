@@ -89,7 +89,9 @@ class OrdersExport:
         con.register("raw", raw)
         T.required(con, file.path, REQUIRED)
         cur = f"upper(coalesce(clean_text(currency), '{self.currency}'))"
-        paid_at = "coalesce(TRY_CAST(clean_text(paid_at) AS TIMESTAMPTZ), timezone('{tz}', local_ts(paid_at)))"
+        # An explicit offset (+08:00, Z) wins; a bare local time is in the merchant's zone.
+        paid_at = ("CASE WHEN regexp_matches(clean_text(paid_at), '(Z|[+-]\\d\\d:?\\d\\d)$') "
+                   "THEN TRY_CAST(clean_text(paid_at) AS TIMESTAMPTZ) ELSE timezone('{tz}', local_ts(paid_at)) END")
         refunded_at = paid_at.replace("paid_at", "refunded_at")
         ts_check = lambda c: T.Check(c, paid_at.replace("paid_at", c).format(tz=self.tz),  # noqa: E731
                                      "not a date-time (ISO-8601, e.g. 2026-11-20 14:03:00 or with +08:00)")

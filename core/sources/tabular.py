@@ -38,7 +38,7 @@ _MACROS = r"""
 CREATE OR REPLACE MACRO clean_text(s) AS nullif(trim(replace(replace(s, '`', ''), chr(9), '')), '');
 CREATE OR REPLACE MACRO clean_num(s) AS
     nullif(regexp_replace(replace(clean_text(s), '－', '-'), '[,¥￥$\s]', '', 'g'), '');
-CREATE OR REPLACE MACRO to_dec(s) AS TRY_CAST(clean_num(s) AS DECIMAL(38, 8));
+CREATE OR REPLACE MACRO to_dec(s) AS TRY_CAST(clean_num(s) AS DECIMAL(38, 18));
 CREATE OR REPLACE MACRO local_ts(s) AS TRY_STRPTIME(
     replace(clean_text(s), '：', ':'),
     ['%Y-%m-%d %H:%M:%S', '%Y/%m/%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S', '%Y-%m-%d %H:%M', '%Y/%m/%d %H:%M']);
@@ -58,13 +58,13 @@ def exponent_sql(currency_sql: str) -> str:
 
 def minor_sql(col: str, currency_sql: str) -> str:
     """Exact minor units (NULL when not exact: the error query reports it)."""
-    scaled = f"(to_dec({col}) * pow(10, {exponent_sql(currency_sql)})::DECIMAL(38, 8))"
+    scaled = f"(to_dec({col}) * CAST(pow(10, {exponent_sql(currency_sql)}) AS INTEGER))"
     return f"(CASE WHEN {scaled} = round({scaled}) THEN CAST({scaled} AS BIGINT) END)"
 
 
 def fee_minor_sql(col: str, currency_sql: str) -> str:
     """Fees are shown with up to 5 decimals and settled rounded half-up to the minor unit."""
-    return f"CAST(round(to_dec({col}) * pow(10, {exponent_sql(currency_sql)})::DECIMAL(38, 8)) AS BIGINT)"
+    return f"CAST(round(to_dec({col}) * CAST(pow(10, {exponent_sql(currency_sql)}) AS INTEGER)) AS BIGINT)"
 
 
 def utc_sql(local_ts: str, tz: str) -> str:

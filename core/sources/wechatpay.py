@@ -56,8 +56,8 @@ class WeChatPayTradeBill:
         if file.is_zip:
             return False
         for line in file.head().splitlines():
-            if line.startswith("#") or not line.strip():
-                continue  # copies of doc examples carry comment lines above the bill
+            if line.startswith("# ") or not line.strip():
+                continue  # copies of doc examples carry "# " comment lines above the bill
             return line.startswith(HEADER_START) and "微信订单号" in line
         return False
 
@@ -68,7 +68,7 @@ class WeChatPayTradeBill:
         text = decode_text(file.path, file.raw, ("utf-8-sig",))
         lines = text.split("\n")
         i = 0
-        while i < len(lines) and (lines[i].startswith("#") or not lines[i].strip()):
+        while i < len(lines) and (lines[i].startswith("# ") or not lines[i].strip()):
             i += 1
         header = [h.strip() for h in lines[i].rstrip("\r").split(",")]
         header_line = i + 1
@@ -163,14 +163,15 @@ class WeChatPayTradeBill:
             totals[name] = value
             if name == SUMMARY_START:
                 if stated != row_count:
-                    raise ControlTotalError(
-                        file.path, f"summary says {SUMMARY_START}={value} but the bill has {row_count} rows")
+                    raise ControlTotalError(file.path, f"the summary says {stated.normalize():f} rows but the bill has "
+                                            f"{row_count}", line=line, field=name, value=value)
                 continue
             column = SUMMARY_TOTALS.get(name)
             if column is None or column not in cols:
                 continue
             actual = con.execute(f'SELECT coalesce(sum(to_dec("{column}")), 0) FROM raw').fetchone()[0]
             if Decimal(actual) != stated:
-                raise ControlTotalError(
-                    file.path, f"summary says {name}={value} but the rows' {column} add up to {Decimal(actual).normalize():f}")
+                shown = Decimal(actual).quantize(Decimal(1).scaleb(min(stated.as_tuple().exponent, 0)))
+                raise ControlTotalError(file.path, f"the rows' {column} add up to {shown}",
+                                        line=line, field=name, value=value)
         return totals

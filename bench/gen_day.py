@@ -1,0 +1,313 @@
+"""Synthetic business day for the benchmark: N orders of one merchant, paid by WeChat Pay.
+
+    python bench/gen_day.py 1000000          # -> bench/out/day-1000000-s20261120-v1/
+
+Writes, for 2026-11-20 (Asia/Shanghai):
+- orders.csv: the shop's export, canonical header
+  `order_id,channel,amount,currency,status,paid_at,refund_amount,channel_txn_id`, UTF-8, LF.
+- wechatpay_tradebill_ALL_2026-11-20.csv: the WeChat Pay v3 ALL trade bill, exactly as
+  examples/make_demo.py writes it (UTF-8 with BOM, CRLF, backtick-prefixed fields, the 27
+  column header, the 7-column summary whose totals agree with the rows).
+- planted.json: what was planted and the breaks a run must report, by type.
+
+Seeded and vectorised (numpy draws, Arrow string kernels, one buffer per file), so a
+million orders take a few seconds. Files are cached under bench/out/ keyed by N, seed
+and GEN_VERSION; `generate()` returns the cached set when it is complete.
+
+Planted (counts scale with N, each at least 1 for N >= 10_000; sets are disjoint):
+  short            paid in our books, absent from the bill                N / 1000
+  amount_mismatch  the bill's 订单金额 differs from our amount             N / 1000
+  long             the bill collected an order our books do not have      N / 2000
+  duplicate_charge the bill has a second SUCCESS payment of an order      N / 5000
+  status_mismatch  REFUND on the bill our books do not show               N / 2000
+                   + our books say unpaid (no txn id), the bill collected N / 5000
+and, producing no break: full refunds on both sides (N / 100), partial refunds on both
+sides (N / 200), WeChat coupons (应结 < 订单金额, N / 100), unpaid orders absent from the
+bill (N / 200).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+OUT = Path(__file__).resolve().parent / "out"
+GEN_VERSION = 1
+DAY = "2026-11-20"
+DAY_COMPACT = "20261120"
+SEED = 20261120
+WECHAT_MCH = "1900000109"
+WECHAT_APPID = "wx8888888888888888"
+
+# Same text as examples/make_demo.py (WX_HEADER, WX_SUMMARY); kept literal so the bench
+# does not import the examples package.
+WX_HEADER = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,"
+             "应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,"
+             "手续费,费率,订单金额,申请退款金额,费率备注")
+WX_SUMMARY = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
+ORDERS_HEADER = "order_id,channel,amount,currency,status,paid_at,refund_amount,channel_txn_id"
+GOODS = ["拿铁 Latte", "美式 Americano", "燕麦拿铁 Oat latte", "手冲 Pour-over", "可颂 Croissant", "冷萃 Cold brew"]
+
+
+@dataclass(frozen=True)
+class DayFiles:
+    n: int
+    folder: Path
+    orders: Path
+    bill: Path
+    planted: dict
+
+    @property
+    def orders_rows(self) -> int:
+        return self.planted["orders_rows"]
+
+    @property
+    def bill_rows(self) -> int:
+        return self.planted["bill_rows"]
+
+    @property
+    def expected_breaks(self) -> dict[str, int]:
+        return self.planted["expected_breaks"]
+
+
+def folder_for(n: int, seed: int = SEED) -> Path:
+    return OUT / f"day-{n}-s{seed}-v{GEN_VERSION}"
+
+
+def generate(n: int, seed: int = SEED, force: bool = False) -> DayFiles:
+    """The day's files for `n` orders, from the cache when already generated."""
+    folder = folder_for(n, seed)
+    orders, bill, marker = folder / "orders.csv", folder / f"wechatpay_tradebill_ALL_{DAY}.csv", folder / "planted.json"
+    if not force and marker.exists() and orders.exists() and bill.exists():
+        return DayFiles(n, folder, orders, bill, json.loads(marker.read_text()))
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    planted = _write_day(n, seed, orders, bill)
+    marker.write_text(json.dumps(planted, indent=2, ensure_ascii=False) + "\n")  # written last: marks completeness
+    return DayFiles(n, folder, orders, bill, planted)
+
+
+# -- Arrow string helpers (no per-row Python) -------------------------------------------
+
+def _s(values) -> pa.Array:
+    return pc.cast(pa.array(values), pa.string())
+
+
+def _const(text: str, n: int) -> pa.Array:
+    return pa.array([text], pa.string()).take(pa.array(np.zeros(n, dtype=np.int64)))
+
+
+def _pad(values: np.ndarray, width: int) -> pa.Array:
+    return pc.utf8_lpad(_s(values), width=width, padding="0")
+
+
+def _join(*cols, sep: str = "") -> pa.Array:
+    return pc.binary_join_element_wise(*cols, sep)
+
+
+def _money(minor: np.ndarray, decimals: int = 2) -> pa.Array:
+    """Signed integers in 10^-decimals units -> '12.50', '-0.00060'."""
+    scale = 10**decimals
+    absv = np.abs(minor)
+    text = _join(_s(absv // scale), _pad(absv % scale, decimals), sep=".")
+    sign = pc.if_else(pa.array(minor < 0), "-", "")
+    return _join(sign, text)
+
+
+def _times(seconds: np.ndarray) -> pa.Array:
+    """Seconds after local midnight of DAY -> 'YYYY-MM-DD HH:MM:SS' (naive local time)."""
+    base = np.datetime64(f"{DAY}T00:00:00", "s")
+    return pc.strftime(pa.array(base + seconds.astype("timedelta64[s]")), format="%Y-%m-%d %H:%M:%S")
+
+
+def _text_bytes(lines: pa.Array, prefix: str, suffix: str) -> bytes:
+    """The lines' concatenation (they carry their own terminators), with prefix and suffix."""
+    arr = pc.cast(lines, pa.large_string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=len(arr) + 1, offset=arr.offset * 8)
+    body = arr.buffers()[2][offsets[0]:offsets[-1]] if len(arr) else b""
+    return prefix.encode("utf-8") + bytes(body) + suffix.encode("utf-8")
+
+
+# -- the day ----------------------------------------------------------------------------
+
+def _count(n: int, per: int) -> int:
+    return max(1, n // per) if n >= 10_000 else max(0, n // per)
+
+
+def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
+    rng = np.random.default_rng(seed)
+    k = {
+        "short": _count(n, 1000), "amount_mismatch": _count(n, 1000), "long": _count(n, 2000),
+        "duplicate_charge": _count(n, 5000), "refund_channel_only": _count(n, 2000), "unpaid_collected": _count(n, 5000),
+        "refund_full": _count(n, 100), "refund_partial": _count(n, 200), "coupon": _count(n, 100),
+        "unpaid_absent": _count(n, 200),
+    }
+
+    # Orders in paid-time order: 07:00:00 .. 22:59:59 local, so refunds (+5..60 min) stay on the day.
+    paid_s = np.sort(rng.integers(7 * 3600, 23 * 3600, size=n, dtype=np.int64))
+    idx = np.arange(n, dtype=np.int64)
+    amount = rng.integers(1, 400, size=n, dtype=np.int64) * 50 + rng.choice(np.array([0, 0, 0, 0, 10, 80]), size=n)
+    goods = rng.integers(0, len(GOODS), size=n)
+
+    # Disjoint planted sets from one permutation.
+    perm = rng.permutation(n)
+    sets, at = {}, 0
+    for name in ("short", "amount_mismatch", "duplicate_charge", "refund_channel_only", "unpaid_collected",
+                 "refund_full", "refund_partial", "coupon", "unpaid_absent"):
+        sets[name] = np.sort(perm[at:at + k[name]])
+        at += k[name]
+    if at > n:
+        raise ValueError(f"N={n} is too small for the planted differences")
+
+    status = np.zeros(n, dtype=np.int8)  # 0 paid, 1 refunded, 2 partially_refunded, 3 unpaid
+    refund = np.zeros(n, dtype=np.int64)
+    status[sets["refund_full"]] = 1
+    refund[sets["refund_full"]] = amount[sets["refund_full"]]
+    part = sets["refund_partial"]
+    status[part] = 2
+    refund[part] = np.maximum(1, (amount[part] // 3) // 10 * 10)
+    status[sets["unpaid_collected"]] = 3
+    status[sets["unpaid_absent"]] = 3
+    refund_s = paid_s + rng.integers(300, 3600, size=n, dtype=np.int64)
+
+    order_id = _join(_const("B", n), _pad(idx, 8))
+    txn_id = _join(_const("4200001" + DAY_COMPACT, n), _pad(idx, 13))
+    no_txn = np.zeros(n, dtype=bool)
+    no_txn[sets["unpaid_collected"]] = True
+    no_txn[sets["unpaid_absent"]] = True
+    books_txn = pc.if_else(pa.array(no_txn), "", txn_id)
+
+    # -- orders.csv -----------------------------------------------------------------------
+    status_words = pa.array(["paid", "refunded", "partially_refunded", "unpaid"])
+    paid_iso = _join(pc.utf8_replace_slice(_times(paid_s), start=10, stop=11, replacement="T"), _const("+08:00", n))
+    order_lines = _join(_join(order_id, _const("wechatpay", n), _money(amount), _const("CNY", n),
+                              status_words.take(pa.array(status)), paid_iso, _money(refund), books_txn, sep=","),
+                        _const("\n", n))
+    orders_bytes = _text_bytes(order_lines, ORDERS_HEADER + "\n", "")
+
+    # -- the bill: payments -----------------------------------------------------------------
+    on_channel = np.ones(n, dtype=bool)
+    on_channel[sets["short"]] = False
+    on_channel[sets["unpaid_absent"]] = False
+    pay = np.flatnonzero(on_channel)
+    gross = amount.copy()
+    gross[sets["amount_mismatch"]] += np.where(rng.random(k["amount_mismatch"]) < 0.5, -100, 100)
+    gross = np.maximum(gross, 1)
+    coupon = np.zeros(n, dtype=np.int64)
+    coupon[sets["coupon"]] = np.minimum(500, gross[sets["coupon"]] // 2)
+
+    rows = []  # one dict of column arrays per row group, concatenated below
+
+    def group(t_s, txn, oid, user, state, settle, coup, refund_no, m_refund_no, refunded, refund_type, refund_status,
+              goods_i, fee5, gross_amt, applied):
+        m = len(t_s)
+        rows.append(dict(
+            t=t_s, txn=txn, oid=oid, user=user, state=_const(state, m), settle=settle, coupon=coup,
+            refund_no=refund_no, m_refund_no=m_refund_no, refunded=refunded, refund_type=_const(refund_type, m),
+            refund_status=_const(refund_status, m), goods=goods_i, fee5=fee5, gross=gross_amt, applied=applied))
+
+    def user_of(i):
+        return _join(_const("oUpF8uMuAJO_M2pxb1Q9z", len(i)), _pad(i, 8))
+
+    zeros = lambda m: np.zeros(m, dtype=np.int64)  # noqa: E731
+    zero_txt = lambda m: _const("0", m)  # noqa: E731
+    settle = gross[pay] - coupon[pay]
+    group(paid_s[pay], txn_id.take(pa.array(pay)), order_id.take(pa.array(pay)), user_of(pay), "SUCCESS", settle,
+          coupon[pay], zero_txt(len(pay)), zero_txt(len(pay)), zeros(len(pay)), "", "", goods[pay], settle * 6,
+          gross[pay], zeros(len(pay)))
+
+    # a second charge of the same order, 41 s later, with its own transaction id
+    dup = sets["duplicate_charge"]
+    dup_txn = _join(_const("4200002" + DAY_COMPACT, len(dup)), _pad(dup, 13))
+    group(paid_s[dup] + 41, dup_txn, order_id.take(pa.array(dup)), user_of(dup), "SUCCESS", gross[dup], zeros(len(dup)),
+          zero_txt(len(dup)), zero_txt(len(dup)), zeros(len(dup)), "", "", goods[dup], gross[dup] * 6, gross[dup],
+          zeros(len(dup)))
+
+    # payments our books never saw
+    nl = k["long"]
+    long_i = np.arange(nl, dtype=np.int64)
+    long_s = rng.integers(7 * 3600, 23 * 3600, size=nl, dtype=np.int64)
+    long_amt = rng.integers(1, 400, size=nl, dtype=np.int64) * 50
+    group(long_s, _join(_const("4200003" + DAY_COMPACT, nl), _pad(long_i, 13)), _join(_const("BX", nl), _pad(long_i, 8)),
+          user_of(long_i + 90_000_000), "SUCCESS", long_amt, zeros(nl), zero_txt(nl), zero_txt(nl), zeros(nl), "", "",
+          long_i % len(GOODS), long_amt * 6, long_amt, zeros(nl))
+
+    # refunds on the bill: the ones our books agree with, and the ones they do not show
+    ref = np.sort(np.concatenate([sets["refund_full"], sets["refund_partial"], sets["refund_channel_only"]]))
+    ref_amt = np.where(refund[ref] > 0, refund[ref], amount[ref])
+    ref_amt = np.where(np.isin(ref, sets["refund_channel_only"]), np.maximum(1, amount[ref] // 2), ref_amt)
+    m = len(ref)
+    group(refund_s[ref], txn_id.take(pa.array(ref)), order_id.take(pa.array(ref)), user_of(ref), "REFUND", zeros(m),
+          zeros(m), _join(_const("5030000" + DAY_COMPACT, m), _pad(ref, 14)),
+          _join(_const("RF", m), order_id.take(pa.array(ref))), ref_amt, "ORIGINAL", "SUCCESS", goods[ref], -ref_amt * 6,
+          zeros(m), ref_amt)
+
+    col = {key: (pa.concat_arrays([g[key] for g in rows]) if isinstance(rows[0][key], pa.Array)
+                 else np.concatenate([g[key] for g in rows])) for key in rows[0]}
+    order = np.argsort(col["t"], kind="stable")
+    take = pa.array(order)
+    total = len(order)
+    sel = {key: (v.take(take) if isinstance(v, pa.Array) else v[order]) for key, v in col.items()}
+
+    fields = [
+        _times(sel["t"]), _const(WECHAT_APPID, total), _const(WECHAT_MCH, total), _const("0", total), _const("", total),
+        sel["txn"], sel["oid"], sel["user"], _const("JSAPI", total), sel["state"], _const("OTHERS", total),
+        _const("CNY", total), _money(sel["settle"]), _money(sel["coupon"]), sel["refund_no"], sel["m_refund_no"],
+        _money(sel["refunded"]), _const("0.00", total), sel["refund_type"], sel["refund_status"],
+        pa.array(GOODS).take(pa.array(sel["goods"])), _const("", total), _money(sel["fee5"], 5), _const("0.60%", total),
+        _money(sel["gross"]), _money(sel["applied"]), _const("", total),
+    ]
+    bill_lines = _join(_const("`", total), _join(*fields, sep=",`"), _const("\r\n", total))
+    sums = [str(total), _fmt(sel["settle"].sum(), 2), _fmt(sel["refunded"].sum(), 2), "0.00",
+            _fmt(sel["fee5"].sum(), 5), _fmt(sel["gross"].sum(), 2), _fmt(sel["applied"].sum(), 2)]
+    summary = WX_SUMMARY + "\r\n" + ",".join("`" + v for v in sums) + "\r\n"
+    bill_bytes = _text_bytes(bill_lines, "\ufeff" + WX_HEADER + "\r\n", summary)
+
+    orders_path.write_bytes(orders_bytes)
+    bill_path.write_bytes(bill_bytes)
+
+    expected = {
+        "short": k["short"],
+        "long": k["long"],
+        "amount_mismatch": k["amount_mismatch"],
+        "status_mismatch": k["refund_channel_only"] + k["unpaid_collected"],
+        "duplicate_charge": k["duplicate_charge"],
+    }
+    return {
+        "n": n, "seed": seed, "day": DAY, "generator_version": GEN_VERSION,
+        "orders_rows": n, "bill_rows": total,
+        "planted": {name: int(v) for name, v in k.items()},
+        "expected_breaks": expected,
+        "examples": {name: [f"B{int(i):08d}" for i in s[:3]] for name, s in sets.items()},
+    }
+
+
+def _fmt(minor: int, decimals: int) -> str:
+    minor = int(minor)
+    sign = "-" if minor < 0 else ""
+    q, r = divmod(abs(minor), 10**decimals)
+    return f"{sign}{q}.{r:0{decimals}d}"
+
+
+def main(argv: list[str]) -> None:
+    sizes = [int(a.replace("_", "")) for a in argv if not a.startswith("-")] or [100_000]
+    for n in sizes:
+        t0 = time.perf_counter()
+        files = generate(n, force="--force" in argv)
+        took = time.perf_counter() - t0
+        mib = (files.orders.stat().st_size + files.bill.stat().st_size) / 2**20
+        print(f"N={n}: {files.folder} ({files.orders_rows} orders, {files.bill_rows} bill rows, {mib:.0f} MiB) in {took:.2f}s")
+        print(f"  expected breaks: {files.expected_breaks}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

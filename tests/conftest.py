@@ -1,0 +1,113 @@
+"""Shared fixtures: real sample files in place, and a fresh database on SQLite or PostgreSQL.
+
+PostgreSQL: RECON_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/test). Each
+test gets its own schema, so parallel workers never see each other's rows. Where the
+server is not reachable, the PostgreSQL variants skip and say why.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "demo"
+PG_URL = os.environ.get("RECON_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def samples_root() -> Path:
+    return Path(os.environ.get("RECON_SAMPLES", REPO.parent / "shared" / "samples"))
+
+
+@pytest.fixture
+def samples() -> Path:
+    root = samples_root()
+    if not root.is_dir():
+        pytest.skip(f"real sample statements not found at {root} (set RECON_SAMPLES or check out ../shared)")
+    return root
+
+
+_pg_problem: str | None = None
+_pg_checked = False
+
+
+def pg_unreachable() -> str | None:
+    """None when PostgreSQL answers, else the reason (asked once per worker)."""
+    global _pg_problem, _pg_checked
+    if not _pg_checked:
+        _pg_checked = True
+        try:
+            import psycopg
+
+            with psycopg.connect(PG_URL, connect_timeout=3):
+                pass
+        except Exception as exc:  # any failure to connect means: skip, saying why
+            _pg_problem = f"PostgreSQL not reachable at {PG_URL}: {exc.__class__.__name__}: {str(exc).strip()[:200]}"
+    return _pg_problem
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """A migrated, empty reconbot database (SQLite file or a private PostgreSQL schema)."""
+    from models.db import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'recon.db'}"
+        upgrade(url)
+        yield url
+        return
+    problem = pg_unreachable()
+    if problem:
+        pytest.skip(problem)
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        from models.db import get_engine
+
+        get_engine(url).dispose()
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def demo_config(db_url: str, **source_overrides):
+    """The demo merchant on the given database."""
+    from core.config import from_dict
+
+    sources = [
+        {"name": "orders", "kind": "orders"},
+        {"name": "wechatpay", "kind": "wechatpay", "settlement_lag_days": 1},
+        {"name": "alipay", "kind": "alipay", "settlement_lag_days": 1},
+    ]
+    for s in sources:
+        s.update(source_overrides.get(s["name"], {}))
+    return from_dict({
+        "database": {"url": db_url},
+        "merchants": [{"id": "demo-shop", "name": "Demo", "timezone": "Asia/Shanghai", "currency": "CNY",
+                       "sources": sources}],
+    })
+
+
+@pytest.fixture
+def cfg(db_url):
+    return demo_config(db_url)
+
+
+def table_counts(url: str) -> dict[str, int]:
+    from sqlalchemy import text
+
+    from models.db import get_engine
+
+    tables = ["merchant", "ledger", "statement_file", "record", "recon_run", "break", "adjustment", "audit_event"]
+    with get_engine(url).connect() as conn:
+        return {t: conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one() for t in tables}
