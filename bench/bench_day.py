@@ -12,9 +12,20 @@ folder, then run, each as its own process:
     recon run --day 2026-11-20 --config C
 
 Each step's wall time, and its own peak RSS (from wait4() on that process alone, not the
-cumulative RUSAGE_CHILDREN maximum), are measured. `recon breaks --format json` must then
-report exactly the planted breaks by type; any difference is printed loudly and makes the
-exit code non-zero. Target: ingest + run for 1M orders <= 10 s on 2 cores (aim: 5 s).
+cumulative RUSAGE_CHILDREN maximum), are measured. After ingest and after run the database
+must pass `PRAGMA quick_check`, and `recon breaks --format json` must report exactly the
+planted breaks by type; any difference is printed loudly and makes the exit code non-zero.
+Target: ingest + run for 1M orders <= 10 s on 2 cores (aim: 5 s).
+
+SQLite corruption work-around (on by default, `--no-preseed` turns it off): the CLI opens
+the same WAL database through two different SQLite libraries in one process (Python's
+sqlite3 via SQLAlchemy, and the copy bundled in adbc_driver_sqlite). They do not see each
+other's POSIX locks, so an ADBC connection closing deletes the WAL that SQLAlchemy's pooled
+connection still uses, and that connection's later checkpoint writes stale pages over the
+database. On a fresh database the first `recon ingest` creates the merchant and ledger rows
+through SQLAlchemy after such a close, and the file is corrupt when the process exits.
+The bench therefore creates those rows itself after `db upgrade` (the same values the CLI
+would write), so the measured commands only write records through ADBC. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import json
 import os
 import platform
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -42,7 +54,7 @@ LIMIT_S = 10.0  # for 1M orders end to end (ingest + run) on 2 cores
 AIM_S = 5.0
 LIMIT_N = 1_000_000
 
-console = Console()
+console = Console() if sys.stdout.isatty() else Console(width=120)
 
 
 @dataclass
@@ -106,7 +118,32 @@ settlement_lag_days = 0
     return cfg
 
 
-def bench_size(n: int, keep: bool) -> tuple[list[Step], list[str], float]:
+def preseed(db: Path, merchant: tuple[str, str, str, str], ledgers: list[tuple[str, str]]) -> None:
+    """Create the merchant and ledger rows the CLI would create (see the module docstring)."""
+    con = sqlite3.connect(db)
+    try:
+        con.execute("INSERT INTO merchant (id, name, timezone, currency) VALUES (?, ?, ?, ?)", merchant)
+        con.executemany("INSERT INTO ledger (merchant_id, source, side) VALUES (?, ?, ?)",
+                        [(merchant[0], src, side) for src, side in ledgers])
+        con.commit()
+    finally:
+        con.close()
+
+
+def quick_check(db: Path) -> str:
+    """'ok', or what SQLite says is wrong with the file."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            rows = con.execute("PRAGMA quick_check").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        return f"{exc}"
+    return "ok" if rows == [("ok",)] else "; ".join(r[0] for r in rows[:3])
+
+
+def bench_size(n: int, keep: bool, seed_rows: bool = True) -> tuple[list[Step], list[str], float]:
     """-> steps, problems (empty when the run found exactly the planted breaks), generation seconds."""
     t0 = time.perf_counter()
     cached = (gen_day.folder_for(n) / "planted.json").exists()
@@ -132,6 +169,14 @@ def bench_size(n: int, keep: bool) -> tuple[list[Step], list[str], float]:
             if step.returncode != 0:
                 problems.append(f"`{' '.join(argv[1:3])}` exited {step.returncode}:\n{step.log.read_text(errors='replace')[-3000:]}")
                 return steps, problems, gen_s
+            if name == "db upgrade" and seed_rows:
+                preseed(work / "reconbot.db", ("bench", "Bench Coffee", "Asia/Shanghai", "CNY"),
+                        [("wechatpay", "internal"), ("wechatpay", "channel")])
+            if name != "db upgrade":
+                check = quick_check(work / "reconbot.db")
+                if check != "ok":
+                    problems.append(f"database corrupt after `recon {name}` (PRAGMA quick_check: {check[:300]})")
+                    return steps, problems, gen_s
         out = subprocess.run([recon, "breaks", "--format", "json", "--day", gen_day.DAY, "--config", str(cfg)],
                              cwd=work, capture_output=True, text=True)
         if out.returncode != 0:
@@ -163,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="100000,1000000",
                     help="comma-separated order counts (default: 100000,1000000)")
     ap.add_argument("--keep", action="store_true", help="keep each run's temp folder (config, database, logs)")
+    ap.add_argument("--no-preseed", dest="preseed", action="store_false",
+                    help="let the CLI create merchant and ledgers itself (shows the SQLite corruption bug)")
     args = ap.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
 
@@ -170,11 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"reconbot bench · day {gen_day.DAY} · {cores} cores (os.cpu_count) · {platform.machine()} · "
               f"Python {platform.python_version()} · SQLite")
     console.rule(header)
+    if args.preseed:
+        console.print("[yellow]note:[/yellow] merchant and ledger rows are pre-created after `db upgrade` to dodge the "
+                      "SQLite two-library WAL corruption (see bench/README.md; --no-preseed to reproduce it)", highlight=False)
 
     all_steps: list[Step] = []
     failures: dict[int, list[str]] = {}
     for n in sizes:
-        steps, problems, _gen_s = bench_size(n, args.keep)
+        steps, problems, _gen_s = bench_size(n, args.keep, args.preseed)
         all_steps += steps
         if problems:
             failures[n] = problems
@@ -185,7 +235,6 @@ def main(argv: list[str] | None = None) -> int:
     for col, just in (("N", "right"), ("step", "left"), ("wall s", "right"), ("peak RSS MiB", "right"),
                       ("rows/s", "right"), ("", "left")):
         t.add_column(col, justify=just)
-    verdicts: list[str] = []
     for n in sizes:
         steps = [s for s in all_steps if s.n == n]
         for s in steps:
@@ -196,17 +245,18 @@ def main(argv: list[str] | None = None) -> int:
         if len(e2e) == 2:
             total = sum(s.wall_s for s in e2e)
             rows = e2e[0].rows or 0
-            # the limit is stated for 1M orders; other sizes are judged pro rata
+            # the limit is stated for 1M orders (pro rata above); smaller days only inform
             limit = LIMIT_S * n / LIMIT_N
             ok = total <= limit and n not in failures
-            verdict = "[green]PASS[/green]" if ok else "[bold red]MISS[/bold red]"
+            if n >= LIMIT_N:
+                verdict = ("[green]PASS[/green]" if ok else "[bold red]MISS[/bold red]") + f" vs {limit:.3g} s"
+                verdict += f" (aim {AIM_S * n / LIMIT_N:.3g} s)"
+            else:
+                verdict = f"[dim]target is for {LIMIT_N:,}[/dim]"
             if n in failures:
-                verdict += " [red](wrong breaks)[/red]"
+                verdict += " [bold red](FAILED checks)[/bold red]"
             t.add_row(f"{n:,}", "[bold]ingest + run[/bold]", f"[bold]{total:.2f}[/bold]",
-                      f"{max(s.peak_rss_mib for s in e2e):.0f}", f"{rows / total:,.0f}",
-                      f"{verdict} vs {limit:.3g} s" + (f" (aim {AIM_S:.0f} s)" if n == LIMIT_N else " (pro rata)"),
-                      end_section=True)
-            verdicts.append(f"N={n:,}: {total:.2f}s {'PASS' if ok else 'MISS'}")
+                      f"{max(s.peak_rss_mib for s in e2e):.0f}", f"{rows / total:,.0f}", verdict, end_section=True)
     console.print(t)
     console.print("rows = input data rows (orders CSV rows + bill rows); peak RSS is each step's own process; "
                   f"target: 1M orders ingest + run <= {LIMIT_S:.0f} s on 2 cores (aim {AIM_S:.0f} s)", highlight=False)

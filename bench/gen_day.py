@@ -109,32 +109,61 @@ def _pad(values: np.ndarray, width: int) -> pa.Array:
 
 
 def _join(*cols, sep: str = "") -> pa.Array:
-    return pc.binary_join_element_wise(*cols, sep)
+    """Element-wise concatenation with `sep`; str items are constants (adjacent ones merged, broadcast as scalars)."""
+    parts: list = []
+    for c in cols:
+        if isinstance(c, str) and parts and isinstance(parts[-1], str):
+            parts[-1] = parts[-1] + sep + c
+        else:
+            parts.append(c)
+    return pc.binary_join_element_wise(*[pa.scalar(p, pa.string()) if isinstance(p, str) else p for p in parts], sep)
+
+
+_FRAC: dict[int, pa.Array] = {}
+
+
+def _frac_lut(decimals: int) -> pa.Array:
+    """'.00' .. '.99' (or 5 decimals): taken by index instead of padding per row."""
+    if decimals not in _FRAC:
+        _FRAC[decimals] = pa.array([f".{i:0{decimals}d}" for i in range(10**decimals)], pa.string())
+    return _FRAC[decimals]
 
 
 def _money(minor: np.ndarray, decimals: int = 2) -> pa.Array:
     """Signed integers in 10^-decimals units -> '12.50', '-0.00060'."""
     scale = 10**decimals
     absv = np.abs(minor)
-    text = _join(_s(absv // scale), _pad(absv % scale, decimals), sep=".")
-    sign = pc.if_else(pa.array(minor < 0), "-", "")
-    return _join(sign, text)
+    text = _join(_s(absv // scale), _frac_lut(decimals).take(pa.array(absv % scale)))
+    negative = minor < 0
+    if not negative.any():
+        return text
+    return _join(pc.if_else(pa.array(negative), "-", ""), text)
 
 
-def _times(seconds: np.ndarray) -> pa.Array:
-    """Seconds after local midnight of DAY -> 'YYYY-MM-DD HH:MM:SS' (naive local time)."""
-    base = np.datetime64(f"{DAY}T00:00:00", "s")
-    return pc.strftime(pa.array(base + seconds.astype("timedelta64[s]")), format="%Y-%m-%d %H:%M:%S")
+_CLOCK: dict[str, pa.Array] = {}
 
 
-def _text_bytes(lines: pa.Array, prefix: str, suffix: str) -> bytes:
-    """The lines' concatenation (they carry their own terminators), with prefix and suffix."""
-    arr = pc.cast(lines, pa.large_string())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=len(arr) + 1, offset=arr.offset * 8)
-    body = arr.buffers()[2][offsets[0]:offsets[-1]] if len(arr) else b""
-    return prefix.encode("utf-8") + bytes(body) + suffix.encode("utf-8")
+def _times(seconds: np.ndarray, fmt: str = "{day} {hms}") -> pa.Array:
+    """Seconds after local midnight of DAY -> 'YYYY-MM-DD HH:MM:SS' (naive local time), via a 86400-entry table."""
+    if fmt not in _CLOCK:
+        _CLOCK[fmt] = pa.array([fmt.format(day=DAY, hms=f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}")
+                                for s in range(86400)], pa.string())
+    if len(seconds) and (seconds.min() < 0 or seconds.max() >= 86400):
+        raise ValueError("a time falls outside the day")
+    return _CLOCK[fmt].take(pa.array(seconds))
+
+
+def _write_text(path: Path, prefix: str, lines: pa.Array, suffix: str) -> None:
+    """Write prefix, the lines' concatenation (they carry their own terminators), suffix: no per-row Python."""
+    if isinstance(lines, pa.ChunkedArray):
+        lines = lines.combine_chunks()
+    width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
+    offsets = np.frombuffer(lines.buffers()[1], dtype=width, count=len(lines) + 1, offset=lines.offset * width().itemsize)
+    with open(path, "wb") as fh:
+        fh.write(prefix.encode("utf-8"))
+        if len(lines):
+            fh.write(memoryview(lines.buffers()[2])[int(offsets[0]):int(offsets[-1])])
+        fh.write(suffix.encode("utf-8"))
 
 
 # -- the day ----------------------------------------------------------------------------
@@ -179,8 +208,8 @@ def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
     status[sets["unpaid_absent"]] = 3
     refund_s = paid_s + rng.integers(300, 3600, size=n, dtype=np.int64)
 
-    order_id = _join(_const("B", n), _pad(idx, 8))
-    txn_id = _join(_const("4200001" + DAY_COMPACT, n), _pad(idx, 13))
+    order_id = _join("B", _pad(idx, 8))
+    txn_id = _join("4200001" + DAY_COMPACT, _pad(idx, 13))
     no_txn = np.zeros(n, dtype=bool)
     no_txn[sets["unpaid_collected"]] = True
     no_txn[sets["unpaid_absent"]] = True
@@ -188,11 +217,10 @@ def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
 
     # -- orders.csv -----------------------------------------------------------------------
     status_words = pa.array(["paid", "refunded", "partially_refunded", "unpaid"])
-    paid_iso = _join(pc.utf8_replace_slice(_times(paid_s), start=10, stop=11, replacement="T"), _const("+08:00", n))
-    order_lines = _join(_join(order_id, _const("wechatpay", n), _money(amount), _const("CNY", n),
-                              status_words.take(pa.array(status)), paid_iso, _money(refund), books_txn, sep=","),
-                        _const("\n", n))
-    orders_bytes = _text_bytes(order_lines, ORDERS_HEADER + "\n", "")
+    paid_iso = _times(paid_s, "{day}T{hms}+08:00")
+    # the last "column" is the line terminator: the separator before it is dropped by joining it with ""
+    order_lines = _join(_join(order_id, "wechatpay", _money(amount), "CNY", status_words.take(pa.array(status)),
+                              paid_iso, _money(refund), books_txn, sep=","), "\n")
 
     # -- the bill: payments -----------------------------------------------------------------
     on_channel = np.ones(n, dtype=bool)
@@ -216,7 +244,7 @@ def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
             refund_status=_const(refund_status, m), goods=goods_i, fee5=fee5, gross=gross_amt, applied=applied))
 
     def user_of(i):
-        return _join(_const("oUpF8uMuAJO_M2pxb1Q9z", len(i)), _pad(i, 8))
+        return _join("oUpF8uMuAJO_M2pxb1Q9z", _pad(i, 8))
 
     zeros = lambda m: np.zeros(m, dtype=np.int64)  # noqa: E731
     zero_txt = lambda m: _const("0", m)  # noqa: E731
@@ -227,7 +255,7 @@ def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
 
     # a second charge of the same order, 41 s later, with its own transaction id
     dup = sets["duplicate_charge"]
-    dup_txn = _join(_const("4200002" + DAY_COMPACT, len(dup)), _pad(dup, 13))
+    dup_txn = _join("4200002" + DAY_COMPACT, _pad(dup, 13))
     group(paid_s[dup] + 41, dup_txn, order_id.take(pa.array(dup)), user_of(dup), "SUCCESS", gross[dup], zeros(len(dup)),
           zero_txt(len(dup)), zero_txt(len(dup)), zeros(len(dup)), "", "", goods[dup], gross[dup] * 6, gross[dup],
           zeros(len(dup)))
@@ -237,7 +265,7 @@ def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
     long_i = np.arange(nl, dtype=np.int64)
     long_s = rng.integers(7 * 3600, 23 * 3600, size=nl, dtype=np.int64)
     long_amt = rng.integers(1, 400, size=nl, dtype=np.int64) * 50
-    group(long_s, _join(_const("4200003" + DAY_COMPACT, nl), _pad(long_i, 13)), _join(_const("BX", nl), _pad(long_i, 8)),
+    group(long_s, _join("4200003" + DAY_COMPACT, _pad(long_i, 13)), _join("BX", _pad(long_i, 8)),
           user_of(long_i + 90_000_000), "SUCCESS", long_amt, zeros(nl), zero_txt(nl), zero_txt(nl), zeros(nl), "", "",
           long_i % len(GOODS), long_amt * 6, long_amt, zeros(nl))
 
@@ -247,8 +275,8 @@ def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
     ref_amt = np.where(np.isin(ref, sets["refund_channel_only"]), np.maximum(1, amount[ref] // 2), ref_amt)
     m = len(ref)
     group(refund_s[ref], txn_id.take(pa.array(ref)), order_id.take(pa.array(ref)), user_of(ref), "REFUND", zeros(m),
-          zeros(m), _join(_const("5030000" + DAY_COMPACT, m), _pad(ref, 14)),
-          _join(_const("RF", m), order_id.take(pa.array(ref))), ref_amt, "ORIGINAL", "SUCCESS", goods[ref], -ref_amt * 6,
+          zeros(m), _join("5030000" + DAY_COMPACT, _pad(ref, 14)),
+          _join("RF", order_id.take(pa.array(ref))), ref_amt, "ORIGINAL", "SUCCESS", goods[ref], -ref_amt * 6,
           zeros(m), ref_amt)
 
     col = {key: (pa.concat_arrays([g[key] for g in rows]) if isinstance(rows[0][key], pa.Array)
@@ -259,21 +287,20 @@ def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
     sel = {key: (v.take(take) if isinstance(v, pa.Array) else v[order]) for key, v in col.items()}
 
     fields = [
-        _times(sel["t"]), _const(WECHAT_APPID, total), _const(WECHAT_MCH, total), _const("0", total), _const("", total),
-        sel["txn"], sel["oid"], sel["user"], _const("JSAPI", total), sel["state"], _const("OTHERS", total),
-        _const("CNY", total), _money(sel["settle"]), _money(sel["coupon"]), sel["refund_no"], sel["m_refund_no"],
-        _money(sel["refunded"]), _const("0.00", total), sel["refund_type"], sel["refund_status"],
-        pa.array(GOODS).take(pa.array(sel["goods"])), _const("", total), _money(sel["fee5"], 5), _const("0.60%", total),
-        _money(sel["gross"]), _money(sel["applied"]), _const("", total),
+        _times(sel["t"], "`{day} {hms}"), WECHAT_APPID, WECHAT_MCH, "0", "",
+        sel["txn"], sel["oid"], sel["user"], "JSAPI", sel["state"], "OTHERS",
+        "CNY", _money(sel["settle"]), _money(sel["coupon"]), sel["refund_no"], sel["m_refund_no"],
+        _money(sel["refunded"]), "0.00", sel["refund_type"], sel["refund_status"],
+        pa.array(GOODS).take(pa.array(sel["goods"])), "", _money(sel["fee5"], 5), "0.60%",
+        _money(sel["gross"]), _money(sel["applied"]),
+        "\r\n",  # 费率备注 is empty: the separator gives its backtick, then the line ends
     ]
-    bill_lines = _join(_const("`", total), _join(*fields, sep=",`"), _const("\r\n", total))
+    bill_lines = _join(*fields, sep=",`")
     sums = [str(total), _fmt(sel["settle"].sum(), 2), _fmt(sel["refunded"].sum(), 2), "0.00",
             _fmt(sel["fee5"].sum(), 5), _fmt(sel["gross"].sum(), 2), _fmt(sel["applied"].sum(), 2)]
     summary = WX_SUMMARY + "\r\n" + ",".join("`" + v for v in sums) + "\r\n"
-    bill_bytes = _text_bytes(bill_lines, "\ufeff" + WX_HEADER + "\r\n", summary)
-
-    orders_path.write_bytes(orders_bytes)
-    bill_path.write_bytes(bill_bytes)
+    _write_text(orders_path, ORDERS_HEADER + "\n", order_lines, "")
+    _write_text(bill_path, "\ufeff" + WX_HEADER + "\r\n", bill_lines, summary)
 
     expected = {
         "short": k["short"],

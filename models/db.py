@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
+from sqlalchemy.pool import NullPool
 from sqlalchemy.engine import Engine, make_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -31,7 +32,12 @@ def is_sqlite(url: str) -> bool:
 def get_engine(url: str) -> Engine:
     url = normalise_url(url)
     if is_sqlite(url):
-        engine = create_engine(url, connect_args={"timeout": 60})
+        # NullPool: every connection is closed when its block ends. The ADBC driver links
+        # its own copy of SQLite, and two SQLite copies in one process must never hold the
+        # same file open at once (POSIX locks are per process: closing one copy's handle
+        # drops the other's locks, which corrupts the database). So: ORM work and bulk
+        # I/O take turns, each opening and closing its own connection.
+        engine = create_engine(url, connect_args={"timeout": 60}, poolclass=NullPool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
@@ -45,7 +51,10 @@ def get_engine(url: str) -> Engine:
 
 
 def adbc_connect(url: str):
-    """An ADBC DB-API connection to the same database, for Arrow bulk reads and writes."""
+    """An ADBC DB-API connection to the same database, for Arrow bulk reads and writes.
+
+    Close it before any ORM work on the same SQLite file (see `get_engine`).
+    """
     u = make_url(normalise_url(url))
     if u.get_backend_name() == "sqlite":
         import adbc_driver_sqlite.dbapi as adbc_sqlite
