@@ -30,7 +30,7 @@ from rich.table import Table
 from core import config as config_mod
 from core.breaks import list_breaks
 from core.config import Config, ConfigError
-from core.ingest import IngestError, ingest_file
+from core.ingest import IngestError, configured_files, ingest_file
 from core.money import display
 from core.runs import RunSummary, run_day
 from core.sources import ParseError
@@ -96,7 +96,8 @@ def db_upgrade(config: ConfigOpt = None, revision: str = "head") -> None:
 
 @app.command()
 def ingest(
-    files: Annotated[list[Path], typer.Argument(help="Statement files (any mix of supported formats).")],
+    files: Annotated[Optional[list[Path]], typer.Argument(
+        help="Statement files (any mix of supported formats). Default: the configured files and folders.")] = None,
     config: ConfigOpt = None,
     merchant: MerchantOpt = None,
     day: Annotated[Optional[str], typer.Option(help="Business day, when the file does not say.")] = None,
@@ -104,6 +105,9 @@ def ingest(
     """Ingest statement and order files; a file already ingested is skipped."""
     cfg = _load(config)
     m = _merchant(cfg, merchant)
+    files = files or configured_files(cfg, m)
+    if not files:
+        _fail(f"no files given and none configured for merchant {m.id} (set `files` or `folder` on its sources)", 2)
     results, failures = ingest_many(cfg, m, files, _day(day, m.timezone) if day else None, err)
     for r in results:
         note = "already ingested, skipped" if r.already_ingested else f"{r.rows} rows, {r.new_rows} new"

@@ -95,6 +95,18 @@ def _ledger_column(records: pa.Table, ledgers: dict, side: str) -> pa.Array:
     return pc.take(ids, idx)
 
 
+def configured_files(cfg: Config, merchant: MerchantConfig) -> list[Path]:
+    """The files a merchant's sources point at (`files` globs, `folder`), relative to the config."""
+    found: set[Path] = set()
+    for s in merchant.sources:
+        for pattern in s.files:
+            found.update(p for p in cfg.base_dir.glob(pattern) if p.is_file())
+        if s.folder:
+            folder = cfg.base_dir / s.folder
+            found.update(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return sorted(found)
+
+
 def display_path(path: str | Path) -> str:
     """Paths under the working directory are kept relative, so evidence reads short."""
     p = Path(path).resolve()

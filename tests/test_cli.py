@@ -138,3 +138,15 @@ def test_example_config_is_valid_and_documents_every_key():
     missing = sorted({k for k in keys(Config) if f"{k} =" not in text and f"[{k}]" not in text
                       and f".{k}]" not in text and f"[[{k}]]" not in text})
     assert missing == []
+
+
+def test_ingest_without_arguments_takes_the_configured_files(tmp_path):
+    cfg = tmp_path / "recon.toml"
+    text = (REPO / "config.example.toml").read_text(encoding="utf-8")
+    text = text.replace('url = "sqlite:///reconbot.db"', f'url = "sqlite:///{tmp_path / "r.db"}"')
+    text = text.replace('"examples/demo', f'"{EXAMPLES}')
+    cfg.write_text(text, encoding="utf-8")
+    assert recon("db", "upgrade", "--config", cfg).returncode == 0
+    r = recon("ingest", "--config", cfg)
+    assert r.returncode == 0, r.stderr
+    assert " ".join(r.stdout.split()).count(" new") == 6
