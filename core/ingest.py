@@ -6,6 +6,7 @@ file name, line and reason, and leaves nothing behind.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 from dataclasses import dataclass
 from datetime import date
@@ -99,8 +100,8 @@ def configured_files(cfg: Config, merchant: MerchantConfig) -> list[Path]:
     """The files a merchant's sources point at (`files` globs, `folder`), relative to the config."""
     found: set[Path] = set()
     for s in merchant.sources:
-        for pattern in s.files:
-            found.update(p for p in cfg.base_dir.glob(pattern) if p.is_file())
+        for pattern in s.files:  # relative to the config's folder, or absolute
+            found.update(p for p in map(Path, glob.glob(str(cfg.base_dir / pattern))) if p.is_file())
         if s.folder:
             folder = cfg.base_dir / s.folder
             found.update(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
