@@ -62,6 +62,7 @@ class Step:
     n: int
     name: str
     wall_s: float
+    cpu_s: float  # user + system CPU of the step's process: less sensitive than wall time to a busy machine
     peak_rss_mib: float
     rows: int | None
     returncode: int
@@ -89,7 +90,7 @@ def run_step(n: int, name: str, argv: list[str], cwd: Path, logs: Path, rows: in
     proc.returncode = os.waitstatus_to_exitcode(status)
     # ru_maxrss is KiB on Linux, bytes on macOS
     rss = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
-    return Step(n, name, wall, rss, rows, proc.returncode, log)
+    return Step(n, name, wall, usage.ru_utime + usage.ru_stime, rss, rows, proc.returncode, log)
 
 
 def write_config(folder: Path) -> Path:
@@ -214,9 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
 
     cores = os.cpu_count()
-    header = (f"reconbot bench · day {gen_day.DAY} · {cores} cores (os.cpu_count) · {platform.machine()} · "
-              f"Python {platform.python_version()} · SQLite")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    header = (f"reconbot bench · day {gen_day.DAY} · {cores} cores (os.cpu_count) · load {load:.1f} at start · "
+              f"{platform.machine()} · Python {platform.python_version()} · SQLite")
     console.rule(header)
+    if cores and load > 0.5 * cores:
+        console.print(f"[yellow]note:[/yellow] load average {load:.1f} on {cores} cores: other work is running, "
+                      "timings will be inflated", highlight=False)
     if args.preseed:
         console.print("[yellow]note:[/yellow] merchant and ledger rows are pre-created after `db upgrade` to dodge the "
                       "SQLite two-library WAL corruption (see bench/README.md; --no-preseed to reproduce it)", highlight=False)
@@ -232,14 +237,14 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(f"[bold red]!!! N={n:,}: {p}[/bold red]", highlight=False)
 
     t = Table(title=header, title_justify="left")
-    for col, just in (("N", "right"), ("step", "left"), ("wall s", "right"), ("peak RSS MiB", "right"),
+    for col, just in (("N", "right"), ("step", "left"), ("wall s", "right"), ("cpu s", "right"), ("peak RSS MiB", "right"),
                       ("rows/s", "right"), ("", "left")):
         t.add_column(col, justify=just)
     for n in sizes:
         steps = [s for s in all_steps if s.n == n]
         for s in steps:
             rate = f"{s.rows / s.wall_s:,.0f}" if s.rows else "—"
-            t.add_row(f"{n:,}", s.name, f"{s.wall_s:.2f}", f"{s.peak_rss_mib:.0f}", rate,
+            t.add_row(f"{n:,}", s.name, f"{s.wall_s:.2f}", f"{s.cpu_s:.2f}", f"{s.peak_rss_mib:.0f}", rate,
                       "" if s.returncode == 0 else f"[red]exit {s.returncode}[/red]")
         e2e = [s for s in steps if s.name in ("ingest", "run")]
         if len(e2e) == 2:
@@ -255,10 +260,11 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = f"[dim]target is for {LIMIT_N:,}[/dim]"
             if n in failures:
                 verdict += " [bold red](FAILED checks)[/bold red]"
-            t.add_row(f"{n:,}", "[bold]ingest + run[/bold]", f"[bold]{total:.2f}[/bold]",
+            t.add_row(f"{n:,}", "[bold]ingest + run[/bold]", f"[bold]{total:.2f}[/bold]", f"{sum(s.cpu_s for s in e2e):.2f}",
                       f"{max(s.peak_rss_mib for s in e2e):.0f}", f"{rows / total:,.0f}", verdict, end_section=True)
     console.print(t)
-    console.print("rows = input data rows (orders CSV rows + bill rows); peak RSS is each step's own process; "
+    console.print("rows = input data rows (orders CSV rows + bill rows); cpu = user + system seconds; "
+                  "peak RSS and cpu are each step's own process; "
                   f"target: 1M orders ingest + run <= {LIMIT_S:.0f} s on 2 cores (aim {AIM_S:.0f} s)", highlight=False)
     if failures:
         console.print(f"[bold red]FAILED: wrong or missing results for N = {', '.join(f'{n:,}' for n in failures)}[/bold red]")

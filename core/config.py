@@ -53,6 +53,10 @@ class SourceConfig(_Strict):
     columns: dict[str, str] = {}
     # value in the orders' `channel` column -> source name (e.g. "微信支付" = "wechatpay")
     channel_names: dict[str, str] = {}
+    # rate card: the fee this channel should charge, as a fraction of the settled amount
+    fee_rate: Decimal | None = None
+    # fee differences up to this (major units) are rounding, not a fee mismatch
+    fee_tolerance: Decimal = Decimal("0.01")
 
     @field_validator("timezone")
     @classmethod
@@ -93,6 +97,46 @@ class ToleranceConfig(_Strict):
     large_transaction: Decimal = Decimal("5000")
 
 
+class MatchingConfig(_Strict):
+    # fuzzy pass (bank lines without our ids): how far apart in time two sides may be
+    window_days: Decimal = Field(default=Decimal("3"), ge=0)
+    # a fuzzy match is confirmed at or above this score (0..1.1) and only when untied
+    min_score: Decimal = Decimal("0.8")
+    # regular expressions for our order ids inside memos / attach fields
+    id_patterns: list[str] = []
+
+    @field_validator("id_patterns")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}")
+        return value
+
+
+class FxConfig(_Strict):
+    # "FROM/TO" = rate: one unit of FROM in TO (e.g. "USD/CNY" = "7.10")
+    rates: dict[str, Decimal] = {}
+    # a settlement within this percent of the converted amount is not an FX difference
+    tolerance_percent: Decimal = Decimal("0.5")
+
+    @field_validator("rates")
+    @classmethod
+    def _pairs(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        for pair in value:
+            if not re.fullmatch(r"[A-Z]{3}/[A-Z]{3}", pair):
+                raise ValueError(f"{pair!r} is not a currency pair like 'USD/CNY'")
+        return value
+
+
+class PolicyConfig(_Strict):
+    # propose (or, with auto_apply, book) adjustments for these types below the threshold
+    auto_types: list[str] = ["amount_mismatch", "fee_mismatch", "fx_difference"]
+    auto_apply: bool = False
+
+
 class ChatRoute(_Strict):
     merchant: str = "*"
     channel: Literal["console", "wecom", "slack", "telegram"] = "console"
@@ -107,6 +151,9 @@ class Config(_Strict):
     database: DatabaseConfig = DatabaseConfig()
     merchants: list[MerchantConfig] = []
     tolerance: ToleranceConfig = ToleranceConfig()
+    matching: MatchingConfig = MatchingConfig()
+    fx: FxConfig = FxConfig()
+    policy: PolicyConfig = PolicyConfig()
     chat: ChatConfig = ChatConfig()
     # where the file came from; relative source paths are resolved against its folder
     base_dir: Path = Path(".")

@@ -1,39 +1,50 @@
-"""Matching engine (first version): exact keys, vectorised in DuckDB, exclusive both ways.
+"""Matching engine: exact, exclusive and explainable, vectorised in DuckDB.
 
-Input: one source's records from both sides (internal books, channel statement) for a
-window of days around the business day D; output: the typed differences anchored on D.
+Input: one source's records from both sides (our books, the channel's statements) for a
+window of days around the business day D, plus the rules (`core.rules.Rules`, data from
+config). Output: every match (with the rule that made it and its status) and every typed
+difference anchored on D.
 
-Passes, each consuming what it matched:
-1. channel transaction id (`exact_txn_id`), then
-2. merchant order id for what is left (`exact_order_id`).
-A match never skips the comparison: amount and status are checked on every pair.
-Refunds are compared per order (partial refunds add up).
+The passes run in order; each consumes what it confirmed, so a record is matched at most
+once (exclusive on both sides):
 
-An unmatched item is `in_transit`, not a break, while the other side has not yet
-delivered statements through its business day + the source's settlement lag.
+    exact_txn_id     the channel transaction id, 1:1
+    exact_order_id   the merchant order id, 1:1; with several candidates, the one whose
+                     amount agrees (the others are then duplicate charges)
+    split_payment    one order paid by several channel payments that add up
+    merged_payment   one channel payment whose memo names several orders that add up
+    fuzzy            what is left (bank lines): same amount within tolerance, within the
+                     time window, scored on memo and payer; confirmed only for a mutual,
+                     untied best above the threshold, else `suggested` for a person
+
+A confirmed match still has its amount, currency and status compared: a key never skips
+the checks. Then come the findings (see FINDINGS at the bottom), each one named rule.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import Decimal
 
 import duckdb
 import pyarrow as pa
 
+from core.rules import Rules
+
 PAID = ("paid", "refunded", "partially_refunded")
 NOT_PAID = ("unpaid", "closed")
 
+_COLUMNS = ("id, kind, ref, txn_id, order_id, amount, currency, coalesce(fee, 0) AS fee, "
+            "coalesce(discount, 0) AS discount, status, CAST(business_day AS DATE) AS day, "
+            "CAST(occurred_at AS TIMESTAMP) AS ts, payer, memo, file, line")
 
-@dataclass(frozen=True)
-class Tolerance:
-    absolute_minor: int = 0
-    percent: Decimal = Decimal("0")
-
-    def sql(self, amount: str) -> str:
-        """The allowed absolute difference for `amount`, as a SQL expression."""
-        return f"greatest({int(self.absolute_minor)}, floor(abs({amount}) * {self.percent} / 100))::BIGINT"
+INPUT_SCHEMA = pa.schema([
+    ("id", pa.int64()), ("kind", pa.string()), ("ref", pa.string()), ("txn_id", pa.string()),
+    ("order_id", pa.string()), ("amount", pa.int64()), ("currency", pa.string()), ("fee", pa.int64()),
+    ("discount", pa.int64()), ("status", pa.string()), ("occurred_at", pa.timestamp("us")),
+    ("business_day", pa.date32()), ("payer", pa.string()), ("memo", pa.string()), ("line", pa.int64()),
+    ("file", pa.string()),
+])
 
 
 @dataclass(frozen=True)
@@ -52,135 +63,396 @@ class Window:
         return self.day + timedelta(days=self.lag_days)
 
 
-_COLUMNS = "id, kind, ref, txn_id, order_id, amount, currency, status, CAST(business_day AS DATE) AS day, file, line"
-
-_EMPTY = pa.schema([
-    ("id", pa.int64()), ("kind", pa.string()), ("ref", pa.string()), ("txn_id", pa.string()),
-    ("order_id", pa.string()), ("amount", pa.int64()), ("currency", pa.string()), ("status", pa.string()),
-    ("business_day", pa.string()), ("file", pa.string()), ("line", pa.int64()),
-])
+@dataclass
+class Result:
+    findings: list[dict]
+    stats: dict
+    matches: dict[str, int] = field(default_factory=dict)  # rule -> confirmed matches anchored on D
 
 
 def _lit_date(d: date | None) -> str:
-    return f"DATE '{d.isoformat()}'" if d else "NULL"
+    return f"DATE '{d.isoformat()}'" if d else "DATE '0001-01-01'"
 
 
-def reconcile(internal: pa.Table, channel: pa.Table, window: Window, tolerance: Tolerance) -> tuple[list[dict], dict]:
-    """-> (findings anchored on window.day, statistics for the day)."""
+def _conform(table: pa.Table | None) -> pa.Table:
+    """Accept tables missing optional columns (tests build small ones by hand)."""
+    if table is None or table.num_rows == 0:
+        return INPUT_SCHEMA.empty_table()
+    cols = []
+    for f in INPUT_SCHEMA:
+        if f.name in table.column_names:
+            cols.append(table[f.name])
+        else:
+            cols.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=pa.schema([
+        (f.name, table.schema.field(f.name).type if f.name in table.column_names else f.type) for f in INPUT_SCHEMA]))
+
+
+def reconcile(internal: pa.Table, channel: pa.Table, window: Window, rules: Rules,
+              duplicates: pa.Table | None = None) -> Result:
+    """Match one source's two sides and report the differences anchored on window.day."""
     con = duckdb.connect()
-    con.register("i_in", internal if internal.num_rows else _EMPTY.empty_table())
-    con.register("c_in", channel if channel.num_rows else _EMPTY.empty_table())
-    d = _lit_date(window.day)
-    lag = int(window.lag_days)
-    # An item of day X is still in transit while the other side covers less than X + lag.
-    internal_open = f"(coalesce({_lit_date(window.internal_through)}, DATE '0001-01-01') < {{day}} + {lag})"
-    channel_open = f"(coalesce({_lit_date(window.channel_through)}, DATE '0001-01-01') < {{day}} + {lag})"
-    tol = tolerance.sql
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("i_in", _conform(internal))
+    con.register("c_in", _conform(channel))
+    con.register("rates", rules.fx_table())
+    con.register("id_patterns", pa.table({"pattern": pa.array(rules.id_patterns, pa.string())}))
+    ctx = _Context(window, rules)
     con.execute(f"""
         CREATE TEMP TABLE i AS SELECT {_COLUMNS} FROM i_in;
         CREATE TEMP TABLE c AS SELECT {_COLUMNS} FROM c_in;
         CREATE TEMP TABLE ip AS SELECT * FROM i WHERE kind = 'payment';
         CREATE TEMP TABLE cp AS SELECT * FROM c WHERE kind = 'payment' AND status = 'success';
-
-        -- pass 1: the channel's transaction id, exclusive both ways
-        CREATE TEMP TABLE m1 AS
-        SELECT iid, cid, 'exact_txn_id' AS rule FROM (
-            SELECT ip.id AS iid, cp.id AS cid,
-                   row_number() OVER (PARTITION BY ip.id ORDER BY cp.day, cp.line, cp.id) AS ri,
-                   row_number() OVER (PARTITION BY cp.id ORDER BY ip.day, ip.line, ip.id) AS rc
-            FROM ip JOIN cp ON ip.txn_id = cp.txn_id) WHERE ri = 1 AND rc = 1;
-
-        -- pass 2: the merchant's order id, among what pass 1 left
-        CREATE TEMP TABLE m2 AS
-        SELECT iid, cid, 'exact_order_id' AS rule FROM (
-            SELECT ip.id AS iid, cp.id AS cid,
-                   row_number() OVER (PARTITION BY ip.id ORDER BY cp.day, cp.line, cp.id) AS ri,
-                   row_number() OVER (PARTITION BY cp.id ORDER BY ip.day, ip.line, ip.id) AS rc
-            FROM ip JOIN cp ON ip.order_id = cp.order_id
-            WHERE ip.id NOT IN (SELECT iid FROM m1) AND cp.id NOT IN (SELECT cid FROM m1)) WHERE ri = 1 AND rc = 1;
-
-        CREATE TEMP TABLE m AS SELECT * FROM m1 UNION ALL SELECT * FROM m2;
-        CREATE TEMP TABLE pairs AS
-        SELECT m.rule, ip.id AS iid, cp.id AS cid, ip.order_id, cp.txn_id, ip.amount AS ia, cp.amount AS ca,
-               ip.currency, ip.status AS istatus, ip.day AS iday, cp.day AS cday,
-               ip.file AS ifile, ip.line AS iline, cp.file AS cfile, cp.line AS cline
-        FROM m JOIN ip ON ip.id = m.iid JOIN cp ON cp.id = m.cid;
-
-        -- channel payments nobody claimed; a second payment of an order already paid is a duplicate charge
-        CREATE TEMP TABLE c_left AS SELECT * FROM cp WHERE id NOT IN (SELECT cid FROM m);
-        CREATE TEMP TABLE i_left AS SELECT * FROM ip WHERE id NOT IN (SELECT iid FROM m);
-
-        -- refunds, per order: partial refunds add up on either side
-        CREATE TEMP TABLE ir AS
-        SELECT order_id, sum(amount) AS amount, any_value(currency) AS currency, min(day) AS day,
-               list(struct_pack(side := 'internal', file := file, line := line) ORDER BY day, line) AS ev,
-               any_value(txn_id) AS txn_id
-        FROM i WHERE kind = 'refund' GROUP BY order_id;
-        CREATE TEMP TABLE cr AS
-        SELECT order_id, sum(amount) AS amount, any_value(currency) AS currency, min(day) AS day,
-               list(struct_pack(side := 'channel', file := file, line := line) ORDER BY day, line) AS ev,
-               any_value(txn_id) AS txn_id
-        FROM c WHERE kind = 'refund' AND status = 'success' GROUP BY order_id;
+        CREATE TEMP TABLE m (iid BIGINT, cid BIGINT, grp VARCHAR, rule VARCHAR, status VARCHAR, score DOUBLE);
     """)
-    ev_pair = ("[struct_pack(side := 'internal', file := ifile, line := iline), "
-               "struct_pack(side := 'channel', file := cfile, line := cline)]")
-    findings_sql = f"""
-        SELECT 'amount_mismatch' AS type, 'payment' AS kind, rule, order_id, txn_id, ia AS internal_amount,
-               ca AS channel_amount, ca - ia AS difference, currency, 'open' AS status, {tol('ia')} AS tolerance,
-               {ev_pair} AS evidence, 'internal' AS anchor_side, order_id AS anchor_ref
-        FROM pairs WHERE iday = {d} AND abs(ca - ia) > {tol('ia')}
-      UNION ALL
-        SELECT 'status_mismatch', 'payment', rule, order_id, txn_id, ia, ca, ca, currency, 'open', {tol('ia')},
-               {ev_pair}, 'internal', order_id
-        FROM pairs WHERE iday = {d} AND istatus IN {NOT_PAID}
-      UNION ALL
-        SELECT 'duplicate_charge', 'payment', 'duplicate_order', c_left.order_id, c_left.txn_id, NULL, c_left.amount,
-               c_left.amount, c_left.currency, 'open', {tol('c_left.amount')},
-               [struct_pack(side := 'internal', file := p.ifile, line := p.iline),
-                struct_pack(side := 'channel', file := p.cfile, line := p.cline),
-                struct_pack(side := 'channel', file := c_left.file, line := c_left.line)],
-               'channel', c_left.txn_id || '/' || coalesce(c_left.order_id, '')
-        FROM c_left JOIN pairs p ON p.order_id = c_left.order_id
-        WHERE c_left.day = {d}
-      UNION ALL
-        SELECT 'long', 'payment', 'unmatched', order_id, txn_id, NULL, amount, amount, currency,
-               CASE WHEN {internal_open.format(day='day')} THEN 'in_transit' ELSE 'open' END, {tol('amount')},
-               [struct_pack(side := 'channel', file := file, line := line)], 'channel',
-               txn_id || '/' || coalesce(order_id, '')
-        FROM c_left WHERE day = {d} AND NOT EXISTS (SELECT 1 FROM pairs p WHERE p.order_id = c_left.order_id)
-      UNION ALL
-        SELECT 'short', 'payment', 'unmatched', order_id, txn_id, amount, NULL, -amount, currency,
-               CASE WHEN {channel_open.format(day='day')} THEN 'in_transit' ELSE 'open' END, {tol('amount')},
-               [struct_pack(side := 'internal', file := file, line := line)], 'internal', order_id
-        FROM i_left WHERE day = {d} AND status IN {PAID}
-      UNION ALL
-        SELECT CASE WHEN ir.order_id IS NULL OR cr.order_id IS NULL THEN 'status_mismatch' ELSE 'amount_mismatch' END,
-               'refund', 'refund_by_order', coalesce(ir.order_id, cr.order_id), coalesce(cr.txn_id, ir.txn_id),
-               ir.amount, cr.amount, coalesce(cr.amount, 0) - coalesce(ir.amount, 0),
-               coalesce(ir.currency, cr.currency),
-               CASE WHEN cr.order_id IS NULL AND {channel_open.format(day='ir.day')} THEN 'in_transit'
-                    WHEN ir.order_id IS NULL AND {internal_open.format(day='cr.day')} THEN 'in_transit'
-                    ELSE 'open' END,
-               {tol('coalesce(ir.amount, cr.amount)')},
-               list_concat(coalesce(ir.ev, []), coalesce(cr.ev, [])),
-               CASE WHEN ir.order_id IS NULL THEN 'channel' ELSE 'internal' END, coalesce(ir.order_id, cr.order_id)
-        FROM ir FULL OUTER JOIN cr ON ir.order_id = cr.order_id
-        WHERE coalesce(ir.day, cr.day) = {d}
-          AND (ir.order_id IS NULL OR cr.order_id IS NULL
-               OR abs(coalesce(cr.amount, 0) - coalesce(ir.amount, 0)) > {tol('coalesce(ir.amount, cr.amount)')})
-    """
-    findings = con.sql(findings_sql).fetchall()
-    names = ["type", "kind", "rule", "order_id", "txn_id", "internal_amount", "channel_amount", "difference",
-             "currency", "status", "tolerance", "evidence", "anchor_side", "anchor_ref"]
-    rows = [dict(zip(names, r)) for r in findings]
-    stats = dict(zip(
-        ["internal_payments", "internal_amount", "channel_payments", "channel_amount", "matched"],
-        con.execute(f"""
-            SELECT (SELECT count(*) FROM ip WHERE day = {d}), (SELECT coalesce(sum(amount), 0) FROM ip WHERE day = {d}),
-                   (SELECT count(*) FROM cp WHERE day = {d}), (SELECT coalesce(sum(amount), 0) FROM cp WHERE day = {d}),
-                   (SELECT count(*) FROM pairs WHERE iday = {d})
-        """).fetchone(),
-    ))
-    stats = {k: int(v) for k, v in stats.items()}
+    for match_pass in PASSES:
+        match_pass(con, ctx)
+    _pairs(con, ctx)
+    findings = []
+    for finding in FINDINGS:
+        findings += _rows(con.sql(finding(ctx)))
+    if duplicates is not None and duplicates.num_rows:
+        con.register("dup_in", duplicates)
+        findings += _rows(con.sql(_duplicate_records(ctx)))
+    stats = _stats(con, ctx)
+    matches = dict(con.execute(f"""
+        SELECT rule, count(DISTINCT grp) FROM m JOIN ip ON ip.id = m.iid
+        WHERE m.status = 'confirmed' AND ip.day = {ctx.d} GROUP BY rule ORDER BY rule""").fetchall())
     con.close()
-    return rows, stats
+    return Result(findings, stats, matches)
+
+
+@dataclass
+class _Context:
+    window: Window
+    rules: Rules
+
+    @property
+    def d(self) -> str:
+        return _lit_date(self.window.day)
+
+    def tol(self, amount: str) -> str:
+        return self.rules.tolerance_sql(amount)
+
+    def in_transit(self, side_delivered: str, day: str) -> str:
+        """An item of `day` waits while the other side has delivered less than day + lag."""
+        through = self.window.internal_through if side_delivered == "internal" else self.window.channel_through
+        return f"({_lit_date(through)} < {day} + {int(self.window.lag_days)})"
+
+
+def _rows(rel) -> list[dict]:
+    names = rel.columns
+    return [dict(zip(names, r)) for r in rel.fetchall()]
+
+
+# -- passes ----------------------------------------------------------------------------
+
+def _claim(con, sql: str) -> None:
+    con.execute(f"INSERT INTO m {sql}")
+
+
+_FREE_I = "ip.id NOT IN (SELECT iid FROM m WHERE status = 'confirmed')"
+_FREE_C = "cp.id NOT IN (SELECT cid FROM m WHERE status = 'confirmed')"
+
+
+def exact_txn_id(con, ctx: _Context) -> None:
+    _claim(con, """
+        SELECT iid, cid, 'txn:' || cid, 'exact_txn_id', 'confirmed', 1.0 FROM (
+            SELECT ip.id AS iid, cp.id AS cid,
+                   row_number() OVER (PARTITION BY ip.id ORDER BY cp.day, cp.line, cp.id) AS ri,
+                   row_number() OVER (PARTITION BY cp.id ORDER BY ip.day, ip.line, ip.id) AS rc
+            FROM ip JOIN cp ON ip.txn_id = cp.txn_id) WHERE ri = 1 AND rc = 1""")
+
+
+def exact_order_id(con, ctx: _Context) -> None:
+    """1:1 by order id; among several candidates only the one whose amount agrees."""
+    agrees = _amount_agrees(ctx, "ip", "cp")
+    _claim(con, f"""
+        WITH cand AS (
+            SELECT ip.id AS iid, cp.id AS cid, {agrees} AS agrees,
+                   count(*) OVER (PARTITION BY ip.id) AS n,
+                   row_number() OVER (PARTITION BY ip.id ORDER BY ({agrees}) DESC, cp.day, cp.line, cp.id) AS ri
+            FROM ip JOIN cp ON ip.order_id = cp.order_id WHERE {_FREE_I} AND {_FREE_C})
+        SELECT iid, cid, 'order:' || iid, 'exact_order_id', 'confirmed', 1.0 FROM cand
+        WHERE ri = 1 AND (n = 1 OR agrees)""")
+
+
+def split_payment(con, ctx: _Context) -> None:
+    """One order, several channel payments (all with its order id) that add up to it."""
+    _claim(con, f"""
+        WITH cand AS (
+            SELECT ip.id AS iid, ip.amount AS ia, cp.id AS cid, cp.amount AS ca,
+                   count(*) OVER (PARTITION BY ip.id) AS n, sum(cp.amount) OVER (PARTITION BY ip.id) AS total,
+                   ip.currency = cp.currency AS same_cur
+            FROM ip JOIN cp ON ip.order_id = cp.order_id WHERE {_FREE_I} AND {_FREE_C})
+        SELECT iid, cid, 'split:' || iid, 'split_payment', 'confirmed', 1.0 FROM cand
+        WHERE n > 1 AND same_cur AND abs(total - ia) <= {ctx.tol('ia')}""")
+
+
+def closest_order_candidate(con, ctx: _Context) -> None:
+    """An order whose candidates neither agree nor add up: pair it with the closest amount
+    (the difference is then an amount mismatch and the rest duplicate charges)."""
+    _claim(con, f"""
+        SELECT iid, cid, 'order:' || iid, 'exact_order_id', 'confirmed', 1.0 FROM (
+            SELECT ip.id AS iid, cp.id AS cid,
+                   row_number() OVER (PARTITION BY ip.id ORDER BY abs(cp.amount - ip.amount), cp.day, cp.line, cp.id) AS ri
+            FROM ip JOIN cp ON ip.order_id = cp.order_id WHERE {_FREE_I} AND {_FREE_C}) WHERE ri = 1""")
+
+
+def merged_payment(con, ctx: _Context) -> None:
+    """One channel payment whose memo/order field names several of our orders that add up."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE c_tokens AS
+        SELECT DISTINCT cp.id AS cid, upper(tok) AS tok
+        FROM cp, id_patterns,
+             unnest(regexp_extract_all(coalesce(cp.memo, '') || ' ' || coalesce(cp.order_id, ''), id_patterns.pattern)) AS t(tok)
+        WHERE {_FREE_C};
+    """)
+    _claim(con, f"""
+        WITH cand AS (
+            SELECT t.cid, ip.id AS iid, ip.amount AS ia, ip.currency AS icur
+            FROM c_tokens t JOIN ip ON upper(ip.order_id) = t.tok WHERE {_FREE_I}),
+        exclusive AS (  -- an order named by two channel payments is not claimed by either
+            SELECT * FROM cand WHERE iid IN (SELECT iid FROM cand GROUP BY iid HAVING count(*) = 1)),
+        groups AS (
+            SELECT e.cid, count(*) AS n, sum(e.ia) AS total, bool_and(e.icur = cp.currency) AS same_cur,
+                   any_value(cp.amount) AS ca
+            FROM exclusive e JOIN cp ON cp.id = e.cid GROUP BY e.cid)
+        SELECT e.iid, e.cid, 'merged:' || e.cid, 'merged_payment', 'confirmed', 1.0
+        FROM exclusive e JOIN groups g ON g.cid = e.cid
+        WHERE g.n > 1 AND g.same_cur AND abs(g.total - g.ca) <= {ctx.tol('g.ca')}""")
+
+
+def fuzzy(con, ctx: _Context) -> None:
+    """Leftovers: amount within tolerance and time within the window, scored; a mutual
+    untied best at or above the threshold is confirmed, any other best is suggested."""
+    r = ctx.rules
+    window_s = int(r.fuzzy_window_days * 86400)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE fz AS
+        WITH li AS (SELECT * FROM ip WHERE {_FREE_I} AND status IN {PAID}),
+             lc AS (SELECT * FROM cp WHERE {_FREE_C}),
+             cand AS (
+                SELECT li.id AS iid, lc.id AS cid,
+                       -- the order id written in the channel's memo is the strongest signal
+                       CASE WHEN li.order_id IS NOT NULL AND strpos(upper(coalesce(lc.memo, '')), upper(li.order_id)) > 0
+                            THEN {r.fuzzy_weight_order_id} ELSE 0 END
+                     + CASE WHEN li.payer IS NOT NULL AND length(li.payer) >= 2 AND
+                                 strpos(upper(coalesce(lc.payer, '') || ' ' || coalesce(lc.memo, '')), upper(li.payer)) > 0
+                            THEN {r.fuzzy_weight_payer} ELSE 0 END
+                     + CASE WHEN li.amount = lc.amount THEN {r.fuzzy_weight_amount} ELSE {r.fuzzy_weight_amount} / 2 END
+                     + {r.fuzzy_weight_time} * (1 - least(abs(epoch(lc.ts) - epoch(li.ts)), {window_s}) / {max(window_s, 1)})
+                       AS score
+                FROM li JOIN lc ON li.currency = lc.currency
+                 AND abs(lc.amount - li.amount) <= {ctx.tol('li.amount')}
+                 AND abs(epoch(lc.ts) - epoch(li.ts)) <= {window_s})
+        SELECT *,
+               row_number() OVER (PARTITION BY iid ORDER BY score DESC, cid) AS ri,
+               row_number() OVER (PARTITION BY cid ORDER BY score DESC, iid) AS rc,
+               lead(score) OVER (PARTITION BY iid ORDER BY score DESC, cid) AS i_next,
+               lead(score) OVER (PARTITION BY cid ORDER BY score DESC, iid) AS c_next
+        FROM cand;
+    """)
+    _claim(con, f"""
+        SELECT iid, cid, 'fuzzy:' || iid, 'fuzzy', 'confirmed', score FROM fz
+        WHERE ri = 1 AND rc = 1 AND score >= {r.fuzzy_min_score}
+          AND coalesce(i_next, -1) < score AND coalesce(c_next, -1) < score""")
+    _claim(con, """
+        SELECT iid, cid, 'suggest:' || iid, 'fuzzy', 'suggested', score FROM fz
+        WHERE ri = 1 AND iid NOT IN (SELECT iid FROM m WHERE status = 'confirmed')""")
+
+
+PASSES = [exact_txn_id, exact_order_id, split_payment, closest_order_candidate, merged_payment, fuzzy]
+
+
+# -- pairs and findings ----------------------------------------------------------------
+
+def _amount_agrees(ctx: _Context, i: str, c: str) -> str:
+    """Equal within tolerance, also when the channel's own coupon column explains the gap,
+    or (other currency) when the configured FX rate explains it."""
+    return (f"({i}.currency = {c}.currency AND (abs({c}.amount - {i}.amount) <= {ctx.tol(i + '.amount')} "
+            f"OR abs({c}.amount - {c}.discount - {i}.amount) <= {ctx.tol(i + '.amount')}))")
+
+
+def _pairs(con, ctx: _Context) -> None:
+    """Confirmed matches with both sides' facts, one row per group (amounts summed per side,
+    so a merged payment counts its channel amount once and a split order once)."""
+    con.execute(f"""
+        CREATE TEMP TABLE gi AS
+        SELECT g.grp, sum(ip.amount) AS ia, any_value(ip.currency) AS icur, min(ip.order_id) AS order_id,
+               bool_or(ip.status IN {NOT_PAID}) AS unpaid, min(ip.day) AS iday,
+               list(struct_pack(side := 'internal', file := ip.file, line := ip.line) ORDER BY ip.line) AS iev
+        FROM (SELECT DISTINCT grp, iid FROM m WHERE status = 'confirmed') g JOIN ip ON ip.id = g.iid GROUP BY g.grp;
+        CREATE TEMP TABLE gc AS
+        SELECT g.grp, sum(cp.amount) AS ca, sum(cp.discount) AS cdisc, any_value(cp.currency) AS ccur,
+               min(cp.txn_id) AS txn_id, min(cp.day) AS cday,
+               list(struct_pack(side := 'channel', file := cp.file, line := cp.line) ORDER BY cp.line) AS cev
+        FROM (SELECT DISTINCT grp, cid FROM m WHERE status = 'confirmed') g JOIN cp ON cp.id = g.cid GROUP BY g.grp;
+        CREATE TEMP TABLE pairs AS
+        SELECT gi.*, gc.* EXCLUDE (grp), gr.rule
+        FROM gi JOIN gc USING (grp)
+        JOIN (SELECT grp, any_value(rule) AS rule FROM m WHERE status = 'confirmed' GROUP BY grp) gr USING (grp);
+        CREATE TEMP TABLE c_left AS SELECT * FROM cp WHERE {_FREE_C};
+        CREATE TEMP TABLE i_left AS SELECT * FROM ip WHERE {_FREE_I};
+    """)
+
+
+_FINDING_COLUMNS = ["type", "kind", "rule", "order_id", "txn_id", "internal_amount", "channel_amount", "difference",
+                    "currency", "status", "tolerance", "evidence", "anchor_side", "anchor_ref", "score", "note"]
+
+
+def _finding(**sql: str) -> str:
+    """SELECT list of one finding rule: every column is a SQL expression."""
+    sql.setdefault("score", "NULL")
+    sql.setdefault("note", "NULL")
+    casts = {"score": "DOUBLE", "note": "VARCHAR", "internal_amount": "BIGINT", "channel_amount": "BIGINT",
+             "difference": "BIGINT", "tolerance": "BIGINT"}
+    return "SELECT " + ", ".join(
+        f"CAST({sql[c]} AS {casts[c]}) AS {c}" if c in casts else f"{sql[c]} AS {c}" for c in _FINDING_COLUMNS)
+
+
+_ONE = "[struct_pack(side := '{side}', file := {p}file, line := {p}line)]"
+
+
+def amount_mismatch(ctx: _Context) -> str:
+    explained = f"(abs(ca - ia) <= {ctx.tol('ia')} OR abs(ca - cdisc - ia) <= {ctx.tol('ia')})"
+    return _finding(type="'amount_mismatch'", kind="'payment'", rule="rule", order_id="order_id", txn_id="txn_id",
+                    internal_amount="ia", channel_amount="ca", difference="ca - ia", currency="icur", status="'open'",
+                    tolerance=ctx.tol("ia"), evidence="list_concat(iev, cev)", anchor_side="'internal'",
+                    anchor_ref="grp") + f" FROM pairs WHERE iday = {ctx.d} AND icur = ccur AND NOT {explained}"
+
+
+def fx_difference(ctx: _Context) -> str:
+    """Pairs in two currencies: the configured rate must explain the channel amount."""
+    expected = "CAST(round(ia * r.rate * r.scale) AS BIGINT)"
+    tol = f"floor(abs(ca) * {ctx.rules.fx_tolerance_percent} / 100)"
+    return _finding(type="'fx_difference'", kind="'payment'", rule="rule", order_id="order_id", txn_id="txn_id",
+                    internal_amount="ia", channel_amount="ca", difference=f"ca - coalesce({expected}, 0)",
+                    currency="ccur", status="'open'", tolerance=tol, evidence="list_concat(iev, cev)",
+                    anchor_side="'internal'", anchor_ref="grp",
+                    note=f"CASE WHEN r.rate IS NULL THEN 'no FX rate configured for ' || icur || '/' || ccur "
+                         f"ELSE icur || '/' || ccur || ' ' || r.rate || ' gives ' || {expected} END") + f"""
+        FROM pairs LEFT JOIN rates r ON r.pair = icur || '/' || ccur
+        WHERE iday = {ctx.d} AND icur <> ccur AND (r.rate IS NULL OR abs(ca - {expected}) > {tol})"""
+
+
+def status_unpaid(ctx: _Context) -> str:
+    return _finding(type="'status_mismatch'", kind="'payment'", rule="rule", order_id="order_id", txn_id="txn_id",
+                    internal_amount="ia", channel_amount="ca", difference="ca", currency="icur", status="'open'",
+                    tolerance=ctx.tol("ia"), evidence="list_concat(iev, cev)", anchor_side="'internal'",
+                    anchor_ref="grp", note="'our books say unpaid'") + f" FROM pairs WHERE iday = {ctx.d} AND unpaid"
+
+
+def duplicate_charge(ctx: _Context) -> str:
+    return _finding(type="'duplicate_charge'", kind="'payment'", rule="'duplicate_order'", order_id="cl.order_id",
+                    txn_id="cl.txn_id", internal_amount="NULL", channel_amount="cl.amount", difference="cl.amount",
+                    currency="cl.currency", status="'open'", tolerance=ctx.tol("cl.amount"),
+                    evidence="list_concat(p.iev, p.cev, " + _ONE.format(side="channel", p="cl.") + ")",
+                    anchor_side="'channel'", anchor_ref="cl.ref") + f"""
+        FROM c_left cl JOIN pairs p ON p.order_id = cl.order_id WHERE cl.day = {ctx.d}"""
+
+
+def long_payment(ctx: _Context) -> str:
+    return _finding(type="'long'", kind="'payment'", rule="'unmatched'", order_id="order_id", txn_id="txn_id",
+                    internal_amount="NULL", channel_amount="amount", difference="amount", currency="currency",
+                    status=f"CASE WHEN {ctx.in_transit('internal', 'day')} THEN 'in_transit' ELSE 'open' END",
+                    tolerance=ctx.tol("amount"), evidence=_ONE.format(side="channel", p=""), anchor_side="'channel'",
+                    anchor_ref="ref") + f"""
+        FROM c_left WHERE day = {ctx.d}
+          AND NOT EXISTS (SELECT 1 FROM pairs p WHERE p.order_id = c_left.order_id)
+          AND id NOT IN (SELECT cid FROM m WHERE status = 'suggested')"""
+
+
+def short_payment(ctx: _Context) -> str:
+    """Paid in our books, nothing at the channel; a reversal there makes it a status mismatch."""
+    reversed_ = ("EXISTS (SELECT 1 FROM c x WHERE x.kind = 'payment' AND x.status IN ('revoked', 'closed', 'reversed') "
+                 "AND (x.txn_id = i_left.txn_id OR x.order_id = i_left.order_id))")
+    return _finding(type=f"CASE WHEN {reversed_} THEN 'status_mismatch' ELSE 'short' END", kind="'payment'",
+                    rule=f"CASE WHEN {reversed_} THEN 'reversed_at_channel' ELSE 'unmatched' END",
+                    order_id="order_id", txn_id="txn_id", internal_amount="amount", channel_amount="NULL",
+                    difference="-amount", currency="currency",
+                    status=f"CASE WHEN {ctx.in_transit('channel', 'day')} AND NOT {reversed_} THEN 'in_transit' ELSE 'open' END",
+                    tolerance=ctx.tol("amount"), evidence=_ONE.format(side="internal", p=""),
+                    anchor_side="'internal'", anchor_ref="ref",
+                    note=f"CASE WHEN {reversed_} THEN 'reversed at the channel' END") + f"""
+        FROM i_left WHERE day = {ctx.d} AND status IN {PAID}
+          AND id NOT IN (SELECT iid FROM m WHERE status = 'suggested')"""
+
+
+def suggested_match(ctx: _Context) -> str:
+    return _finding(type="'suggested_match'", kind="'payment'", rule="'fuzzy'", order_id="ip.order_id",
+                    txn_id="cp.txn_id", internal_amount="ip.amount", channel_amount="cp.amount",
+                    difference="cp.amount - ip.amount", currency="ip.currency", status="'open'",
+                    tolerance=ctx.tol("ip.amount"),
+                    evidence=f"list_concat({_ONE.format(side='internal', p='ip.')}, {_ONE.format(side='channel', p='cp.')})",
+                    anchor_side="'internal'", anchor_ref="ip.ref", score="m.score",
+                    note="coalesce(cp.memo, '')") + f"""
+        FROM m JOIN ip ON ip.id = m.iid JOIN cp ON cp.id = m.cid WHERE m.status = 'suggested' AND ip.day = {ctx.d}"""
+
+
+def refunds(ctx: _Context) -> str:
+    """Per order: partial refunds add up on either side; a refund on one side only is a
+    status mismatch."""
+    def side(table: str, name: str, only_success: bool) -> str:
+        return f"""(SELECT order_id, sum(amount) AS amount, any_value(currency) AS currency, min(day) AS day,
+            list(struct_pack(side := '{name}', file := file, line := line) ORDER BY day, line) AS ev,
+            any_value(txn_id) AS txn_id FROM {table}
+            WHERE kind = 'refund' {"AND status = 'success'" if only_success else ""} GROUP BY order_id)"""
+    tol = ctx.tol("coalesce(ir.amount, cr.amount)")
+    one_side = "ir.order_id IS NULL OR cr.order_id IS NULL"
+    return _finding(type=f"CASE WHEN {one_side} THEN 'status_mismatch' ELSE 'amount_mismatch' END", kind="'refund'",
+                    rule="'refund_by_order'", order_id="coalesce(ir.order_id, cr.order_id)",
+                    txn_id="coalesce(cr.txn_id, ir.txn_id)", internal_amount="ir.amount", channel_amount="cr.amount",
+                    difference="coalesce(cr.amount, 0) - coalesce(ir.amount, 0)",
+                    currency="coalesce(ir.currency, cr.currency)",
+                    status=f"""CASE WHEN cr.order_id IS NULL AND {ctx.in_transit('channel', 'ir.day')} THEN 'in_transit'
+                                    WHEN ir.order_id IS NULL AND {ctx.in_transit('internal', 'cr.day')} THEN 'in_transit'
+                                    ELSE 'open' END""",
+                    tolerance=tol, evidence="list_concat(coalesce(ir.ev, []), coalesce(cr.ev, []))",
+                    anchor_side="CASE WHEN ir.order_id IS NULL THEN 'channel' ELSE 'internal' END",
+                    anchor_ref="coalesce(ir.order_id, cr.order_id)") + f"""
+        FROM {side('i', 'internal', False)} ir FULL OUTER JOIN {side('c', 'channel', True)} cr ON ir.order_id = cr.order_id
+        WHERE coalesce(ir.day, cr.day) = {ctx.d}
+          AND ({one_side} OR abs(coalesce(cr.amount, 0) - coalesce(ir.amount, 0)) > {tol})"""
+
+
+def fee_mismatch(ctx: _Context) -> str:
+    """The channel's fee against the source's rate card, beyond rounding."""
+    rate = ctx.rules.fee_rate
+    expected = f"CAST(round((amount - discount) * {rate}) AS BIGINT)" if rate is not None else "NULL"
+    tol = int(ctx.rules.fee_tolerance_minor)
+    return _finding(type="'fee_mismatch'", kind="'fee'", rule="'rate_card'", order_id="order_id", txn_id="txn_id",
+                    internal_amount=expected, channel_amount="fee", difference=f"fee - {expected}",
+                    currency="currency", status="'open'", tolerance=str(tol),
+                    evidence=_ONE.format(side="channel", p=""), anchor_side="'channel'", anchor_ref="ref",
+                    note=f"'rate card {rate}'") + f"""
+        FROM cp WHERE {rate is not None} AND day = {ctx.d} AND abs(fee - {expected}) > {tol}"""
+
+
+def _duplicate_records(ctx: _Context) -> str:
+    """Rows a statement delivered again (already stored from an earlier row): a data-quality
+    note, never a money break."""
+    return _finding(type="'duplicate_record'", kind="kind", rule="'same_row_twice'", order_id="order_id",
+                    txn_id="txn_id", internal_amount="NULL", channel_amount="amount", difference="0",
+                    currency="currency", status="'note'", tolerance="0",
+                    evidence="[struct_pack(side := 'channel', file := file, line := line), "
+                             "struct_pack(side := 'channel', file := kept_file, line := kept_line)]",
+                    anchor_side="'channel'", anchor_ref="ref || '@' || file || ':' || line") + f"""
+        FROM dup_in WHERE CAST(business_day AS DATE) = {ctx.d}"""
+
+
+FINDINGS = [amount_mismatch, fx_difference, status_unpaid, duplicate_charge, long_payment, short_payment,
+            suggested_match, refunds, fee_mismatch]
+
+
+def _stats(con, ctx: _Context) -> dict:
+    row = con.execute(f"""
+        SELECT (SELECT count(*) FROM ip WHERE day = {ctx.d} AND status IN {PAID}),
+               (SELECT coalesce(sum(amount), 0) FROM ip WHERE day = {ctx.d} AND status IN {PAID}),
+               (SELECT count(*) FROM cp WHERE day = {ctx.d}),
+               (SELECT coalesce(sum(amount), 0) FROM cp WHERE day = {ctx.d}),
+               (SELECT count(DISTINCT m.iid) FROM m JOIN ip ON ip.id = m.iid WHERE m.status = 'confirmed' AND ip.day = {ctx.d}),
+               (SELECT coalesce(sum(fee), 0) FROM c WHERE day = {ctx.d})
+    """).fetchone()
+    names = ["internal_payments", "internal_amount", "channel_payments", "channel_amount", "matched", "fees"]
+    return {k: int(v) for k, v in zip(names, row)}

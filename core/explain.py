@@ -7,6 +7,14 @@ from __future__ import annotations
 
 from core.money import display
 
+RULES = {
+    "exact_txn_id": "matched on the channel transaction id",
+    "exact_order_id": "matched on our order id",
+    "split_payment": "one order paid in several channel payments",
+    "merged_payment": "one channel payment covering several orders named in its memo",
+    "fuzzy": "matched on amount, time and memo",
+}
+
 
 def explain(f: dict, lag_days: int) -> str:
     cur = f["currency"]
@@ -14,34 +22,54 @@ def explain(f: dict, lag_days: int) -> str:
     ia = display(None if f["internal_amount"] is None else sign * f["internal_amount"], cur)
     ca = display(None if f["channel_amount"] is None else sign * f["channel_amount"], cur)
     diff = display(f["difference"], cur)
+    tol = display(f.get("tolerance") or 0, cur)
     order = f["order_id"] or f["txn_id"]
-    t, kind = f["type"], f["kind"]
+    t, kind, rule, note = f["type"], f["kind"], f["rule"], f.get("note")
+    waiting = f" Within the T+{lag_days} settlement lag: waiting for the next statements." \
+        if f["status"] == "in_transit" else ""
+    how = f" ({RULES[rule]})" if rule in RULES and rule not in ("exact_txn_id", "exact_order_id") else ""
     if t == "short":
-        text = (f"Order {order} is paid in our books ({ia}) but the channel has no payment for it"
-                f" (short payment 短款 {diff}).")
-        if f["status"] == "in_transit":
-            text += f" Within the T+{lag_days} settlement lag: waiting for the next statements."
-    elif t == "long":
-        text = (f"The channel collected {ca} (txn {f['txn_id']}, order {f['order_id'] or '—'})"
-                f" that our books do not show as paid (long payment 长款 {diff}).")
-        if f["status"] == "in_transit":
-            text += f" Within the T+{lag_days} lag: our books may still record it."
-    elif t == "amount_mismatch" and kind == "refund":
-        text = f"Order {order}: refunded {ia} in our books but {ca} at the channel (错账, difference {diff})."
-    elif t == "amount_mismatch":
-        text = (f"Order {order}: {ia} in our books but {ca} at the channel (amount mismatch 错账, "
-                f"difference {diff}, tolerance {display(f['tolerance'], cur)}).")
-    elif t == "status_mismatch" and kind == "refund":
-        if f["internal_amount"] is None:
-            text = f"Order {order}: the channel refunded {ca} but our books show no refund."
-        else:
-            text = f"Order {order}: refunded {ia} in our books but the channel shows no refund."
-        if f["status"] == "in_transit":
-            text += f" Within the T+{lag_days} lag."
-    elif t == "status_mismatch":
-        text = f"Order {order}: the channel collected {ca} but our books say the order was not paid."
-    elif t == "duplicate_charge":
-        text = f"Order {order} was paid more than once at the channel: an extra {ca} (txn {f['txn_id']})."
-    else:
-        text = f"{t}: {order} ({ia} vs {ca})."
-    return text
+        return f"Order {order} is paid in our books ({ia}) but the channel has no payment for it (短款 {diff}).{waiting}"
+    if t == "long":
+        return (f"The channel collected {ca} (txn {f['txn_id']}, order {f['order_id'] or '—'}) that our books do "
+                f"not show as paid (长款 {diff}).{waiting}")
+    if t == "amount_mismatch" and kind == "refund":
+        return f"Order {order}: refunded {ia} in our books but {ca} at the channel (错账, difference {diff})."
+    if t == "amount_mismatch":
+        return (f"Order {order}: {ia} in our books but {ca} at the channel{how} (错账, difference {diff}, "
+                f"tolerance {tol}; the channel's coupon columns do not explain it).")
+    if t == "status_mismatch" and kind == "refund":
+        text = (f"Order {order}: the channel refunded {ca} but our books show no refund." if f["internal_amount"] is None
+                else f"Order {order}: refunded {ia} in our books but the channel shows no refund.")
+        return text + waiting
+    if t == "status_mismatch" and rule == "reversed_at_channel":
+        return f"Order {order} is paid in our books ({ia}) but the channel reversed (revoked) the payment."
+    if t == "status_mismatch":
+        return f"Order {order}: the channel collected {ca}{how} but our books say the order was not paid."
+    if t == "duplicate_charge":
+        return f"Order {order} was paid more than once at the channel: an extra {ca} (txn {f['txn_id']})."
+    if t == "fee_mismatch":
+        return (f"Txn {f['txn_id']} (order {f['order_id'] or '—'}): the channel charged a fee of {ca}, the "
+                f"{note or 'rate card'} gives {ia} (difference {diff}, rounding allowance {tol}).")
+    if t == "fx_difference":
+        return (f"Order {order}: {display(f['internal_amount'], _cur(f, 'internal'))} in our books settled as "
+                f"{ca}{how}; {note} (difference {diff}, FX tolerance {tol}).")
+    if t == "suggested_match":
+        return (f"Order {order} ({ia}) has no sure match; the closest channel item is {ca} "
+                f"(score {f.get('score') or 0:.2f}, memo {note!r}). It needs a person: a tie or a score under "
+                f"the threshold is never matched automatically.")
+    if t == "duplicate_record":
+        return (f"The same channel row ({f['txn_id'] or f['order_id']}, {ca}) was delivered twice; the copy was "
+                f"dropped (data-quality note, no money moved).")
+    return f"{t}: {order} ({ia} vs {ca})."
+
+
+def _cur(f: dict, side: str) -> str:
+    """The internal side of an FX pair is in the order's currency, noted in the explanation."""
+    note = f.get("note") or ""
+    pair = note.split(" ", 1)[0] if "/" in note.split(" ", 1)[0] else ""
+    if side == "internal" and pair:
+        return pair.split("/")[0]
+    if note.startswith("no FX rate configured for "):
+        return note.rsplit(" ", 1)[-1].split("/")[0]
+    return f["currency"]

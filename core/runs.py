@@ -1,15 +1,18 @@
 """Reconcile one merchant's business day: load both sides per source, match, store breaks.
 
+`compute_day` only reads (the backtest uses it with other rules); `run_day` also writes.
 Idempotent: a break's `key` is stable, so re-running a day updates breaks in place; a
 break that a later run no longer finds (the money arrived) is marked `cleared`. Breaks a
-person has acted on (adjusted, resolved) are never touched by a run.
+person has acted on (adjusted, resolved) are never touched by a run. Each run first
+re-runs the earlier days that still have items in transit (carry-over), so late money
+closes them without an alert.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import select
 from sqlmodel import Session
@@ -17,12 +20,14 @@ from sqlmodel import Session
 from core import engine, store
 from core.config import Config, MerchantConfig
 from core.explain import explain
-from core.money import to_minor
+from core.policy import decide
+from core.rules import Rules
 from models.db import get_engine
-from models.tables import Break, ReconRun
+from models.tables import Adjustment, AuditEvent, Break, ReconRun
 
-OPEN_STATES = ("open", "in_transit")
+OPEN_STATES = ("open", "in_transit", "note")
 INTERNAL_KINDS = ("orders",)
+CARRY_OVER_DAYS = 31
 
 
 @dataclass
@@ -33,8 +38,11 @@ class SourceSummary:
     channel_payments: int
     channel_amount: int
     matched: int
+    fees: int = 0
     breaks: dict[str, int] = field(default_factory=dict)
     in_transit: int = 0
+    notes: int = 0
+    matches: dict[str, int] = field(default_factory=dict)
 
     @property
     def matched_pct(self) -> float:
@@ -51,47 +59,58 @@ class RunSummary:
     created: int
     updated: int
     cleared: int
+    adjustments: int = 0
+    carried_over: list[date] = field(default_factory=list)
 
 
 def channel_sources(merchant: MerchantConfig):
     return [s for s in merchant.sources if s.kind not in INTERNAL_KINDS]
 
 
-def run_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None) -> RunSummary:
+def compute_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None):
+    """-> [(source config, engine.Result)] for every channel source; reads only."""
     url = cfg.database.url
-    store.ensure_merchant(url, merchant)
     coverage = store.coverage(url, merchant.id)
     internal_through = max((d for (s, side), d in coverage.items() if side == "internal"), default=None)
-    tolerance = engine.Tolerance(to_minor(cfg.tolerance.absolute, merchant.currency), cfg.tolerance.percent)
+    out = []
+    for src in channel_sources(merchant):
+        ledgers = store.ledger_ids(url, merchant.id, {(src.name, "internal"), (src.name, "channel")})
+        window = engine.Window(day, src.settlement_lag_days, internal_through, coverage.get((src.name, "channel")))
+        internal = store.load_records(url, ledgers[(src.name, "internal")], window.first, window.last)
+        channel = store.load_records(url, ledgers[(src.name, "channel")], window.first, window.last)
+        duplicates = store.load_duplicates(url, merchant.id, src.name, day, day)
+        result = engine.reconcile(internal, channel, window, Rules.for_source(cfg, merchant, src), duplicates)
+        out.append((src, result))
+        if on_source:
+            on_source(src.name)
+    return out
 
+
+def run_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None, carry_over: bool = True) -> RunSummary:
+    url = cfg.database.url
+    store.ensure_merchant(url, merchant)
     db = get_engine(url)
+    carried = _carry_over(cfg, merchant, day) if carry_over else []
     with Session(db) as s:
         run = ReconRun(merchant_id=merchant.id, business_day=day)
         s.add(run)
         s.commit()
         run_id = run.id
 
-    summaries: list[SourceSummary] = []
-    findings: list[tuple[str, dict]] = []
-    for src in channel_sources(merchant):
-        ledgers = store.ledger_ids(url, merchant.id, {(src.name, "internal"), (src.name, "channel")})
-        window = engine.Window(day, src.settlement_lag_days, internal_through, coverage.get((src.name, "channel")))
-        internal = store.load_records(url, ledgers[(src.name, "internal")], window.first, window.last)
-        channel = store.load_records(url, ledgers[(src.name, "channel")], window.first, window.last)
-        found, stats = engine.reconcile(internal, channel, window, tolerance)
-        summary = SourceSummary(src.name, **stats)
-        for f in found:
+    summaries, findings = [], []
+    for src, result in compute_day(cfg, merchant, day, on_source):
+        summary = SourceSummary(src.name, **result.stats, matches=result.matches)
+        for f in result.findings:
             if f["status"] == "in_transit":
                 summary.in_transit += 1
+            elif f["status"] == "note":
+                summary.notes += 1
             else:
                 summary.breaks[f["type"]] = summary.breaks.get(f["type"], 0) + 1
-            findings.append((src.name, f))
+            findings.append((src, f))
         summaries.append(summary)
-        if on_source:
-            on_source(src.name)
 
-    created, updated, cleared = _store_breaks(db, merchant, day, run_id, findings, window_by_source={
-        s.name: s for s in channel_sources(merchant)})
+    created, updated, cleared, adjustments = _store_breaks(db, cfg, merchant, day, run_id, findings)
     with Session(db) as s:
         run = s.get(ReconRun, run_id)
         run.status = "done"
@@ -99,49 +118,69 @@ def run_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None) ->
         run.stats = json.dumps({x.source: x.__dict__ for x in summaries}, ensure_ascii=False, default=str)
         s.add(run)
         s.commit()
-    return RunSummary(run_id, merchant.id, day, merchant.currency, summaries, created, updated, cleared)
+    return RunSummary(run_id, merchant.id, day, merchant.currency, summaries, created, updated, cleared,
+                      adjustments, carried)
+
+
+def _carry_over(cfg, merchant, day) -> list[date]:
+    """Re-run earlier days that still wait for items in transit (oldest first)."""
+    with Session(get_engine(cfg.database.url)) as s:
+        days = sorted(set(s.execute(
+            select(Break.business_day).where(Break.merchant_id == merchant.id, Break.status == "in_transit",
+                                             Break.business_day < day,
+                                             Break.business_day >= day - timedelta(days=CARRY_OVER_DAYS))).scalars()))
+    for earlier in days:
+        run_day(cfg, merchant, earlier, carry_over=False)
+    return days
 
 
 def break_key(source: str, f: dict) -> str:
     return f"{source}:{f['type']}:{f['kind']}:{f['anchor_side']}:{f['anchor_ref']}"
 
 
-def _store_breaks(db, merchant, day, run_id, findings, window_by_source) -> tuple[int, int, int]:
+def _values(source, f: dict, lag_days: int, severity: str) -> dict:
+    return dict(
+        source=source, type=f["type"], order_id=f["order_id"], txn_id=f["txn_id"],
+        internal_amount=f["internal_amount"], channel_amount=f["channel_amount"],
+        difference=int(f["difference"]), currency=f["currency"], rule=f["rule"],
+        tolerance=int(f["tolerance"] or 0), severity=severity, score=f.get("score"),
+        evidence=json.dumps([dict(e) for e in f["evidence"]], ensure_ascii=False),
+        explanation=explain(f, lag_days=lag_days),
+    )
+
+
+def _store_breaks(db, cfg, merchant, day, run_id, findings) -> tuple[int, int, int, int]:
     now = datetime.now(timezone.utc)
-    created = updated = cleared = 0
+    created = updated = cleared = adjusted = 0
     with Session(db) as s:
         existing = {b.key: b for b in s.execute(
             select(Break).where(Break.merchant_id == merchant.id, Break.business_day == day)).scalars()}
         seen = set()
-        for source, f in findings:
-            key = break_key(source, f)
+        for src, f in findings:
+            key = break_key(src.name, f)
             seen.add(key)
-            evidence = json.dumps([dict(e) for e in f["evidence"]], ensure_ascii=False)
-            values = dict(
-                source=source, type=f["type"], order_id=f["order_id"], txn_id=f["txn_id"],
-                internal_amount=f["internal_amount"], channel_amount=f["channel_amount"],
-                difference=int(f["difference"]), currency=f["currency"], rule=f["rule"],
-                tolerance=int(f["tolerance"]), evidence=evidence,
-                explanation=explain(f, lag_days=window_by_source[source].settlement_lag_days),
-            )
+            decision = decide(f, src.name, cfg, merchant.currency)
+            values = _values(src.name, f, src.settlement_lag_days, decision.severity)
             b = existing.get(key)
             if b is None:
-                s.add(Break(merchant_id=merchant.id, business_day=day, key=key, status=f["status"],
-                            first_run_id=run_id, last_run_id=run_id, **values))
+                b = Break(merchant_id=merchant.id, business_day=day, key=key, status=decision.status,
+                          first_run_id=run_id, last_run_id=run_id, **values)
+                s.add(b)
+                s.flush()
                 created += 1
-                continue
-            if b.status not in OPEN_STATES:
-                continue  # a person has dealt with it
-            changed = {k: v for k, v in values.items() if getattr(b, k) != v}
-            if b.status != f["status"]:
-                changed["status"] = f["status"]
-            if changed:
-                for k, v in changed.items():
-                    setattr(b, k, v)
-                b.version += 1
-                b.updated_at = now
-                b.last_run_id = run_id
-                updated += 1
+            elif b.status in OPEN_STATES:
+                changed = {k: v for k, v in values.items() if getattr(b, k) != v}
+                if b.status != decision.status:
+                    changed["status"] = decision.status
+                if changed:
+                    for k, v in changed.items():
+                        setattr(b, k, v)
+                    b.version += 1
+                    b.updated_at = now
+                    b.last_run_id = run_id
+                    updated += 1
+            if decision.adjustment and b.status in OPEN_STATES + ("adjusted",):
+                adjusted += _ensure_adjustment(s, b, decision.adjustment)
         for key, b in existing.items():
             if key not in seen and b.status in OPEN_STATES:
                 b.status = "cleared"
@@ -149,5 +188,19 @@ def _store_breaks(db, merchant, day, run_id, findings, window_by_source) -> tupl
                 b.updated_at = now
                 b.last_run_id = run_id
                 cleared += 1
+                s.add(AuditEvent(actor="reconbot", action="cleared", subject_type="break", subject_id=str(b.id),
+                                 detail=json.dumps({"run": run_id, "key": key}, ensure_ascii=False)))
         s.commit()
-    return created, updated, cleared
+    return created, updated, cleared, adjusted
+
+
+def _ensure_adjustment(s: Session, b: Break, adj: dict) -> int:
+    """One adjustment per break, whatever the number of runs (unique break_id)."""
+    if s.execute(select(Adjustment.id).where(Adjustment.break_id == b.id)).first():
+        return 0
+    s.add(Adjustment(break_id=b.id, amount=adj["amount"], currency=b.currency, debit_account=adj["debit_account"],
+                     credit_account=adj["credit_account"], reason=adj["reason"], status=adj["status"],
+                     created_by="reconbot"))
+    s.add(AuditEvent(actor="reconbot", action=f"adjustment_{adj['status']}", subject_type="break",
+                     subject_id=str(b.id), detail=json.dumps(adj, ensure_ascii=False)))
+    return 1

@@ -91,10 +91,10 @@ def write_statement(url: str, *, merchant_id: str, source: str, side: str, fmt: 
             now = datetime.now(timezone.utc)
             cur.execute(
                 "INSERT INTO statement_file (merchant_id, source, side, format, path, sha256, business_day, "
-                "row_count, new_rows, control_totals, ingested_at) VALUES ("
+                "row_count, new_rows, control_totals, duplicates, ingested_at) VALUES ("
                 f"{_lit(merchant_id)}, {_lit(source)}, {_lit(side)}, {_lit(fmt)}, {_lit(path)}, {_lit(sha256)}, "
                 f"{_lit(business_day.isoformat()) if business_day else 'NULL'}, {records.num_rows}, 0, "
-                f"{_lit(json.dumps(control_totals, ensure_ascii=False, sort_keys=True))}, "
+                f"{_lit(json.dumps(control_totals, ensure_ascii=False, sort_keys=True))}, '[]', "
                 f"{_lit(_ts_text(now) if sqlite else now.isoformat())}) RETURNING id"
             )
             file_id = cur.fetchone()[0]
@@ -102,7 +102,7 @@ def write_statement(url: str, *, merchant_id: str, source: str, side: str, fmt: 
             stage = stage.select(RECORD_COLUMNS)
             if sqlite:  # SQLAlchemy reads SQLite dates and times back from this text form
                 stage = stage.set_column(RECORD_COLUMNS.index("occurred_at"), "occurred_at",
-                                         pc.strftime(stage["occurred_at"], "%Y-%m-%d %H:%M:%S.%f"))
+                                         pc.strftime(stage["occurred_at"], "%Y-%m-%d %H:%M:%S"))
                 stage = stage.set_column(RECORD_COLUMNS.index("business_day"), "business_day",
                                          pc.strftime(stage["business_day"], "%Y-%m-%d"))
             else:
@@ -116,7 +116,9 @@ def write_statement(url: str, *, merchant_id: str, source: str, side: str, fmt: 
             if new_rows is None:
                 cur.execute(f"SELECT count(*) FROM record WHERE file_id = {file_id}")
                 new_rows = cur.fetchone()[0]
-            cur.execute(f"UPDATE statement_file SET new_rows = {new_rows} WHERE id = {file_id}")
+            duplicates = _duplicates(cur, file_id, side) if new_rows < records.num_rows else []
+            cur.execute(f"UPDATE statement_file SET new_rows = {new_rows}, "
+                        f"duplicates = {_lit(json.dumps(duplicates, ensure_ascii=False))} WHERE id = {file_id}")
             cur.execute("DROP TABLE recon_stage")
             conn.commit()
         except Exception:
@@ -127,11 +129,50 @@ def write_statement(url: str, *, merchant_id: str, source: str, side: str, fmt: 
     return StoredFile(file_id, new_rows, False)
 
 
+MAX_DUPLICATES_KEPT = 10_000  # a whole file delivered twice under another name: keep a sample
+
+
+def _duplicates(cur, file_id: int, side: str) -> list[dict]:
+    """Staged rows of this file that were not stored, each with the row that was kept."""
+    if side != "channel":  # overlapping order exports are normal, not a data-quality issue
+        return []
+    cur.execute(
+        "SELECT s.line, s.kind, s.ref, s.order_id, s.txn_id, s.amount, s.currency, s.business_day, "
+        "f.path, k.line FROM recon_stage s "
+        "JOIN record k ON k.ledger_id = s.ledger_id AND k.kind = s.kind AND k.ref = s.ref "
+        "JOIN statement_file f ON f.id = k.file_id "
+        f"WHERE NOT (k.file_id = {file_id} AND k.line = s.line) ORDER BY s.line LIMIT {MAX_DUPLICATES_KEPT}"
+    )
+    names = ["line", "kind", "ref", "order_id", "txn_id", "amount", "currency", "business_day", "kept_file", "kept_line"]
+    return [{k: (str(v) if k == "business_day" else v) for k, v in zip(names, row)} for row in cur.fetchall()]
+
+
+def load_duplicates(url: str, merchant_id: str, source: str, day_from: date, day_to: date) -> pa.Table:
+    """The duplicate rows recorded at ingest for one source, with their file."""
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT path, duplicates FROM statement_file WHERE merchant_id = {_lit(merchant_id)} "
+                    f"AND source = {_lit(source)} AND duplicates <> '[]'")
+        rows = cur.fetchall()
+    out = []
+    for path, dups in rows:
+        for d in json.loads(dups):
+            if day_from.isoformat() <= d["business_day"][:10] <= day_to.isoformat():
+                out.append({**d, "business_day": d["business_day"][:10], "file": path})
+    schema = pa.schema([("line", pa.int64()), ("kind", pa.string()), ("ref", pa.string()), ("order_id", pa.string()),
+                        ("txn_id", pa.string()), ("amount", pa.int64()), ("currency", pa.string()),
+                        ("business_day", pa.string()), ("kept_file", pa.string()), ("kept_line", pa.int64()),
+                        ("file", pa.string())])
+    return pa.Table.from_pylist(out, schema=schema)
+
+
 def load_records(url: str, ledger: int, day_from: date, day_to: date) -> pa.Table:
     """A ledger's records in [day_from, day_to], with their file path, as an Arrow table."""
+    # ADBC's SQLite driver infers a column's type from the first rows: a text column that
+    # starts with NULLs would be read as integers, so NULL text travels as '' (see nullif below).
     sql = (
-        "SELECT r.id, r.kind, r.ref, r.txn_id, r.order_id, r.amount, r.currency, r.fee, r.discount, r.status, "
-        "r.occurred_at, r.business_day, r.payer, r.memo, r.line, f.path AS file "
+        "SELECT r.id, r.kind, r.ref, coalesce(r.txn_id, '') AS txn_id, coalesce(r.order_id, '') AS order_id, "
+        "r.amount, r.currency, r.fee, r.discount, r.status, r.occurred_at, r.business_day, "
+        "coalesce(r.payer, '') AS payer, coalesce(r.memo, '') AS memo, r.line, f.path AS file "
         "FROM record r JOIN statement_file f ON f.id = r.file_id "
         f"WHERE r.ledger_id = {int(ledger)} AND r.business_day BETWEEN "
         f"{_lit(day_from.isoformat())} AND {_lit(day_to.isoformat())}"
@@ -140,7 +181,16 @@ def load_records(url: str, ledger: int, day_from: date, day_to: date) -> pa.Tabl
         if not is_sqlite(url):
             sql = sql.replace("BETWEEN '", "BETWEEN DATE '").replace("AND '", "AND DATE '")
         cur.execute(sql)
-        return cur.fetch_arrow_table()
+        table = cur.fetch_arrow_table()
+    if table.num_rows == 0:  # no rows, no type inference: hand back the typed empty table
+        from core.engine import INPUT_SCHEMA
+
+        return INPUT_SCHEMA.empty_table()
+    for name in ("txn_id", "order_id", "payer", "memo"):
+        col = table[name]
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col))
+    return table
 
 
 def coverage(url: str, merchant_id: str) -> dict[tuple[str, str], date]:

@@ -57,6 +57,9 @@ class StatementFile(SQLModel, table=True):
     row_count: int
     new_rows: int
     control_totals: str = Field(sa_column=Column(Text, nullable=False))  # JSON
+    # rows this file delivered again (already stored from another row): JSON list, for the
+    # duplicate_record data-quality notes
+    duplicates: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     ingested_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
 
 
@@ -119,7 +122,8 @@ class Break(SQLModel, table=True):
     business_day: date
     source: str = Field(max_length=64)
     type: str = Field(max_length=32)
-    status: str = Field(max_length=16)  # open | in_transit | cleared | adjusted | resolved
+    status: str = Field(max_length=16)  # open | in_transit | note | cleared | adjusted | resolved
+    severity: str = Field(default="normal", max_length=16)  # note | normal | urgent
     key: str
     order_id: Optional[str] = None
     txn_id: Optional[str] = None
@@ -130,6 +134,7 @@ class Break(SQLModel, table=True):
     rule: str = Field(max_length=64)
     tolerance: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))  # minor units allowed
     explanation: str
+    score: Optional[float] = None  # fuzzy score of a suggested match
     evidence: str = Field(sa_column=Column(Text, nullable=False))  # JSON [{side, file, line}]
     first_run_id: int = Field(foreign_key="recon_run.id")
     last_run_id: int = Field(foreign_key="recon_run.id")
@@ -139,10 +144,15 @@ class Break(SQLModel, table=True):
 
 
 class Adjustment(SQLModel, table=True):
+    """A balanced two-leg entry that books a break's difference (one per break)."""
+
+    __table_args__ = (UniqueConstraint("break_id", name="uq_adjustment_break"),)
     id: Optional[int] = Field(default=None, primary_key=True)
     break_id: int = Field(foreign_key="break.id")
-    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))  # positive; the legs carry the sign
     currency: str = Field(max_length=3)
+    debit_account: str = Field(max_length=128)
+    credit_account: str = Field(max_length=128)
     reason: str
     status: str = Field(max_length=16)  # proposed | applied | approved | rejected
     created_by: str = Field(max_length=128)

@@ -6,36 +6,37 @@ are exactly the expected ones.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
 import pyarrow as pa
 import pytest
 
-from core.engine import Tolerance, Window, reconcile
+from core.engine import INPUT_SCHEMA, Window, reconcile
+from core.rules import Rules
 
 D = date(2026, 11, 20)
 NEXT = date(2026, 11, 21)
 
 
-def rec(kind="payment", ref=None, txn=None, order=None, amount=0, status="success", day=D, line=1):
-    return dict(kind=kind, ref=ref or txn or order, txn_id=txn, order_id=order, amount=amount, currency="CNY",
-                status=status, business_day=day.isoformat(), line=line)
+def rec(kind="payment", ref=None, txn=None, order=None, amount=0, status="success", day=D, line=1, currency="CNY",
+        fee=0, discount=0, memo=None, payer=None, at="12:00"):
+    return dict(kind=kind, ref=ref or txn or order, txn_id=txn, order_id=order, amount=amount, currency=currency,
+                status=status, business_day=day, line=line, fee=fee, discount=discount, memo=memo, payer=payer,
+                occurred_at=datetime.fromisoformat(f"{day.isoformat()}T{at}"))
 
 
-SCHEMA = pa.schema([
-    ("id", pa.int64()), ("kind", pa.string()), ("ref", pa.string()), ("txn_id", pa.string()),
-    ("order_id", pa.string()), ("amount", pa.int64()), ("currency", pa.string()), ("status", pa.string()),
-    ("business_day", pa.string()), ("file", pa.string()), ("line", pa.int64())])
+SCHEMA = pa.schema([f for f in INPUT_SCHEMA if f.name != "file"] + [("file", pa.string())])
 
 
 def table(rows, file, first_id):
     return pa.Table.from_pylist([{**r, "id": first_id + n, "file": file} for n, r in enumerate(rows)], schema=SCHEMA)
 
 
-def run(ours, theirs, through=NEXT, lag=1, tol=Tolerance()):
+def run(ours, theirs, through=NEXT, lag=1, rules=Rules(), duplicates=None):
     i, c = table(ours, "ours.csv", 1), table(theirs, "bill.csv", 1001)
-    found, stats = reconcile(i, c, Window(D, lag, through, through), tol)
+    result = reconcile(i, c, Window(D, lag, through, through), rules, duplicates)
+    found, stats = result.findings, result.stats
     return sorted((f["type"], f["kind"], f["order_id"], f["internal_amount"], f["channel_amount"], f["difference"],
                    f["status"], f["rule"]) for f in found), stats
 
@@ -126,6 +127,70 @@ CASES = {
         [rec(txn="T1", order="O1", amount=100, status="revoked")],
         [],
     ),
+    "a payment reversed at the channel is a status mismatch, not a short": (
+        [rec(txn="T1", order="O1", amount=100, status="paid")],
+        [rec(txn="T1", order="O1", amount=100, status="revoked")],
+        [("status_mismatch", "payment", "O1", 100, None, -100, "open", "reversed_at_channel")],
+    ),
+    "a coupon in the channel's own columns explains the gap": (
+        [rec(txn="T1", order="O1", amount=2000, status="paid")],
+        [rec(txn="T1", order="O1", amount=2500, discount=500)],
+        [],
+    ),
+    "split payment: one order, two channel payments that add up": (
+        [rec(order="O1", amount=10000, status="paid")],
+        [rec(txn="T1", order="O1", amount=6000), rec(txn="T2", order="O1", amount=4000, line=2)],
+        [],
+    ),
+    "split payment that does not add up: closest pays, the rest is a second charge": (
+        [rec(order="O1", amount=10000, status="paid")],
+        [rec(txn="T1", order="O1", amount=6000), rec(txn="T2", order="O1", amount=3000, line=2)],
+        [("amount_mismatch", "payment", "O1", 10000, 6000, -4000, "open", "exact_order_id"),
+         ("duplicate_charge", "payment", "O1", None, 3000, 3000, "open", "duplicate_order")],
+    ),
+    "merged payment: one channel payment names two orders in its memo": (
+        [rec(order="A-1001", amount=10000, status="paid"), rec(order="A-1002", amount=5000, status="paid", line=2)],
+        [rec(txn="T1", order="BATCH-77", amount=15000, memo="orders A-1001, A-1002")],
+        [],
+    ),
+    "merged payment whose orders do not add up is not claimed": (
+        [rec(order="A-1001", amount=10000, status="paid"), rec(order="A-1002", amount=5000, status="paid", line=2)],
+        [rec(txn="T1", order="BATCH-77", amount=14000, memo="orders A-1001, A-1002")],
+        [("long", "payment", "BATCH-77", None, 14000, 14000, "open", "unmatched"),
+         ("short", "payment", "A-1001", 10000, None, -10000, "open", "unmatched"),
+         ("short", "payment", "A-1002", 5000, None, -5000, "open", "unmatched")],
+    ),
+    "an order named by two channel payments is claimed by neither": (
+        [rec(order="A-1001", amount=10000, status="paid"), rec(order="A-1002", amount=5000, status="paid", line=2)],
+        [rec(txn="T1", order="B-1", amount=15000, memo="A-1001 A-1002"),
+         rec(txn="T2", order="B-2", amount=15000, memo="A-1001 A-1002", line=2)],
+        [("long", "payment", "B-1", None, 15000, 15000, "open", "unmatched"),
+         ("long", "payment", "B-2", None, 15000, 15000, "open", "unmatched"),
+         ("short", "payment", "A-1001", 10000, None, -10000, "open", "unmatched"),
+         ("short", "payment", "A-1002", 5000, None, -5000, "open", "unmatched")],
+    ),
+    "fuzzy: a bank line naming our order id, same amount, same day": (
+        [rec(order="A-2001", amount=88000, status="paid", at="10:00")],
+        [rec(txn="B1", amount=88000, memo="HUIKUAN A-2001 SHANGHAI", at="15:30")],
+        [],
+    ),
+    "fuzzy: a tie between two orders is only suggested, to both": (
+        [rec(order="A-2001", amount=50000, status="paid", at="10:00"),
+         rec(order="A-2002", amount=50000, status="paid", at="10:00", line=2)],
+        [rec(txn="B1", amount=50000, memo="TRANSFER", at="11:00")],
+        [("suggested_match", "payment", "A-2001", 50000, 50000, 0, "open", "fuzzy"),
+         ("suggested_match", "payment", "A-2002", 50000, 50000, 0, "open", "fuzzy")],
+    ),
+    "fuzzy: a lone candidate under the threshold is suggested, not matched": (
+        [rec(order="A-2001", amount=50000, status="paid", at="10:00")],
+        [rec(txn="B1", amount=50000, memo="TRANSFER", at="11:00")],
+        [("suggested_match", "payment", "A-2001", 50000, 50000, 0, "open", "fuzzy")],
+    ),
+    "fuzzy: outside the time window nothing is proposed": (
+        [rec(order="A-2001", amount=50000, status="paid", at="10:00")],
+        [rec(txn="B1", amount=50000, memo="A-2001", day=date(2026, 11, 24), at="11:00")],
+        [("short", "payment", "A-2001", 50000, None, -50000, "open", "unmatched")],
+    ),
 }
 
 
@@ -156,7 +221,7 @@ def test_in_transit_until_the_other_side_has_delivered_day_plus_lag():
 def test_tolerance_absolute_and_percent(absolute, percent, diff, reported):
     ours = [rec(txn="T1", order="O1", amount=1000, status="paid")]
     theirs = [rec(txn="T1", order="O1", amount=1000 + diff)]
-    found, _ = run(ours, theirs, tol=Tolerance(absolute, Decimal(percent)))
+    found, _ = run(ours, theirs, rules=Rules(absolute_minor=absolute, percent=Decimal(percent)))
     assert bool(found) is reported
 
 
@@ -164,4 +229,42 @@ def test_statistics_for_the_day():
     _, stats = run(CASES["duplicate charge: two channel payments for one order, neither claimed twice"][0],
                    CASES["duplicate charge: two channel payments for one order, neither claimed twice"][1])
     assert stats == {"internal_payments": 1, "internal_amount": 2500, "channel_payments": 2, "channel_amount": 5000,
-                     "matched": 1}
+                     "matched": 1, "fees": 0}
+
+
+def test_fee_against_the_rate_card_beyond_rounding():
+    rules = Rules(fee_rate=Decimal("0.006"), fee_tolerance_minor=1)
+    ours = [rec(txn="T1", order="O1", amount=10000, status="paid"), rec(txn="T2", order="O2", amount=10000, status="paid"),
+            rec(txn="T3", order="O3", amount=2500, status="paid")]
+    theirs = [rec(txn="T1", order="O1", amount=10000, fee=60), rec(txn="T2", order="O2", amount=10000, fee=80),
+              rec(txn="T3", order="O3", amount=2500, fee=16)]  # 15 expected: 1 fen of rounding is allowed
+    found, _ = run(ours, theirs, rules=rules)
+    assert found == [("fee_mismatch", "fee", "O2", 60, 80, 20, "open", "rate_card")]
+
+
+def test_settlement_in_another_currency_against_the_configured_rate():
+    rules = Rules(fx_rates={"USD/CNY": Decimal("7.10")}, fx_tolerance_percent=Decimal("0.5"))
+    ours = [rec(txn="T1", order="O1", amount=1000, currency="USD", status="paid"),
+            rec(txn="T2", order="O2", amount=1000, currency="USD", status="paid"),
+            rec(txn="T3", order="O3", amount=1000, currency="EUR", status="paid")]
+    theirs = [rec(txn="T1", order="O1", amount=7120), rec(txn="T2", order="O2", amount=7300),
+              rec(txn="T3", order="O3", amount=7800)]
+    found, _ = run(ours, theirs, rules=rules)
+    assert found == [("fx_difference", "payment", "O2", 1000, 7300, 200, "open", "exact_txn_id"),
+                     ("fx_difference", "payment", "O3", 1000, 7800, 7800, "open", "exact_txn_id")]
+
+
+def test_a_row_delivered_twice_is_a_note_not_money():
+    dup = pa.Table.from_pylist([dict(line=7, kind="payment", ref="T1", order_id="O1", txn_id="T1", amount=100,
+                                     currency="CNY", business_day=D.isoformat(), kept_file="bill1.csv", kept_line=3,
+                                     file="bill2.csv")])
+    found, _ = run([rec(txn="T1", order="O1", amount=100, status="paid")], [rec(txn="T1", order="O1", amount=100)],
+                   duplicates=dup)
+    assert found == [("duplicate_record", "payment", "O1", None, 100, 0, "note", "same_row_twice")]
+
+
+def test_matches_say_which_rule_made_them():
+    ours, theirs, _ = CASES["merged payment: one channel payment names two orders in its memo"]
+    i, c = table(ours, "ours.csv", 1), table(theirs, "bill.csv", 1001)
+    result = reconcile(i, c, Window(D, 1, NEXT, NEXT), Rules())
+    assert result.matches == {"merged_payment": 1}
