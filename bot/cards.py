@@ -12,6 +12,10 @@ TITLES = {
     "amount_mismatch": "Amount mismatch 错账",
     "status_mismatch": "Status mismatch 状态不符",
     "duplicate_charge": "Duplicate charge 重复扣款",
+    "fee_mismatch": "Fee deviation 手续费不符",
+    "fx_difference": "FX difference 汇兑差异",
+    "suggested_match": "Suggested match 待确认匹配",
+    "duplicate_record": "Duplicate row 重复记录 (note)",
 }
 
 

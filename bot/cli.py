@@ -174,11 +174,11 @@ def breaks(
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
     all: Annotated[bool, typer.Option("--all", help="Include cleared and resolved breaks.")] = False,
 ) -> None:
-    """List breaks (open and in transit by default)."""
+    """List breaks (open, in transit and data-quality notes by default)."""
     cfg = _load(config)
     m = cfg.merchant(merchant).id if merchant else None
     rows = list_breaks(cfg.database.url, m, date.fromisoformat(day) if day else None,
-                       None if all else ("open", "in_transit"))
+                       None if all else ("open", "in_transit", "note"))
     if format is Format.json:
         sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
     elif format is Format.csv:
@@ -202,6 +202,79 @@ def print_breaks(console: Console, rows: list[dict]) -> None:
         t.add_row(str(r["id"]), r["day"], r["source"], r["type"], r["status"], r["order_id"] or r["txn_id"] or "",
                   r["internal_amount"] or "—", r["channel_amount"] or "—", r["difference"], ev)
     console.print(t)
+
+
+@app.command()
+def backtest(
+    rules: Annotated[Path, typer.Option("--rules", help="Proposed rules: [tolerance] [matching] [fx] [policy] [sources.NAME].")],
+    first: Annotated[str, typer.Option("--from", help="First business day.")],
+    last: Annotated[str, typer.Option("--to", help="Last business day.")],
+    config: ConfigOpt = None,
+    merchant: MerchantOpt = None,
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """Replay stored days with proposed rules beside the current ones (writes nothing)."""
+    from core.backtest import backtest as run_backtest
+
+    cfg = _load(config)
+    try:
+        proposed = config_mod.with_rules(cfg, rules)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    m = _merchant(cfg, merchant)
+    days = run_backtest(cfg, proposed, m.id, _day(first, m.timezone), _day(last, m.timezone))
+    if format is Format.json:
+        sys.stdout.write(json.dumps([_diff_json(d, m.currency) for d in days], ensure_ascii=False, indent=2) + "\n")
+        return
+    print_backtest(out, days, m.currency)
+
+
+def _brief(f: dict) -> str:
+    return f"{f['source']} {f['type']} {f['order_id'] or f['txn_id']}"
+
+
+def _diff_json(d, currency: str) -> dict:
+    from core.money import to_major
+
+    return {
+        "day": d.day.isoformat(), "matches": d.matches, "matches_gained": d.matches_gained,
+        "matches_lost": d.matches_lost,
+        "breaks_appeared": [_brief(f) for f in d.appeared], "breaks_disappeared": [_brief(f) for f in d.disappeared],
+        "breaks_changed_type": [f"{_brief(a)} -> {b['type']}" for a, b in d.changed_type],
+        "adjustments_added": [{"break": _brief(f), "amount": to_major(a, currency)} for f, a in d.adjustments_added],
+        "adjustments_removed": [{"break": _brief(f), "amount": to_major(a, currency)} for f, a in d.adjustments_removed],
+    }
+
+
+def print_backtest(console: Console, days, currency: str) -> None:
+    t = Table(title="backtest: proposed rules vs current", title_justify="left")
+    for col in ("day", "matches +/-", "breaks new", "breaks gone", "type changed", "auto-adj. added", "auto-adj. removed"):
+        t.add_column(col, justify="left" if col == "day" else "right")
+    totals = [0, 0, 0, 0, 0, 0, 0, 0]
+    for d in days:
+        added = sum(a for _f, a in d.adjustments_added)
+        removed = sum(a for _f, a in d.adjustments_removed)
+        row = [d.matches_gained, d.matches_lost, len(d.appeared), len(d.disappeared), len(d.changed_type),
+               len(d.adjustments_added), added, len(d.adjustments_removed)]
+        totals = [a + b for a, b in zip(totals, row)] + totals[len(row):]
+        t.add_row(d.day.isoformat(), f"+{d.matches_gained} / -{d.matches_lost}", str(len(d.appeared)),
+                  str(len(d.disappeared)), str(len(d.changed_type)),
+                  f"{len(d.adjustments_added)} · {display(added, currency)}",
+                  f"{len(d.adjustments_removed)} · {display(removed, currency)}")
+    g, lost, new, gone, changed, n_add, add, n_rem = totals
+    removed_total = sum(a for d in days for _f, a in d.adjustments_removed)
+    t.add_section()
+    t.add_row("total", f"+{g} / -{lost}", str(new), str(gone), str(changed), f"{n_add} · {display(add, currency)}",
+              f"{n_rem} · {display(removed_total, currency)}")
+    console.print(t)
+    for d in days:
+        for a, b in d.changed_type:
+            console.print(f"  {d.day} {_brief(a)} becomes {b['type']}", highlight=False)
+        for f in d.appeared:
+            console.print(f"  {d.day} new: {_brief(f)} ({f['explanation'] if 'explanation' in f else f['status']})",
+                          highlight=False)
+        for f in d.disappeared:
+            console.print(f"  {d.day} gone: {_brief(f)}", highlight=False)
 
 
 @app.command()

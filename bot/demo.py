@@ -15,25 +15,53 @@ from rich.rule import Rule
 from bot.cards import break_card
 from channels.console import ConsoleChannel
 from core.breaks import list_breaks
-from core.config import from_dict
+from core.config import load as config_load
 from models import db
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "demo"
 DAYS = (date(2026, 11, 20), date(2026, 11, 21))
 
 
+def demo_config_text(output: Path) -> str:
+    """The demo's configuration, written next to its database so every command can reuse it."""
+    return f"""# written by `recon demo`: try  recon breaks --config {output / 'recon.toml'}
+[database]
+url = "sqlite:///{(output / 'reconbot.db').resolve()}"
+
+[fx]
+rates = {{ "USD/CNY" = "7.10" }}
+
+[[merchants]]
+id = "demo-shop"
+name = "晨光咖啡 Morning Light Coffee"
+timezone = "Asia/Shanghai"
+currency = "CNY"
+
+  [[merchants.sources]]
+  name = "orders"
+  kind = "orders"
+  files = ["{EXAMPLES}/orders_*.csv"]
+
+  [[merchants.sources]]
+  name = "wechatpay"
+  kind = "wechatpay"
+  files = ["{EXAMPLES}/wechatpay_*"]
+  settlement_lag_days = 1
+  fee_rate = "0.006"
+
+  [[merchants.sources]]
+  name = "alipay"
+  kind = "alipay"
+  files = ["{EXAMPLES}/2088*.csv.zip"]
+  settlement_lag_days = 1
+  fee_rate = "0.006"
+"""
+
+
 def demo_config(output: Path):
-    return from_dict({
-        "database": {"url": f"sqlite:///{(output / 'reconbot.db').resolve()}"},
-        "merchants": [{
-            "id": "demo-shop", "name": "晨光咖啡 Morning Light Coffee", "timezone": "Asia/Shanghai", "currency": "CNY",
-            "sources": [
-                {"name": "orders", "kind": "orders"},
-                {"name": "wechatpay", "kind": "wechatpay", "timezone": "Asia/Shanghai", "settlement_lag_days": 1},
-                {"name": "alipay", "kind": "alipay", "timezone": "Asia/Shanghai", "settlement_lag_days": 1},
-            ],
-        }],
-    }, origin="<demo>", base_dir=EXAMPLES)
+    path = output / "recon.toml"
+    path.write_text(demo_config_text(output), encoding="utf-8")
+    return config_load(path)
 
 
 def run_demo(output: Path, console: Console) -> None:
@@ -64,5 +92,4 @@ def run_demo(output: Path, console: Console) -> None:
     channel = ConsoleChannel(console)
     for row in rows:
         channel.send(break_card(row))
-    console.print(f"List them again with: recon breaks --config <your config> (demo database: {output / 'reconbot.db'})",
-                  highlight=False)
+    console.print(f"List them again with: recon breaks --config {output / 'recon.toml'}", highlight=False)

@@ -16,7 +16,7 @@ TYPE_ORDER = ["short", "long", "amount_mismatch", "status_mismatch", "duplicate_
 
 
 def list_breaks(url: str, merchant_id: str | None = None, day: date | None = None,
-                statuses: tuple[str, ...] | None = ("open", "in_transit")) -> list[dict]:
+                statuses: tuple[str, ...] | None = ("open", "in_transit", "note")) -> list[dict]:
     """Breaks as plain dicts: money as decimal strings in major units, evidence as a list."""
     q = select(Break)
     if merchant_id:

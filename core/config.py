@@ -243,3 +243,44 @@ def load(path: str | os.PathLike | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from None
     return from_dict(data, origin=str(p), base_dir=p.resolve().parent)
+
+
+RULE_SECTIONS = ("tolerance", "matching", "fx", "policy")
+SOURCE_RULE_KEYS = ("fee_rate", "fee_tolerance", "settlement_lag_days")
+
+
+def with_rules(cfg: Config, path: str | os.PathLike) -> Config:
+    """`cfg` with the rules of another file laid over it (for `recon backtest --rules`).
+
+    The rules file may hold [tolerance], [matching], [fx], [policy] and, per source name,
+    [sources.<name>] with fee_rate, fee_tolerance, settlement_lag_days.
+    """
+    p = Path(path)
+    try:
+        rules = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: rules file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    unknown = set(rules) - set(RULE_SECTIONS) - {"sources"}
+    if unknown:
+        raise ConfigError(f"{p}: {', '.join(sorted(unknown))}: not a rules section "
+                          f"(allowed: {', '.join(RULE_SECTIONS)}, sources.<name>)")
+    data = cfg.model_dump(exclude={"base_dir", "origin"})
+    for section in RULE_SECTIONS:
+        if section in rules:
+            data[section] = {**data[section], **rules[section]}
+    for name, values in rules.get("sources", {}).items():
+        bad = set(values) - set(SOURCE_RULE_KEYS)
+        if bad:
+            raise ConfigError(f"{p}: sources.{name}: {', '.join(sorted(bad))}: not a rule "
+                              f"(allowed: {', '.join(SOURCE_RULE_KEYS)})")
+        found = False
+        for m in data["merchants"]:
+            for s in m["sources"]:
+                if s["name"] == name:
+                    s.update(values)
+                    found = True
+        if not found:
+            raise ConfigError(f"{p}: sources.{name}: no configured source has that name")
+    return from_dict(data, origin=f"{cfg.origin} + {p}", base_dir=cfg.base_dir)

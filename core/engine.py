@@ -104,6 +104,10 @@ def reconcile(internal: pa.Table, channel: pa.Table, window: Window, rules: Rule
         CREATE TEMP TABLE ip AS SELECT * FROM i WHERE kind = 'payment';
         CREATE TEMP TABLE cp AS SELECT * FROM c WHERE kind = 'payment' AND status = 'success';
         CREATE TEMP TABLE m (iid BIGINT, cid BIGINT, grp VARCHAR, rule VARCHAR, status VARCHAR, score DOUBLE);
+        -- our payments the channel reversed (revoked): explained, never fuzzy-matched
+        CREATE TEMP TABLE i_reversed AS SELECT DISTINCT ip.id FROM ip JOIN c x
+            ON x.kind = 'payment' AND x.status IN ('revoked', 'closed', 'reversed')
+           AND (x.txn_id = ip.txn_id OR x.order_id = ip.order_id);
     """)
     for match_pass in PASSES:
         match_pass(con, ctx)
@@ -230,7 +234,7 @@ def fuzzy(con, ctx: _Context) -> None:
     window_s = int(r.fuzzy_window_days * 86400)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE fz AS
-        WITH li AS (SELECT * FROM ip WHERE {_FREE_I} AND status IN {PAID}),
+        WITH li AS (SELECT * FROM ip WHERE {_FREE_I} AND status IN {PAID} AND id NOT IN (SELECT id FROM i_reversed)),
              lc AS (SELECT * FROM cp WHERE {_FREE_C}),
              cand AS (
                 SELECT li.id AS iid, lc.id AS cid,
@@ -257,9 +261,11 @@ def fuzzy(con, ctx: _Context) -> None:
         SELECT iid, cid, 'fuzzy:' || iid, 'fuzzy', 'confirmed', score FROM fz
         WHERE ri = 1 AND rc = 1 AND score >= {r.fuzzy_min_score}
           AND coalesce(i_next, -1) < score AND coalesce(c_next, -1) < score""")
-    _claim(con, """
-        SELECT iid, cid, 'suggest:' || iid, 'fuzzy', 'suggested', score FROM fz
-        WHERE ri = 1 AND iid NOT IN (SELECT iid FROM m WHERE status = 'confirmed')""")
+    # Suggest only for items that would otherwise be breaks now: one still in transit waits.
+    _claim(con, f"""
+        SELECT fz.iid, fz.cid, 'suggest:' || fz.iid, 'fuzzy', 'suggested', fz.score FROM fz JOIN ip ON ip.id = fz.iid
+        WHERE fz.ri = 1 AND fz.iid NOT IN (SELECT iid FROM m WHERE status = 'confirmed')
+          AND NOT {ctx.in_transit('channel', 'ip.day')}""")
 
 
 PASSES = [exact_txn_id, exact_order_id, split_payment, closest_order_candidate, merged_payment, fuzzy]
@@ -330,8 +336,7 @@ def fx_difference(ctx: _Context) -> str:
                     internal_amount="ia", channel_amount="ca", difference=f"ca - coalesce({expected}, 0)",
                     currency="ccur", status="'open'", tolerance=tol, evidence="list_concat(iev, cev)",
                     anchor_side="'internal'", anchor_ref="grp",
-                    note=f"CASE WHEN r.rate IS NULL THEN 'no FX rate configured for ' || icur || '/' || ccur "
-                         f"ELSE icur || '/' || ccur || ' ' || r.rate || ' gives ' || {expected} END") + f"""
+                    note="icur || '/' || ccur || ' ' || coalesce(CAST(r.rate AS VARCHAR), 'none')") + f"""
         FROM pairs LEFT JOIN rates r ON r.pair = icur || '/' || ccur
         WHERE iday = {ctx.d} AND icur <> ccur AND (r.rate IS NULL OR abs(ca - {expected}) > {tol})"""
 
@@ -360,13 +365,13 @@ def long_payment(ctx: _Context) -> str:
                     anchor_ref="ref") + f"""
         FROM c_left WHERE day = {ctx.d}
           AND NOT EXISTS (SELECT 1 FROM pairs p WHERE p.order_id = c_left.order_id)
-          AND id NOT IN (SELECT cid FROM m WHERE status = 'suggested')"""
+          -- a channel item suggested for one of this day's orders is shown on that card
+          AND id NOT IN (SELECT m.cid FROM m JOIN ip ON ip.id = m.iid WHERE m.status = 'suggested' AND ip.day = {ctx.d})"""
 
 
 def short_payment(ctx: _Context) -> str:
     """Paid in our books, nothing at the channel; a reversal there makes it a status mismatch."""
-    reversed_ = ("EXISTS (SELECT 1 FROM c x WHERE x.kind = 'payment' AND x.status IN ('revoked', 'closed', 'reversed') "
-                 "AND (x.txn_id = i_left.txn_id OR x.order_id = i_left.order_id))")
+    reversed_ = "(id IN (SELECT id FROM i_reversed))"
     return _finding(type=f"CASE WHEN {reversed_} THEN 'status_mismatch' ELSE 'short' END", kind="'payment'",
                     rule=f"CASE WHEN {reversed_} THEN 'reversed_at_channel' ELSE 'unmatched' END",
                     order_id="order_id", txn_id="txn_id", internal_amount="amount", channel_amount="NULL",
@@ -386,7 +391,7 @@ def suggested_match(ctx: _Context) -> str:
                     tolerance=ctx.tol("ip.amount"),
                     evidence=f"list_concat({_ONE.format(side='internal', p='ip.')}, {_ONE.format(side='channel', p='cp.')})",
                     anchor_side="'internal'", anchor_ref="ip.ref", score="m.score",
-                    note="coalesce(cp.memo, '')") + f"""
+                    note="concat_ws(', ', 'order ' || cp.order_id, 'memo ' || cp.memo, 'payer ' || cp.payer)") + f"""
         FROM m JOIN ip ON ip.id = m.iid JOIN cp ON cp.id = m.cid WHERE m.status = 'suggested' AND ip.day = {ctx.d}"""
 
 

@@ -5,6 +5,8 @@ The file:line evidence travels beside the sentence (Break.evidence), not inside 
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from core.money import display
 
 RULES = {
@@ -52,24 +54,18 @@ def explain(f: dict, lag_days: int) -> str:
         return (f"Txn {f['txn_id']} (order {f['order_id'] or '—'}): the channel charged a fee of {ca}, the "
                 f"{note or 'rate card'} gives {ia} (difference {diff}, rounding allowance {tol}).")
     if t == "fx_difference":
-        return (f"Order {order}: {display(f['internal_amount'], _cur(f, 'internal'))} in our books settled as "
-                f"{ca}{how}; {note} (difference {diff}, FX tolerance {tol}).")
+        pair, rate = (note or "? none").split(" ", 1)
+        ours = display(f["internal_amount"], pair.split("/")[0])
+        if rate == "none":
+            return f"Order {order}: {ours} in our books settled as {ca}, and no {pair} rate is configured."
+        expected = display(f["channel_amount"] - f["difference"], cur)
+        return (f"Order {order}: {ours} in our books; at {pair} {Decimal(rate).normalize():f} that is {expected}, "
+                f"but the channel settled {ca} (FX difference {diff}, tolerance {tol}).")
     if t == "suggested_match":
         return (f"Order {order} ({ia}) has no sure match; the closest channel item is {ca} "
-                f"(score {f.get('score') or 0:.2f}, memo {note!r}). It needs a person: a tie or a score under "
+                f"(score {f.get('score') or 0:.2f}: {note}). A person decides: a tie or a score under "
                 f"the threshold is never matched automatically.")
     if t == "duplicate_record":
         return (f"The same channel row ({f['txn_id'] or f['order_id']}, {ca}) was delivered twice; the copy was "
                 f"dropped (data-quality note, no money moved).")
     return f"{t}: {order} ({ia} vs {ca})."
-
-
-def _cur(f: dict, side: str) -> str:
-    """The internal side of an FX pair is in the order's currency, noted in the explanation."""
-    note = f.get("note") or ""
-    pair = note.split(" ", 1)[0] if "/" in note.split(" ", 1)[0] else ""
-    if side == "internal" and pair:
-        return pair.split("/")[0]
-    if note.startswith("no FX rate configured for "):
-        return note.rsplit(" ", 1)[-1].split("/")[0]
-    return f["currency"]

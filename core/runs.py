@@ -72,12 +72,12 @@ def compute_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None
     url = cfg.database.url
     coverage = store.coverage(url, merchant.id)
     internal_through = max((d for (s, side), d in coverage.items() if side == "internal"), default=None)
+    ledgers = store.find_ledgers(url, merchant.id)
     out = []
     for src in channel_sources(merchant):
-        ledgers = store.ledger_ids(url, merchant.id, {(src.name, "internal"), (src.name, "channel")})
         window = engine.Window(day, src.settlement_lag_days, internal_through, coverage.get((src.name, "channel")))
-        internal = store.load_records(url, ledgers[(src.name, "internal")], window.first, window.last)
-        channel = store.load_records(url, ledgers[(src.name, "channel")], window.first, window.last)
+        internal = store.load_records(url, ledgers.get((src.name, "internal")), window.first, window.last)
+        channel = store.load_records(url, ledgers.get((src.name, "channel")), window.first, window.last)
         duplicates = store.load_duplicates(url, merchant.id, src.name, day, day)
         result = engine.reconcile(internal, channel, window, Rules.for_source(cfg, merchant, src), duplicates)
         out.append((src, result))

@@ -69,6 +69,13 @@ def ledger_ids(url: str, merchant_id: str, keys: set[tuple[str, str]]) -> dict[t
     return out
 
 
+def find_ledgers(url: str, merchant_id: str) -> dict[tuple[str, str], int]:
+    """(source, side) -> ledger id, read-only."""
+    with Session(get_engine(url)) as s:
+        rows = s.exec(select(Ledger).where(Ledger.merchant_id == merchant_id)).all()
+        return {(r.source, r.side): r.id for r in rows}
+
+
 def find_file(url: str, merchant_id: str, sha256: str) -> int | None:
     with adbc_connect(url) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT id FROM statement_file WHERE merchant_id = {_lit(merchant_id)} AND sha256 = {_lit(sha256)}")
@@ -165,8 +172,12 @@ def load_duplicates(url: str, merchant_id: str, source: str, day_from: date, day
     return pa.Table.from_pylist(out, schema=schema)
 
 
-def load_records(url: str, ledger: int, day_from: date, day_to: date) -> pa.Table:
+def load_records(url: str, ledger: int | None, day_from: date, day_to: date) -> pa.Table:
     """A ledger's records in [day_from, day_to], with their file path, as an Arrow table."""
+    from core.engine import INPUT_SCHEMA
+
+    if ledger is None:
+        return INPUT_SCHEMA.empty_table()
     # ADBC's SQLite driver infers a column's type from the first rows: a text column that
     # starts with NULLs would be read as integers, so NULL text travels as '' (see nullif below).
     sql = (
@@ -183,8 +194,6 @@ def load_records(url: str, ledger: int, day_from: date, day_to: date) -> pa.Tabl
         cur.execute(sql)
         table = cur.fetch_arrow_table()
     if table.num_rows == 0:  # no rows, no type inference: hand back the typed empty table
-        from core.engine import INPUT_SCHEMA
-
         return INPUT_SCHEMA.empty_table()
     for name in ("txn_id", "order_id", "payer", "memo"):
         col = table[name]

@@ -44,9 +44,20 @@ PLANTED = {
     "A-9002": ("long", "alipay", "Alipay collected an order our books do not have"),
     "A-2011": ("status_mismatch", "alipay", "our books say unpaid, Alipay collected"),
     "W-1105": ("in_transit", "wechatpay", "paid 23:50 on the 21st, not on that day's bill yet"),
+    "W-1025": ("fee_mismatch", "wechatpay", "WeChat charged a 1.00 fee on 58.00 (0.6% is 0.35)"),
+    "W-1026": ("fx_difference", "wechatpay", "booked as USD 10.00, settled CNY 73.00 (7.10 gives 71.00)"),
+    "W-1029": ("status_mismatch", "wechatpay", "paid in our books, revoked (REVOKED) at WeChat"),
+    "W-1031": ("suggested_match", "wechatpay", "WeChat has it as W-1031-R: same payer and amount, a person decides"),
+    "W-1024": ("duplicate_record", "wechatpay", "the 21st's bill repeats the 20th's row for W-1024"),
 }
-# W-1020 crosses midnight (23:59:58 ours, 00:00:03 at WeChat): it must match without a break.
-# W-1003 was paid with a 5.00 WeChat coupon: 订单金额 agrees, 应结订单金额 is 5.00 less.
+# Matched without any break, each by its own rule:
+MATCHED = {
+    "W-1003": "a 5.00 WeChat coupon: 订单金额 agrees, 应结订单金额 is 5.00 less",
+    "W-1020": "crosses midnight (23:59:58 ours, 00:00:03 at WeChat): on the next day's bill",
+    "W-1027": "merged: one WeChat payment W-M001 pays W-1027 and W-1028 (named in its 商户数据包 attach field)",
+    "W-1028": "merged, with W-1027",
+    "A-2017": "split: paid in two Alipay trades that add up",
+}
 
 GOODS = ["拿铁 Latte", "美式 Americano", "燕麦拿铁 Oat latte", "手冲 Pour-over", "可颂 Croissant", "冷萃 Cold brew"]
 
@@ -71,6 +82,13 @@ class Order:
     in_books: bool = True
     on_channel: bool = True
     charged_twice: bool = False
+    currency: str = "CNY"  # of our books
+    channel_fee: Decimal | None = None  # what the channel charged, when not the rate card's
+    channel_status: str = "SUCCESS"
+    channel_order_id: str | None = None
+    attach: str = ""
+    split_parts: tuple[Decimal, ...] = ()
+    redelivered_next_day: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -82,9 +100,10 @@ def fee(amount: Decimal) -> Decimal:
     return (amount * RATE).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
-def make_orders(rng: random.Random, day: datetime, prefix: str, channel: str, first: int, count: int) -> list[Order]:
+def make_orders(rng: random.Random, day: datetime, prefix: str, channel: str, first: int, count: int,
+                start_hour: int = 7) -> list[Order]:
     orders = []
-    t = day.replace(hour=7, minute=30)
+    t = day.replace(hour=start_hour, minute=30)
     for n in range(first, first + count):
         t += timedelta(minutes=rng.randint(12, 35), seconds=rng.randint(0, 59))
         amount = Decimal(rng.choice([18, 22, 25, 28, 32, 36, 38, 45, 58, 66])) + Decimal(rng.choice([0, 0, 50])) / 100
@@ -118,6 +137,24 @@ def day1(rng: random.Random) -> list[Order]:
     for o in w + a:  # an ordinary refund that agrees on both sides
         if o.order_id in ("W-1007", "A-2005"):
             o.refund, o.refunded_at, o.status = o.amount, o.paid_at + timedelta(minutes=40), "refunded"
+    w += make_orders(rng, d, "W", "wechatpay", 1025, 7, start_hour=17)
+    by = {o.order_id: o for o in w + a}
+    by["W-1024"].redelivered_next_day = True
+    by["W-1025"].amount, by["W-1025"].channel_fee = Decimal("58.00"), Decimal("1.00")
+    o = by["W-1026"]
+    o.currency, o.amount, o.channel_amount = "USD", Decimal("10.00"), Decimal("73.00")
+    by["W-1027"].on_channel = by["W-1028"].on_channel = False
+    by["W-1027"].extra["books_without_txn"] = by["W-1028"].extra["books_without_txn"] = True
+    merged = by["W-1027"].amount + by["W-1028"].amount
+    w.append(Order("W-M001", "wechatpay", merged, by["W-1028"].paid_at + timedelta(seconds=30), in_books=False,
+                   payer=by["W-1027"].payer, goods="合并支付 Combined checkout", attach="merged W-1027 W-1028"))
+    by["W-1029"].channel_status = "REVOKED"
+    o = by["W-1031"]
+    o.channel_order_id, o.amount, o.extra["books_without_txn"] = "W-1031-R", Decimal("45.00"), True
+    by["W-1029"].amount = Decimal("38.00")
+    a += [Order("A-2017", "alipay", Decimal("58.50"), d.replace(hour=17, minute=44, second=2),
+                split_parts=(Decimal("40.00"), Decimal("18.50")), payer="周*(33***@qq.com)", goods="手冲 Pour-over",
+                extra={"books_without_txn": True})]
     w.append(Order("W-9001", "wechatpay", Decimal("36.00"), d.replace(hour=15, minute=12, second=9), in_books=False,
                    payer="oUpF8uMuAJO_M2pxb1Q9zNjW9001", goods="美式 Americano"))
     a.append(Order("A-9002", "alipay", Decimal("42.50"), d.replace(hour=16, minute=40, second=31), in_books=False,
@@ -136,24 +173,26 @@ def day2(rng: random.Random) -> list[Order]:
 
 def assign_ids(orders: list[Order]) -> None:
     for o in orders:
-        n = int(o.order_id.split("-")[1])
+        n = int("".join(ch for ch in o.order_id if ch.isdigit()))
         if o.channel == "wechatpay":
             o.txn_id = f"4200001{o.paid_at:%Y%m%d}{n:013d}"
         else:
             o.txn_id = f"{o.paid_at:%Y%m%d}2200145{n:011d}"
         if o.channel == "alipay" and n % 3 == 0:
             o.extra["books_without_txn"] = True  # matched by order id instead
+    # the 20th's bill is generated first, the re-delivered row goes into the 21st's too
 
 
 # -- writers ---------------------------------------------------------------------------
 
 def write_orders(orders: list[Order], path: Path) -> None:
-    lines = ["order_id,channel,amount,currency,status,paid_at,refund_amount,channel_txn_id,refunded_at"]
+    lines = ["order_id,channel,amount,currency,status,paid_at,refund_amount,channel_txn_id,refunded_at,payer"]
     for o in sorted((o for o in orders if o.in_books), key=lambda o: o.paid_at):
         txn = "" if o.extra.get("books_without_txn") or o.status == "unpaid" else o.txn_id
         refunded = o.refunded_at.isoformat() + "+08:00" if o.refund else ""
-        lines.append(",".join([o.order_id, o.channel, money(o.amount), "CNY", o.status, o.paid_at.isoformat() + "+08:00",
-                               money(o.refund), txn, refunded]))
+        payer = o.payer if o.channel == "wechatpay" else ""
+        lines.append(",".join([o.order_id, o.channel, money(o.amount), o.currency, o.status,
+                               o.paid_at.isoformat() + "+08:00", money(o.refund), txn, refunded, payer]))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -166,9 +205,10 @@ WX_SUMMARY = "总交易单数,应结订单总金额,退款总金额,充值券退
 def wechat_bill(orders: list[Order], day: datetime) -> bytes:
     rows, totals = [], [Decimal(0)] * 6
     def emit(t, txn, o, status, settle, coupon, refund_no, m_refund_no, refund, refund_type, refund_status, fee5, gross, applied):
-        rows.append([t.strftime("%Y-%m-%d %H:%M:%S"), WECHAT_APPID, WECHAT_MCH, "0", "", txn, o.order_id, o.payer, "JSAPI",
-                     status, "OTHERS", "CNY", money(settle), money(coupon), refund_no, m_refund_no, money(refund), "0.00",
-                     refund_type, refund_status, o.goods, "", f"{fee5:.5f}", "0.60%", money(gross), money(applied), ""])
+        rows.append([t.strftime("%Y-%m-%d %H:%M:%S"), WECHAT_APPID, WECHAT_MCH, "0", "", txn,
+                     o.channel_order_id or o.order_id, o.payer, "JSAPI", status, "OTHERS", "CNY", money(settle),
+                     money(coupon), refund_no, m_refund_no, money(refund), "0.00", refund_type, refund_status, o.goods,
+                     o.attach, f"{fee5:.5f}", "0.60%", money(gross), money(applied), ""])
         for i, v in enumerate([settle, refund, Decimal(0), fee5, gross, applied]):
             totals[i] += v
     for o in orders:
@@ -176,8 +216,11 @@ def wechat_bill(orders: list[Order], day: datetime) -> bytes:
             continue
         t = o.channel_time or o.paid_at
         gross = o.channel_amount if o.channel_amount is not None else o.amount
-        if t.date() == day.date():
-            emit(t, o.txn_id, o, "SUCCESS", gross - o.coupon, o.coupon, "0", "0", Decimal(0), "", "", fee(gross - o.coupon), gross, Decimal(0))
+        on_this_bill = t.date() == day.date() or (o.redelivered_next_day and t.date() + timedelta(days=1) == day.date())
+        if on_this_bill:
+            charged = o.channel_fee if o.channel_fee is not None else fee(gross - o.coupon)
+            emit(t, o.txn_id, o, o.channel_status, gross - o.coupon, o.coupon, "0", "0", Decimal(0), "", "", charged,
+                 gross, Decimal(0))
             if o.charged_twice:
                 t2 = t + timedelta(seconds=41)
                 emit(t2, o.txn_id[:-4] + "9999", o, "SUCCESS", gross, Decimal(0), "0", "0", Decimal(0), "", "", fee(gross), gross, Decimal(0))
@@ -218,8 +261,12 @@ def alipay_zip(orders: list[Order], day: datetime) -> bytes:
                     refund_no + "\t", money(-fee(amount)), "0.00", ""]
         if o.paid_at.date() == day.date():
             gross = o.channel_amount if o.channel_amount is not None else o.amount
-            rows.append(row("交易", gross, o.paid_at, ""))
-            n_trade, s_trade = n_trade + 1, s_trade + gross
+            for k, part in enumerate(o.split_parts or (gross,)):
+                r = row("交易", part, o.paid_at + timedelta(seconds=9 * k), "")
+                if k:  # each part of a split payment is its own Alipay trade
+                    r[0] = o.txn_id[:-2] + f"{90 + k}\t"
+                rows.append(r)
+                n_trade, s_trade = n_trade + 1, s_trade + part
         refund = o.channel_refund if o.channel_refund is not None else o.refund
         if refund and o.refunded_at and o.refunded_at.date() == day.date():
             rows.append(row("退款", -refund, o.refunded_at, f"RF{o.order_id}-{o.refunded_at:%H%M%S}"))

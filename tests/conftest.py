@@ -86,13 +86,14 @@ def demo_config(db_url: str, **source_overrides):
 
     sources = [
         {"name": "orders", "kind": "orders"},
-        {"name": "wechatpay", "kind": "wechatpay", "settlement_lag_days": 1},
-        {"name": "alipay", "kind": "alipay", "settlement_lag_days": 1},
+        {"name": "wechatpay", "kind": "wechatpay", "settlement_lag_days": 1, "fee_rate": "0.006"},
+        {"name": "alipay", "kind": "alipay", "settlement_lag_days": 1, "fee_rate": "0.006"},
     ]
     for s in sources:
         s.update(source_overrides.get(s["name"], {}))
     return from_dict({
         "database": {"url": db_url},
+        "fx": {"rates": {"USD/CNY": "7.10"}},
         "merchants": [{"id": "demo-shop", "name": "Demo", "timezone": "Asia/Shanghai", "currency": "CNY",
                        "sources": sources}],
     })

@@ -27,6 +27,9 @@ def config_file(tmp_path):
 [database]
 url = "sqlite:///{tmp_path / 'recon.db'}"
 
+[fx]
+rates = {{ "USD/CNY" = "7.10" }}
+
 [[merchants]]
 id = "demo-shop"
 name = "Demo"
@@ -36,9 +39,11 @@ kind = "orders"
 [[merchants.sources]]
 name = "wechatpay"
 kind = "wechatpay"
+fee_rate = "0.006"
 [[merchants.sources]]
 name = "alipay"
 kind = "alipay"
+fee_rate = "0.006"
 """, encoding="utf-8")
     return path
 
@@ -48,13 +53,13 @@ def test_ingest_run_and_breaks_json_contract(config_file):
     files = sorted(EXAMPLES.iterdir())
     r = recon("ingest", *files, "--config", config_file)
     assert r.returncode == 0, r.stderr
-    assert "orders_2026-11-20.csv: orders.export -> orders (2026-11-20): 44 rows, 44 new" in r.stdout
+    assert "orders_2026-11-20.csv: orders.export -> orders (2026-11-20): 52 rows, 52 new" in r.stdout
     r = recon("run", "--day", "2026-11-20", "--config", config_file)
     assert r.returncode == 0, r.stderr
-    assert "10 new, 0 updated, 0 cleared" in r.stdout
+    assert "15 new, 0 updated, 0 cleared" in r.stdout
     r = recon("breaks", "--format", "json", "--config", config_file)
     rows = json.loads(r.stdout)
-    assert len(rows) == 10
+    assert len(rows) == 15
     required = {"id", "merchant", "day", "type", "source", "order_id", "txn_id", "internal_amount",
                 "channel_amount", "difference", "currency", "status", "evidence"}
     assert all(required <= set(b) for b in rows)
@@ -64,7 +69,7 @@ def test_ingest_run_and_breaks_json_contract(config_file):
                      "status": "open"}
     assert short["evidence"] == [{"side": "internal", "file": str(EXAMPLES / "orders_2026-11-20.csv"), "line": 12}]
     csv_out = recon("breaks", "--format", "csv", "--config", config_file).stdout.splitlines()
-    assert csv_out[0].startswith("id,merchant,day,type,source,order_id,txn_id,") and len(csv_out) == 11
+    assert csv_out[0].startswith("id,merchant,day,type,source,order_id,txn_id,") and len(csv_out) == 16
     # ingesting again is a no-op, and says so
     again = recon("ingest", *files, "--config", config_file)
     assert again.returncode == 0 and again.stdout.count("already ingested, skipped") == 6

@@ -28,14 +28,15 @@ def test_demo_files_ingest_with_counts_and_days(cfg):
     results = {p.name: ingest_file(cfg, m, p) for p in sorted(EXAMPLES.iterdir())}
     got = {name: (r.format, r.rows, r.new_rows, str(r.business_day)) for name, r in results.items()}
     assert got == {
-        "20881234567890120156_20261120.csv.zip": ("alipay.trade_bill", 18, 18, "2026-11-20"),
+        "20881234567890120156_20261120.csv.zip": ("alipay.trade_bill", 20, 20, "2026-11-20"),
         "20881234567890120156_20261121.csv.zip": ("alipay.trade_bill", 4, 4, "2026-11-21"),
-        "orders_2026-11-20.csv": ("orders.export", 44, 44, "2026-11-20"),
+        "orders_2026-11-20.csv": ("orders.export", 52, 52, "2026-11-20"),
         "orders_2026-11-21.csv": ("orders.export", 10, 10, "2026-11-21"),
-        "wechatpay_tradebill_ALL_2026-11-20.csv": ("wechatpay.trade_bill", 26, 26, "2026-11-20"),
-        "wechatpay_tradebill_ALL_2026-11-21.csv.gz": ("wechatpay.trade_bill", 6, 6, "2026-11-21"),
+        "wechatpay_tradebill_ALL_2026-11-20.csv": ("wechatpay.trade_bill", 32, 32, "2026-11-20"),
+        # the 21st's bill re-delivers one row of the 20th: stored once, noted as a duplicate
+        "wechatpay_tradebill_ALL_2026-11-21.csv.gz": ("wechatpay.trade_bill", 7, 6, "2026-11-21"),
     }
-    assert table_counts(cfg.database.url)["record"] == 108
+    assert table_counts(cfg.database.url)["record"] == 124
 
 
 def test_reingesting_the_same_files_changes_nothing(cfg):
@@ -56,7 +57,7 @@ def test_same_transactions_in_an_overlapping_file_are_stored_once(cfg, tmp_path)
     reissued = tmp_path / "reissued.csv"
     reissued.write_bytes(WX_DAY1.read_bytes().replace(b"\r\n", b"\n"))
     r = ingest_file(cfg, m, reissued)
-    assert not r.already_ingested and r.rows == 26 and r.new_rows == 0
+    assert not r.already_ingested and r.rows == 32 and r.new_rows == 0
     assert table_counts(cfg.database.url)["record"] == before
 
 
@@ -91,9 +92,9 @@ def test_amount_with_more_decimals_than_the_currency_is_rejected(cfg, tmp_path):
 
 def test_totals_that_disagree_reject_the_file_naming_the_totals(cfg, tmp_path):
     bad = tmp_path / "totals.csv"
-    bad.write_bytes(WX_DAY1.read_bytes().replace(b"`946.50,", b"`946.60,"))
-    _assert_rejected_without_trace(cfg, bad, str(bad), "line 29", "应结订单总金额='946.60'",
-                                   "add up to 946.50", error=ControlTotalError)
+    bad.write_bytes(WX_DAY1.read_bytes().replace(b"`1267.00,", b"`1267.10,"))
+    _assert_rejected_without_trace(cfg, bad, str(bad), "line 35", "应结订单总金额='1267.10'",
+                                   "add up to 1267.00", error=ControlTotalError)
 
 
 def test_truncated_zip_is_rejected(cfg, tmp_path):
@@ -127,7 +128,7 @@ def test_alipay_detail_in_gbk_zip_with_gbk_member_names(cfg):
     z = zipfile.ZipFile(ALIPAY_DAY1)
     assert all(not i.flag_bits & 0x800 for i in z.infolist())  # names really are GBK bytes
     r = ingest_file(cfg, _merchant(cfg), ALIPAY_DAY1)
-    assert (r.rows, r.business_day.isoformat()) == (18, "2026-11-20")
+    assert (r.rows, r.business_day.isoformat()) == (20, "2026-11-20")
 
 
 def test_unknown_file_is_rejected_clearly(cfg, tmp_path):
