@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench accuracy install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_day.py
+
+accuracy: $(STAMP)
+	$(BIN)/python bench/accuracy.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache reconbot.db demo-output

@@ -21,8 +21,9 @@ Planted (counts scale with N, each at least 1 for N >= 10_000; sets are disjoint
   duplicate_charge the bill has a second SUCCESS payment of an order      N / 5000
   status_mismatch  REFUND on the bill our books do not show               N / 2000
                    + our books say unpaid (no txn id), the bill collected N / 5000
-Amounts of the "long" payments end in .37, which no order has, so the engine's fuzzy pass
-cannot pair a long with a short as a suggested match. And, producing no break: full refunds on both sides (N / 100), partial refunds on both
+Amounts of the "short" orders end in .87 and of the "long" payments in .37, which nothing else
+has, so the engine's fuzzy pass (same amount, close in time) finds no candidate for them and
+turns none into a suggested match. And, producing no break: full refunds on both sides (N / 100), partial refunds on both
 sides (N / 200), WeChat coupons (应结 < 订单金额, N / 100), unpaid orders absent from the
 bill (N / 200).
 """
@@ -40,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 OUT = Path(__file__).resolve().parent / "out"
-GEN_VERSION = 2
+GEN_VERSION = 4
 DAY = "2026-11-20"
 DAY_COMPACT = "20261120"
 SEED = 20261120
@@ -198,6 +199,9 @@ def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
     if at > n:
         raise ValueError(f"N={n} is too small for the planted differences")
 
+    # shorts end in .87 and longs in .37, amounts no other payment has: the engine's fuzzy pass
+    # (same amount, close in time) must find no candidate for them, or they become suggested matches
+    amount[sets["short"]] = amount[sets["short"]] // 100 * 100 + 87
     status = np.zeros(n, dtype=np.int8)  # 0 paid, 1 refunded, 2 partially_refunded, 3 unpaid
     refund = np.zeros(n, dtype=np.int64)
     status[sets["refund_full"]] = 1
@@ -265,9 +269,7 @@ def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
     nl = k["long"]
     long_i = np.arange(nl, dtype=np.int64)
     long_s = rng.integers(7 * 3600, 23 * 3600, size=nl, dtype=np.int64)
-    # cents ending in 37 never occur in our books (x.00/.10/.30/.50/.60/.80), so no long can pair with a short
-    # by amount (the fuzzy pass would otherwise turn such pairs into suggested matches)
-    long_amt = rng.integers(1, 400, size=nl, dtype=np.int64) * 50 + 37
+    long_amt = rng.integers(1, 200, size=nl, dtype=np.int64) * 100 + 37
     group(long_s, _join("4200003" + DAY_COMPACT, _pad(long_i, 13)), _join("BX", _pad(long_i, 8)),
           user_of(long_i + 90_000_000), "SUCCESS", long_amt, zeros(nl), zero_txt(nl), zero_txt(nl), zeros(nl), "", "",
           long_i % len(GOODS), long_amt * 6, long_amt, zeros(nl))

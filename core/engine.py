@@ -62,6 +62,16 @@ class Window:
     def last(self) -> date:
         return self.day + timedelta(days=self.lag_days)
 
+    # Records are loaded a further lag on each side, so that every item within
+    # [first, last] also has its true counterpart loaded and is never mistaken for free.
+    @property
+    def load_first(self) -> date:
+        return self.day - timedelta(days=2 * self.lag_days)
+
+    @property
+    def load_last(self) -> date:
+        return self.day + timedelta(days=2 * self.lag_days)
+
 
 @dataclass
 class Result:
@@ -234,8 +244,15 @@ def fuzzy(con, ctx: _Context) -> None:
     window_s = int(r.fuzzy_window_days * 86400)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE fz AS
-        WITH li AS (SELECT * FROM ip WHERE {_FREE_I} AND status IN {PAID} AND id NOT IN (SELECT id FROM i_reversed)),
-             lc AS (SELECT * FROM cp WHERE {_FREE_C}),
+        WITH li AS (SELECT * FROM ip WHERE {_FREE_I} AND status IN {PAID} AND id NOT IN (SELECT id FROM i_reversed)
+                        AND day BETWEEN {_lit_date(ctx.window.first)} AND {_lit_date(ctx.window.last)}),
+             -- a payment naming an order we already matched is that order's duplicate charge,
+             -- not an anonymous payment to be guessed at
+             lc AS (SELECT * FROM cp WHERE {_FREE_C}
+                        AND day BETWEEN {_lit_date(ctx.window.first)} AND {_lit_date(ctx.window.last)}
+                        AND coalesce(order_id, '') NOT IN (
+                        SELECT ip2.order_id FROM m JOIN ip ip2 ON ip2.id = m.iid
+                        WHERE m.status = 'confirmed' AND ip2.order_id IS NOT NULL)),
              cand AS (
                 SELECT li.id AS iid, lc.id AS cid,
                        -- the order id written in the channel's memo is the strongest signal

@@ -76,8 +76,8 @@ def compute_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None
     out = []
     for src in channel_sources(merchant):
         window = engine.Window(day, src.settlement_lag_days, internal_through, coverage.get((src.name, "channel")))
-        internal = store.load_records(url, ledgers.get((src.name, "internal")), window.first, window.last)
-        channel = store.load_records(url, ledgers.get((src.name, "channel")), window.first, window.last)
+        internal = store.load_records(url, ledgers.get((src.name, "internal")), window.load_first, window.load_last)
+        channel = store.load_records(url, ledgers.get((src.name, "channel")), window.load_first, window.load_last)
         duplicates = store.load_duplicates(url, merchant.id, src.name, day, day)
         result = engine.reconcile(internal, channel, window, Rules.for_source(cfg, merchant, src), duplicates)
         out.append((src, result))

@@ -254,18 +254,19 @@ def alipay_zip(orders: list[Order], day: datetime) -> bytes:
         if not o.on_channel:
             continue
         created = o.paid_at - timedelta(seconds=17)
-        def row(kind, amount, done, refund_no):
-            return [o.txn_id + "\t", o.order_id + "\t", kind + "\t", o.goods, created.strftime("%Y-%m-%d %H:%M:%S"),
-                    done.strftime("%Y-%m-%d %H:%M:%S"), "SH001\t", "静安店\t", "cashier01\t", "\t", o.payer + "\t",
-                    money(amount), money(amount), "0.00", "0.00", "0.00", "0.00", "0.00", "", "0.00\t", "0.00",
-                    refund_no + "\t", money(-fee(amount)), "0.00", ""]
+        def row(kind, amount, done, refund_no, txn=o.txn_id, charged=None):
+            charged = fee(amount) if charged is None else charged
+            return [txn + "\t", (o.channel_order_id or o.order_id) + "\t", kind + "\t", o.goods,
+                    created.strftime("%Y-%m-%d %H:%M:%S"), done.strftime("%Y-%m-%d %H:%M:%S"), "SH001\t", "静安店\t",
+                    "cashier01\t", "\t", o.payer + "\t", money(amount), money(amount), "0.00", "0.00", "0.00", "0.00",
+                    "0.00", "", "0.00\t", "0.00", refund_no + "\t", money(-charged), "0.00", ""]
         if o.paid_at.date() == day.date():
             gross = o.channel_amount if o.channel_amount is not None else o.amount
-            for k, part in enumerate(o.split_parts or (gross,)):
-                r = row("交易", part, o.paid_at + timedelta(seconds=9 * k), "")
-                if k:  # each part of a split payment is its own Alipay trade
-                    r[0] = o.txn_id[:-2] + f"{90 + k}\t"
-                rows.append(r)
+            # each part of a split payment, and a second charge, is an Alipay trade of its own
+            parts = o.split_parts or ((gross, gross) if o.charged_twice else (gross,))
+            for k, part in enumerate(parts):
+                rows.append(row("交易", part, o.paid_at + timedelta(seconds=9 * k), "",
+                                txn=f"{o.txn_id}{k}" if k else o.txn_id, charged=o.channel_fee))
                 n_trade, s_trade = n_trade + 1, s_trade + part
         refund = o.channel_refund if o.channel_refund is not None else o.refund
         if refund and o.refunded_at and o.refunded_at.date() == day.date():
@@ -288,7 +289,8 @@ def alipay_zip(orders: list[Order], day: datetime) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in ((f"{base}_业务明细.csv", detail), (f"{base}_业务明细(汇总).csv", summary)):
-            info = _GbkZipInfo(name, date_time=(day.year, day.month, day.day + 1, 9, 12, 7))
+            exported = day + timedelta(days=1, hours=9, minutes=12, seconds=7)
+            info = _GbkZipInfo(name, date_time=exported.timetuple()[:6])
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, data)
     return buf.getvalue()
