@@ -42,7 +42,11 @@ def test_a_wider_tolerance_shows_breaks_and_adjustments_that_would_go(reconciled
     days = backtest(reconciled, proposed, None, D1, D2)
     d1 = days[0]
     gone = sorted((f["order_id"], f["type"]) for f in d1.disappeared)
-    assert gone == [("A-2009", "amount_mismatch"), ("W-1010", "amount_mismatch")]
+    # W-1010 (-10.00) and A-2009 (5.00) are now within tolerance; the long W-9001 (36.00) is
+    # within ¥10 of the short W-1005 (32.00), which becomes a suggested match instead
+    assert gone == [("A-2009", "amount_mismatch"), ("W-1010", "amount_mismatch"), ("W-9001", "long")]
+    assert [(a["order_id"], a["type"], b["type"]) for a, b in d1.changed_type] == [
+        ("W-1005", "short", "suggested_match")]
     assert sorted((f["order_id"], a) for f, a in d1.adjustments_removed) == [("A-2009", 500), ("W-1010", 1000)]
     assert d1.adjustments_added == [] and d1.appeared == []
     assert table_counts(reconciled.database.url) == before  # nothing written
