@@ -22,9 +22,6 @@ MISSING = f"sample files not found at {ROOT} (set RECON_SAMPLES to their folder)
 # claimed by a source (and get a golden file) or be listed here.
 UNCLAIMED = {
     "wechatpay/SOURCES.md": "provenance notes, not a statement",
-    "wechatpay/doc_v2_downloadfundflow_example.txt": "fund-flow bill (资金账单), not a trade bill: a later issue",
-    "wechatpay/gunsluo_fundflowbill_BASIC.csv": "fund-flow bill (资金账单), not a trade bill: a later issue",
-    "wechatpay/gunsluo_fundflowbill_BASIC.csv.gz": "the same fund-flow bill, gzipped: a later issue",
     "wechatpay/wxjava_billresult_test_excerpts.txt": "three masked bills pasted into one file under '## ' "
     "headings (a test-code excerpt, not a bill): ingest refuses it as unrecognised",
     "alipay/SOURCES.md": "provenance notes, not a statement",

@@ -4,10 +4,12 @@ from core.sources.alipay import AlipayTradeBill
 from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, Source  # noqa: F401
 from core.sources.orders import OrdersExport
 from core.sources.wechatpay import WeChatPayTradeBill
+from core.sources.wechatpay_fundflow import WeChatPayFundFlowBill
 
 # kind (as written in config) -> source class
 REGISTRY: dict[str, type] = {
     "orders": OrdersExport,
     "wechatpay": WeChatPayTradeBill,
     "alipay": AlipayTradeBill,
+    "wechatpay_fundflow": WeChatPayFundFlowBill,
 }

@@ -32,7 +32,7 @@ SUFFIXES = (".expected.jsonl", ".expected-error.txt")
 # Every source a merchant can configure, so identify() competes the way ingest does.
 MERCHANT = from_dict({"merchants": [{
     "id": "golden", "name": "Golden samples", "timezone": "Asia/Shanghai",
-    "sources": [{"name": kind, "kind": kind} for kind in ("wechatpay", "alipay", "orders")],
+    "sources": [{"name": kind, "kind": kind} for kind in REGISTRY],
 }]}).merchants[0]
 SOURCES = {s.name: REGISTRY[s.kind](s, MERCHANT) for s in MERCHANT.sources}
 
