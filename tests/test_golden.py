@@ -25,6 +25,9 @@ UNCLAIMED = {
     "wechatpay/wxjava_billresult_test_excerpts.txt": "three masked bills pasted into one file under '## ' "
     "headings (a test-code excerpt, not a bill): ingest refuses it as unrecognised",
     "alipay/SOURCES.md": "provenance notes, not a statement",
+    "unionpay/SOURCES.md": "provenance notes, not a statement",
+    "unionpay/RD201015090501_802310048993424": "the zip's GBK summary report (汇总表): read inside the zip to check "
+    "the flow file's totals; alone it holds no transactions",
 }
 
 # Without the samples, one skipped case that says why (an empty list would skip vaguely).

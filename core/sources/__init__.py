@@ -3,6 +3,7 @@
 from core.sources.alipay import AlipayTradeBill
 from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, Source  # noqa: F401
 from core.sources.orders import OrdersExport
+from core.sources.unionpay import UnionPayAcpFlow
 from core.sources.wechatpay import WeChatPayTradeBill
 from core.sources.wechatpay_fundflow import WeChatPayFundFlowBill
 
@@ -12,4 +13,5 @@ REGISTRY: dict[str, type] = {
     "wechatpay": WeChatPayTradeBill,
     "alipay": AlipayTradeBill,
     "wechatpay_fundflow": WeChatPayFundFlowBill,
+    "unionpay": UnionPayAcpFlow,
 }

@@ -26,7 +26,7 @@ from core.sources import REGISTRY, InputFile, ParseError
 from core.sources.base import RECORD_FIELDS
 
 GOLDEN = Path(__file__).resolve().parent
-FOLDERS = ("wechatpay", "alipay")
+FOLDERS = ("wechatpay", "alipay", "unionpay")
 SUFFIXES = (".expected.jsonl", ".expected-error.txt")
 
 # Every source a merchant can configure, so identify() competes the way ingest does.
