@@ -65,11 +65,11 @@ def test_records_kinds_signs_refs_and_times(tmp_path):
     parsed = SOURCE.parse(write(tmp_path, bill()))
     rows = parsed.records.to_pylist()
     assert [(r["line"], r["kind"], r["ref"], r["amount"], r["fee"]) for r in rows] == [
-        (2, "payment", "F0001", 10000, 0),
-        (3, "fee", "F0002", -60, 0),
-        (4, "refund", "F0003", -3000, 0),
-        (5, "payout", "F0004", -100000, 0),
-        (6, "adjustment", "F0005", 500, 0),
+        (2, "payment", "F0001/4200000001202611200000000001", 10000, 0),
+        (3, "fee", "F0002/4200000001202611200000000001", -60, 0),
+        (4, "refund", "F0003/50300000012026112000000001", -3000, 0),
+        (5, "payout", "F0004/", -100000, 0),
+        (6, "adjustment", "F0005/", 500, 0),
     ]
     first = rows[0]
     assert first["txn_id"] == "4200000001202611200000000001" and first["order_id"] == "ORD-1"
@@ -138,7 +138,8 @@ def test_a_bad_row_names_line_field_and_value(tmp_path, index, value, field, rea
 
 def test_the_same_booking_twice_is_rejected(tmp_path):
     rows = ROWS + [ROWS[0][:7] + ("1174.40",) + ROWS[0][8:]]
-    with pytest.raises(ParseError, match=r"line 7: 资金流水单号='F0001': the same booking appears twice \(also on line 2\)"):
+    with pytest.raises(ParseError, match=r"line 7: 资金流水单号/微信支付业务单号='F0001/4200000001202611200000000001': "
+                                         r"the same booking appears twice \(also on line 2\)"):
         SOURCE.parse(write(tmp_path, bill(rows)))
 
 
@@ -146,6 +147,17 @@ def test_truncated_bill_is_rejected(tmp_path):
     text = "\r\n".join(bill().split("\r\n")[:4])
     with pytest.raises(ParseError, match="no summary row"):
         SOURCE.parse(write(tmp_path, text))
+
+
+def test_two_partial_refunds_booked_under_the_payment_number_stay_two_records(tmp_path):
+    """As in the real v3 sample, a refund's 资金流水单号 is the payment's 微信订单号."""
+    txn = "4200000001202611200000000001"
+    rows = ROWS[:2] + [
+        ("2026-11-20 13:40:11", "50300000012026112000000001", txn, "退款", "退款", "支出", "30.00", "1069.40", "x", "", "RF-1"),
+        ("2026-11-20 13:45:00", "50300000012026112000000002", txn, "退款", "退款", "支出", "20.00", "1049.40", "x", "", "RF-2"),
+    ]
+    refs = SOURCE.parse(write(tmp_path, bill(rows))).records["ref"].to_pylist()
+    assert refs[2:] == [f"{txn}/50300000012026112000000001", f"{txn}/50300000012026112000000002"]
 
 
 def test_empty_day(tmp_path):

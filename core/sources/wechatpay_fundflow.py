@@ -14,8 +14,13 @@ Records:
   提现 / 结算 -> payout, anything else (充值, 企业付款, 分账, 冻结, ...) -> adjustment.
 - amount is signed by 收支类型 (收入 +, 支出 -): a fee row is a negative amount of its own,
   so `fee` stays 0 on every row (the fee is not also charged on the payment it belongs to).
-- ref = 资金流水单号 (one booking), txn_id = 微信支付业务单号 (the payment's 微信订单号 or the
-  refund's 微信退款单号), order_id = 业务凭证号 (the merchant's order / refund number).
+- ref = 资金流水单号/微信支付业务单号. 资金流水单号 alone is not enough: in the real v3 sample
+  a refund's 资金流水单号 is the original payment's 微信订单号 (4200...20210119..., booked on
+  2021-02-01), so two partial refunds of one payment would share it; the 微信退款单号 in
+  微信支付业务单号 tells them apart. A bill holding the same (kind, ref) twice is rejected
+  rather than folded into one record.
+- txn_id = 微信支付业务单号 (the payment's 微信订单号 or the refund's 微信退款单号),
+  order_id = 业务凭证号 (the merchant's order / refund number).
 
 Control totals, all checked, any mismatch rejects the file (`ControlTotalError`):
 - the summary's row count, 收入笔数 / 收入金额, 支出笔数 / 支出金额;
@@ -127,7 +132,7 @@ class WeChatPayFundFlowBill:
         when = 'local_ts("记账时间")'
         con.execute(f"CREATE TEMP TABLE rec AS SELECT line, {kind} AS kind, {signed} AS amount, "
                     f"{T.minor_sql(chr(34) + BALANCE + chr(34), cur) if BALANCE in header else 'NULL'} AS balance, "
-                    f"{col('资金流水单号')} AS ref FROM raw")
+                    f"{col('资金流水单号')} || '/' || coalesce({col('微信支付业务单号')}, '') AS ref FROM raw")
         records = con.sql(f"""
             SELECT raw.line, CAST(NULL AS VARCHAR) AS source, rec.kind, rec.ref,
                    {col('微信支付业务单号')} AS txn_id, {col('业务凭证号')} AS order_id,
@@ -142,7 +147,7 @@ class WeChatPayFundFlowBill:
                            "ORDER BY 3 LIMIT 1").fetchone()
         if dupe:
             raise ParseError(file.path, f"the same booking appears twice (also on line {dupe[1]})", line=dupe[2],
-                             field="资金流水单号", value=dupe[0])
+                             field="资金流水单号/微信支付业务单号", value=dupe[0])
         totals = self._check_summary(con, file, sum_names, sum_values, sum_line, raw.num_rows)
         self._check_balance(con, file)
         return Parsed(self.format, self.side, records, mode_day(records), totals)
