@@ -1,6 +1,7 @@
 """Statement sources: one module per format, one registry (this literal list)."""
 
 from core.sources.alipay import AlipayTradeBill
+from core.sources.alipay_account import AlipayAccountStatement
 from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, Source  # noqa: F401
 from core.sources.orders import OrdersExport
 from core.sources.unionpay import UnionPayAcpFlow
@@ -14,4 +15,5 @@ REGISTRY: dict[str, type] = {
     "alipay": AlipayTradeBill,
     "wechatpay_fundflow": WeChatPayFundFlowBill,
     "unionpay": UnionPayAcpFlow,
+    "alipay_account": AlipayAccountStatement,
 }
