@@ -172,3 +172,10 @@ def test_ingest_and_reingest(db_url, tmp_path):
     bundle = make_zip(tmp_path, {MEMBER: CLASSIC.read_bytes()})  # the same statement, zipped: nothing new
     again = ingest_file(cfg, cfg.merchants[0], bundle.path)
     assert again.rows == 8 and again.new_rows == 0
+
+
+def test_a_loose_summary_file_with_the_detail_banner_is_not_claimed(tmp_path):
+    """Some exports start the (汇总) file with the detail's banner too: without 账务流水号 it is not a statement."""
+    path = tmp_path / "summary.csv"
+    path.write_bytes(summary_member().replace("账务汇总".encode("gb18030"), "账务明细".encode("gb18030")))
+    assert claimants(InputFile.read(path)) == []

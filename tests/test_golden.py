@@ -1,4 +1,4 @@
-"""Golden tests: every WeChat Pay / Alipay sample parses to exactly its hand-checked output.
+"""Golden tests: every sample statement parses to exactly its hand-checked output (or its hand-checked error).
 
 The samples are real files kept outside the repository (../shared/samples, or
 $RECON_SAMPLES). Without them these tests skip. When a parser change is intended, run

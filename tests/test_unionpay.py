@@ -188,7 +188,8 @@ def test_a_zip_with_error_records_is_refused_whole(tmp_path):
     with pytest.raises(ParseError, match="ZME .* not supported yet"):
         SOURCE.parse(file)
     empty = bundle(tmp_path, {f"INN26010501ZM_{MER_ID}": flow(*DAY), f"INN26010501ZME_{MER_ID}": b""}, name="e.zip")
-    assert SOURCE.parse(empty).row_count == 3
+    parsed = SOURCE.parse(empty)
+    assert parsed.row_count == 3 and parsed.control_totals["members_not_read"] == [f"INN26010501ZME_{MER_ID}"]
 
 
 @pytest.mark.parametrize("bad, field, reason", [

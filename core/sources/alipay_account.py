@@ -57,8 +57,15 @@ def _column(name: str) -> str:
     return re.sub(r"[（(].*$", "", name.strip().strip("\t\ufeff")).strip()
 
 
-def _is_detail(name: str, data: bytes, banner: str = BANNER) -> bool:
-    return "汇总" not in name and sniff_text(data[:64]).startswith(banner)
+def _is_detail(name: str, data: bytes) -> bool:
+    """Our banner, then (within the first lines) a header naming 账务流水号; not the (汇总) member."""
+    head = sniff_text(data[:2048])
+    return "汇总" not in name and head.startswith(BANNER) and "账务流水号" in head
+
+
+def _is_trade_bill(name: str, data: bytes) -> bool:
+    """What the `alipay` trade-bill source claims (kept in step with AlipayTradeBill._detail)."""
+    return "汇总" not in name and sniff_text(data[:64]).startswith(TRADE_BANNER)
 
 
 class AlipayAccountStatement:
@@ -72,7 +79,7 @@ class AlipayAccountStatement:
         if not file.is_zip:
             return (str(file.path), file.raw) if _is_detail("", file.raw) else None
         members = file.members
-        if any(_is_detail(n, d, TRADE_BANNER) for n, d in members.items()):
+        if any(_is_trade_bill(n, d) for n, d in members.items()):
             return None
         found = [(n, d) for n, d in members.items() if _is_detail(n, d)]
         if len(found) > 1:

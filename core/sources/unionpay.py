@@ -145,8 +145,9 @@ class UnionPayAcpFlow:
             if reports:
                 report = _read_report(f"{file.path}!{reports[0][0]}", reports[0][1])
             member = name
+            unread = sorted(set(file.members) - {name} - {n for n, _ in reports})
         else:
-            name, data, path, member = file.path.name, file.raw, str(file.path), None
+            name, data, path, member, unread = file.path.name, file.raw, str(file.path), None, []
 
         settle = _settlement_date(name)
         if report is not None:
@@ -167,6 +168,8 @@ class UnionPayAcpFlow:
         totals = {"清算日期": settle.isoformat(), "rows": raw.num_rows}
         if report is not None:
             totals.update(self._check_report(con, report, raw.num_rows))
+        if unread:
+            totals["members_not_read"] = unread  # e.g. an empty ZME file
         return Parsed(self.format, self.side, records, settle, totals, member)
 
     def _records_table(self, path: str, data: bytes) -> pa.Table:

@@ -1,4 +1,4 @@
-"""Write (or, with --check, compare) the golden output of every WeChat Pay / Alipay sample.
+"""Write (or, with --check, compare) the golden output of every sample in FOLDERS.
 
     python -m tests.golden.generate [--check]
 
