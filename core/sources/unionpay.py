@@ -19,6 +19,7 @@ Records, one per ZM record:
   the original's 原交易查询流水号 for a refund (so it points at the payment, like the other
   channels' refunds); order_id = 商户订单号 (a refund carries its own order id in ACP);
   payer = 账号 (masked card number); memo = 交易代码 and 交易类型, plus 商户自定义域.
+  交易代码 (S56 in the sample) is only carried in memo: its code list is not known to us.
 - 交易传输时间 is MMDDhhmmss, Beijing time, without a year. The year is the one that puts
   the date within half a year of the file's settlement date (清算日期, from the member / file
   name INN<yyMMdd>, cross-checked with the RD report's 清算日期): a December transaction in a
@@ -31,6 +32,8 @@ Control totals (RD report, when the zip has one), in the 交易类型 table's �
     交易笔数 = number of records; 交易金额 贷 - 借 = sum of signed amounts;
     费用 借 - 贷 = sum of fees; 资金清算差额 贷 - 借 = sum of signed 结算金额;
 plus 清算日期 = the flow file's settlement date, 清算币种 = 人民币, 商户代码 = the records'.
+The sample holds purchases only (all 贷 in 交易金额, all 借 in 费用); that refunds sit on the
+other side is inferred, which is why only the net of each pair is compared.
 Not checked: the per-type lines above 总计 (自助消费, 借记卡, ...: the mapping from records to
 those labels is not documented to us), 清算净额 (equals 结算金额 in the sample; with sub-merchant
 splits it may not, and which of the two the report totals is unverified: we total 结算金额),
