@@ -1,4 +1,4 @@
-"""Golden tests: every WeChat Pay / Alipay sample parses to exactly its hand-checked output.
+"""Golden tests: every sample statement parses to exactly its hand-checked output (or its hand-checked error).
 
 The samples are real files kept outside the repository (../shared/samples, or
 $RECON_SAMPLES). Without them these tests skip. When a parser change is intended, run
@@ -22,12 +22,12 @@ MISSING = f"sample files not found at {ROOT} (set RECON_SAMPLES to their folder)
 # claimed by a source (and get a golden file) or be listed here.
 UNCLAIMED = {
     "wechatpay/SOURCES.md": "provenance notes, not a statement",
-    "wechatpay/doc_v2_downloadfundflow_example.txt": "fund-flow bill (资金账单), not a trade bill: a later issue",
-    "wechatpay/gunsluo_fundflowbill_BASIC.csv": "fund-flow bill (资金账单), not a trade bill: a later issue",
-    "wechatpay/gunsluo_fundflowbill_BASIC.csv.gz": "the same fund-flow bill, gzipped: a later issue",
     "wechatpay/wxjava_billresult_test_excerpts.txt": "three masked bills pasted into one file under '## ' "
     "headings (a test-code excerpt, not a bill): ingest refuses it as unrecognised",
     "alipay/SOURCES.md": "provenance notes, not a statement",
+    "unionpay/SOURCES.md": "provenance notes, not a statement",
+    "unionpay/RD201015090501_802310048993424": "the zip's GBK summary report (汇总表): read inside the zip to check "
+    "the flow file's totals; alone it holds no transactions",
 }
 
 # Without the samples, one skipped case that says why (an empty list would skip vaguely).

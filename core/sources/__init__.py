@@ -1,13 +1,19 @@
 """Statement sources: one module per format, one registry (this literal list)."""
 
 from core.sources.alipay import AlipayTradeBill
+from core.sources.alipay_account import AlipayAccountStatement
 from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, Source  # noqa: F401
 from core.sources.orders import OrdersExport
+from core.sources.unionpay import UnionPayAcpFlow
 from core.sources.wechatpay import WeChatPayTradeBill
+from core.sources.wechatpay_fundflow import WeChatPayFundFlowBill
 
 # kind (as written in config) -> source class
 REGISTRY: dict[str, type] = {
     "orders": OrdersExport,
     "wechatpay": WeChatPayTradeBill,
     "alipay": AlipayTradeBill,
+    "wechatpay_fundflow": WeChatPayFundFlowBill,
+    "unionpay": UnionPayAcpFlow,
+    "alipay_account": AlipayAccountStatement,
 }
