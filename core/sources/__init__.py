@@ -2,6 +2,7 @@
 
 from core.sources.alipay import AlipayTradeBill
 from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, Source  # noqa: F401
+from core.sources.mt940 import Mt940Statement
 from core.sources.orders import OrdersExport
 from core.sources.wechatpay import WeChatPayTradeBill
 
@@ -10,4 +11,5 @@ REGISTRY: dict[str, type] = {
     "orders": OrdersExport,
     "wechatpay": WeChatPayTradeBill,
     "alipay": AlipayTradeBill,
+    "mt940": Mt940Statement,
 }
