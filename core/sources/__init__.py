@@ -1,6 +1,7 @@
 """Statement sources: one module per format, one registry (this literal list)."""
 
 from core.sources.alipay import AlipayTradeBill
+from core.sources.camt import CamtStatement
 from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, Source  # noqa: F401
 from core.sources.mt940 import Mt940Statement
 from core.sources.orders import OrdersExport
@@ -12,4 +13,5 @@ REGISTRY: dict[str, type] = {
     "wechatpay": WeChatPayTradeBill,
     "alipay": AlipayTradeBill,
     "mt940": Mt940Statement,
+    "camt": CamtStatement,
 }
