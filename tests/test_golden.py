@@ -30,6 +30,7 @@ UNCLAIMED = {
     "alipay/SOURCES.md": "provenance notes, not a statement",
     "mt940/SOURCES.md": "provenance notes, not a statement",
     "camt053/SOURCES.md": "provenance notes, not a statement",
+    "ofx/SOURCES.md": "provenance notes, not a statement",
     "mt940/betterplace_LICENSE": "licence text of the betterplace samples",
     "mt940/cmxl_LICENSE": "licence text of the cmxl samples",
     "mt940/jejik_LICENSE": "licence text of the jejik samples",

@@ -4,6 +4,7 @@ from core.sources.alipay import AlipayTradeBill
 from core.sources.camt import CamtStatement
 from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, Source  # noqa: F401
 from core.sources.mt940 import Mt940Statement
+from core.sources.ofx import OfxStatement
 from core.sources.orders import OrdersExport
 from core.sources.wechatpay import WeChatPayTradeBill
 
@@ -14,4 +15,5 @@ REGISTRY: dict[str, type] = {
     "alipay": AlipayTradeBill,
     "mt940": Mt940Statement,
     "camt": CamtStatement,
+    "ofx": OfxStatement,
 }

@@ -26,11 +26,11 @@ from core.sources import REGISTRY, InputFile, ParseError
 from core.sources.base import RECORD_FIELDS
 
 GOLDEN = Path(__file__).resolve().parent
-FOLDERS = ("wechatpay", "alipay", "mt940", "camt053")
+FOLDERS = ("wechatpay", "alipay", "mt940", "camt053", "ofx")
 SUFFIXES = (".expected.jsonl", ".expected-error.txt")
 
 # The statement time zone of each kind's samples (default: Asia/Shanghai).
-TIMEZONES = {"mt940": "Europe/Amsterdam", "camt": "Europe/Amsterdam"}
+TIMEZONES = {"mt940": "Europe/Amsterdam", "camt": "Europe/Amsterdam", "ofx": "America/New_York"}
 # Every source a merchant can configure, so identify() competes the way ingest does.
 MERCHANT = from_dict({"merchants": [{
     "id": "golden", "name": "Golden samples", "timezone": "Asia/Shanghai",
