@@ -3,6 +3,7 @@
 from core.sources.alipay import AlipayTradeBill
 from core.sources.camt import CamtStatement
 from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, Source  # noqa: F401
+from core.sources.generic import GenericStatement
 from core.sources.mt940 import Mt940Statement
 from core.sources.ofx import OfxStatement
 from core.sources.orders import OrdersExport
@@ -16,4 +17,5 @@ REGISTRY: dict[str, type] = {
     "mt940": Mt940Statement,
     "camt": CamtStatement,
     "ofx": OfxStatement,
+    "generic": GenericStatement,
 }
