@@ -94,14 +94,13 @@ def utc_and_day(booked: date, at: datetime | None, tz: str) -> tuple[datetime, d
 
 
 def records(path, lines: list[BankLine], tz: str) -> pa.Table:
-    """The normalised records, in file order; refs must be unique within the file."""
-    seen: dict[tuple[str, str], int] = {}
-    for bl in lines:
-        key = (bl.kind, bl.ref)
-        if key in seen:
-            raise ParseError(path, f"the same entry appears twice (also on line {seen[key]})",
+    """The normalised records, in file order; a ref may occur once in the file, whatever the kind."""
+    seen: dict[str, int] = {}
+    for bl in sorted(lines, key=lambda b: b.line):
+        if bl.ref in seen:
+            raise ParseError(path, f"the same entry appears twice (also on line {seen[bl.ref]})",
                              line=bl.line, field="ref", value=bl.ref)
-        seen[key] = bl.line
+        seen[bl.ref] = bl.line
     cols: dict[str, list] = {f.name: [] for f in RECORD_FIELDS}
     for bl in sorted(lines, key=lambda b: b.line):
         occurred, day = utc_and_day(bl.booked, bl.at, tz)
