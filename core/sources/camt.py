@@ -359,7 +359,8 @@ def _when(path, node) -> date | None:
         try:
             return date.fromisoformat(dt.text.strip()[:10])
         except ValueError:
-            raise ParseError(path, "not an ISO 8601 date", line=dt.sourceline, field="Dt", value=dt.text.strip()) from None
+            raise ParseError(path, "not an ISO 8601 date", line=dt.sourceline, field="Dt",
+                             value=dt.text.strip()) from None
     at = _datetime(path, _kid(node, "DtTm"))
     return at.date() if at else None
 

@@ -141,7 +141,8 @@ class GenericStatement:
                 "THEN TRY_CAST(clean_text({c}) AS TIMESTAMPTZ) ELSE timezone('" + self.tz + "', local_ts({c})) END")
         kind = "coalesce(lower(clean_text(kind)), 'payment')"
         T.first_bad_value(con, file.path, [
-            T.Check("currency", "regexp_full_match(clean_text(currency), '[A-Za-z]{3}') OR NULL", "not an ISO currency code"),
+            T.Check("currency", "regexp_full_match(clean_text(currency), '[A-Za-z]{3}') OR NULL",
+                    "not an ISO currency code"),
             T.money_check("amount", cur), T.money_check("fee", cur),
             T.Check("occurred_at", when.format(c="occurred_at"),
                     "not a date-time (ISO-8601, e.g. 2026-11-20 14:03:00 or with +08:00)"),

@@ -271,8 +271,8 @@ class Mt940Statement:
         account = header.get("25", "")
         number = header.get("28C", header.get("28", ""))
         if not account:
-            raise ParseError(path, "account identification is empty", line=next(t.line for t in st.tags if t.full == "25"),
-                             field=":25:", value="")
+            line = next(t.line for t in st.tags if t.full == "25")
+            raise ParseError(path, "account identification is empty", line=line, field=":25:", value="")
         out: list[bank.BankLine] = []
         total = Decimal(0)
         for index, (tag, data, details) in enumerate(entries, start=1):
@@ -309,7 +309,8 @@ class Mt940Statement:
         # rather than keep a truncated one.
         seen = "\n".join(t for t in (line.rstrip() for line in tag.lines) if t).strip()  # as the library sees it
         m = lib.tags[61].re.match(seen)
-        if m is None or m.group("amount").count(",") > 1 or seen[m.end("amount"):m.end("amount") + 1] in tuple("0123456789,"):
+        after = seen[m.end("amount"):m.end("amount") + 1] if m else ""
+        if m is None or m.group("amount").count(",") > 1 or (after and after in "0123456789,"):
             raise ParseError(path, "statement line amount is malformed or longer than 15 characters", line=tag.line,
                              field=":61:", value=tag.shown)
         return dict(lib.transactions[-1].data)
@@ -393,12 +394,12 @@ def _structured(text: str, sep: str) -> tuple[str | None, str | None]:
 
 def _join_slots(fields: dict[str, str], keys) -> str:
     """GVC text slots hold 27 characters; a full slot was cut mid-word and continues in the next."""
-    out = ""
+    out, prev = "", None
     for k in keys:
         value = fields.get(f"{k:02d}")
         if value is None:
             continue
-        if out and len(prev) < 27:
+        if prev is not None and len(prev) < 27:
             out += " "
         out += value
         prev = value

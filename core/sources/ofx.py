@@ -38,7 +38,6 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
 
 from core.config import MerchantConfig, SourceConfig
 from core.sources import bank
@@ -195,8 +194,8 @@ class OfxStatement:
                 warnings.simplefilter("ignore")
                 return OfxParser.parse(io.BytesIO(raw)).accounts
         except Exception as exc:  # ofxparse raises bare IndexError/AttributeError as well as its own
-            raise ParseError(path, f"ofxparse cannot read the file ({exc.__class__.__name__}: {str(exc).strip()[:160]})")\
-                from None
+            reason = f"{exc.__class__.__name__}: {str(exc).strip()[:160]}"
+            raise ParseError(path, f"ofxparse cannot read the file ({reason})") from None
 
     def _align(self, path, blocks: list[Block], accounts: list) -> list[tuple[Block, object]]:
         from ofxparse.ofxparse import AccountType
@@ -209,7 +208,8 @@ class OfxStatement:
         for block, account in zip(ordered, accounts):
             expected = AccountType.Bank if block.kind == "STMTRS" else AccountType.CreditCard
             txns = account.statement.transactions
-            if account.type != expected or account.account_id.strip() != block.account or len(txns) != len(block.transactions):
+            same = account.account_id.strip() == block.account and len(txns) == len(block.transactions)
+            if account.type != expected or not same:
                 raise ParseError(path, f"ofxparse's reading of account {account.account_id} does not match the "
                                        "file's statement", line=block.line)
             for txn, parsed in zip(block.transactions, txns):
