@@ -6,16 +6,19 @@ number, `:60F:`/`:60M:` opening balance, `:61:` statement lines each followed by
 `:86:`. Files may wrap statements in SWIFT blocks (`{1:..}{2:..}{4:` ... `-}`) or bank
 headers (`ABNANL2A`/`940`, `:940:`), and end them with `-`.
 
-What the library does: the grammar of each tag (`:61:` dates, entry-date year, funds
-code, references; balances). What this module adds around it, and why:
+What the library does: the grammar of the `:61:` statement line (value and entry date
+with the entry date's year, debit/credit mark, funds code, amount, type, references,
+supplementary details). What this module adds around it, and why:
 - *Splitting and line numbers.* `mt940.parse` merges every statement of a file into one
   collection (keeping only the last statement's balances) and knows no line numbers. We
   split the file into statements and tags ourselves (recognising tags exactly as the
   library does, so a wrapped `:86:` line that starts `:12:` stays text), and feed the
-  library one tag at a time, so every error names its line.
+  library one `:61:` at a time, so every error names its line.
 - *Strictness.* The library accepts tags out of order, a `:25:` where `:86:` belongs, a
-  currency of `105`, fragments without `:20:`. Each of those is rejected here with the
-  line and the reason: a bank file is ingested whole or not at all.
+  currency of `105`, fragments without `:20:`, and its grammar stops reading an amount
+  after 15-16 characters without complaint (`0000000000001234,56` would be 1234). Each
+  of those is rejected here with the line and the reason, and balances are read here: a
+  bank file is ingested whole or not at all.
 - *Control totals.* Opening balance + the lines = closing balance, per statement, in the
   statement's currency, or the file is refused (`ControlTotalError`).
 - *`:86:` text* (memo, payer) is read here: the library appends a statement-level `:86:`
@@ -33,7 +36,7 @@ date (a value date of 30 February, used by some German banks for period-end inte
 is read as the month's last day, as the library does); `txn_id` is the bank reference
 after `//`, `order_id` the owner reference (`NONREF` means none), `payer` the
 counterparty name from structured `:86:` (`?32`/`?33`, or `/NAME/`), `memo` the `:86:` text.
-`ref` = account / statement number / opening-balance date # position of the line in its
+`ref` = account : statement number : opening-balance date # position of the line in its
 statement: stable when the bank delivers the same statement again (the `:20:` message
 reference is not: it may change per transmission).
 
