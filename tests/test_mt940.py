@@ -114,6 +114,12 @@ def test_a_fragment_and_an_mt942_are_refused(tmp_path):
         SOURCE.parse(_file(tmp_path, mt942, name="i.sta"))
 
 
+def test_a_tag_after_the_end_of_a_statement_says_so(tmp_path):
+    text = STATEMENT.replace(":61:2611201120RC10", "-\n:61:2611201120RC10")
+    with pytest.raises(ParseError, match=r"line 10: tag :61: after the end of the statement \('-' on line 9\)"):
+        SOURCE.parse(_file(tmp_path, text))
+
+
 def test_swift_envelope_and_terminators_are_not_statement_text(tmp_path):
     text = "{1:F01BANKDEFFXXXX0000000000}{2:O940BANKDEFFXXXXN}{3:}{4:\n" + STATEMENT.replace("-\n", "-}{5:}\n")
     rows = SOURCE.parse(_file(tmp_path, text)).records.to_pylist()

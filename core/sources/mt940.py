@@ -167,6 +167,7 @@ class Mt940Statement:
     def _split(self, path, text: str) -> list[Statement]:
         statements: list[Statement] = []
         current: Statement | None = None
+        ended = 0  # line of the last '-' that closed a statement
         for no, raw in enumerate(text.split("\n"), start=1):
             line = _strip_line(raw)
             m = TAG_RE.match(line)
@@ -177,6 +178,9 @@ class Mt940Statement:
                 if full == "20":
                     current = Statement(no)
                     statements.append(current)
+                elif current is None and ended:
+                    raise ParseError(path, f"tag :{full}: after the end of the statement ('-' on line {ended}) and "
+                                           "before the next :20:", line=no)
                 elif current is None:
                     raise ParseError(path, f"tag :{full}: before any :20: (transaction reference): an MT940 "
                                            "statement starts with :20:, so this is a fragment, not a statement",
@@ -186,7 +190,7 @@ class Mt940Statement:
             if current is None:
                 continue  # envelope: SWIFT blocks, bank headers, SOH/ETX, blank lines
             if TERMINATOR.fullmatch(line.strip()):
-                current = None
+                current, ended = None, no
                 continue
             if not line.strip():
                 continue  # blank lines inside a statement mean nothing
