@@ -1,4 +1,4 @@
-"""Golden tests: every sample statement parses to exactly its hand-checked output (or its hand-checked error).
+"""Golden tests: every real sample statement parses to exactly its hand-checked output (or its hand-checked error).
 
 The samples are real files kept outside the repository (../shared/samples, or
 $RECON_SAMPLES). Without them these tests skip. When a parser change is intended, run
@@ -28,6 +28,14 @@ UNCLAIMED = {
     "unionpay/SOURCES.md": "provenance notes, not a statement",
     "unionpay/RD201015090501_802310048993424": "the zip's GBK summary report (汇总表): read inside the zip to check "
     "the flow file's totals; alone it holds no transactions",
+    "mt940/SOURCES.md": "provenance notes, not a statement",
+    "camt053/SOURCES.md": "provenance notes, not a statement",
+    "ofx/SOURCES.md": "provenance notes, not a statement",
+    "mt940/betterplace_LICENSE": "licence text of the betterplace samples",
+    "mt940/cmxl_LICENSE": "licence text of the cmxl samples",
+    "mt940/jejik_LICENSE": "licence text of the jejik samples",
+    "mt940/self-provided_invalid_statement.sta": "the lines 1 to 10 and nothing else: no MT940 tag, so no source "
+    "recognises it and ingest refuses it as unrecognised",
 }
 
 # Without the samples, one skipped case that says why (an empty list would skip vaguely).

@@ -2,7 +2,11 @@
 
 from core.sources.alipay import AlipayTradeBill
 from core.sources.alipay_account import AlipayAccountStatement
+from core.sources.camt import CamtStatement
 from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, Source  # noqa: F401
+from core.sources.generic import GenericStatement
+from core.sources.mt940 import Mt940Statement
+from core.sources.ofx import OfxStatement
 from core.sources.orders import OrdersExport
 from core.sources.unionpay import UnionPayAcpFlow
 from core.sources.wechatpay import WeChatPayTradeBill
@@ -16,4 +20,8 @@ REGISTRY: dict[str, type] = {
     "wechatpay_fundflow": WeChatPayFundFlowBill,
     "unionpay": UnionPayAcpFlow,
     "alipay_account": AlipayAccountStatement,
+    "mt940": Mt940Statement,
+    "camt": CamtStatement,
+    "ofx": OfxStatement,
+    "generic": GenericStatement,
 }

@@ -1,4 +1,4 @@
-"""Write (or, with --check, compare) the golden output of every sample in FOLDERS.
+"""Write (or, with --check, compare) the golden output of every real sample statement.
 
     python -m tests.golden.generate [--check]
 
@@ -26,13 +26,16 @@ from core.sources import REGISTRY, InputFile, ParseError
 from core.sources.base import RECORD_FIELDS
 
 GOLDEN = Path(__file__).resolve().parent
-FOLDERS = ("wechatpay", "alipay", "unionpay")
+FOLDERS = ("wechatpay", "alipay", "unionpay", "mt940", "camt053", "ofx")
 SUFFIXES = (".expected.jsonl", ".expected-error.txt")
 
+# The statement time zone of each kind's samples (default: Asia/Shanghai).
+TIMEZONES = {"mt940": "Europe/Amsterdam", "camt": "Europe/Amsterdam", "ofx": "America/New_York"}
 # Every source a merchant can configure, so identify() competes the way ingest does.
 MERCHANT = from_dict({"merchants": [{
     "id": "golden", "name": "Golden samples", "timezone": "Asia/Shanghai",
-    "sources": [{"name": kind, "kind": kind} for kind in REGISTRY],
+    "sources": [{"name": kind, "kind": kind, **({"timezone": TIMEZONES[kind]} if kind in TIMEZONES else {})}
+                for kind in REGISTRY],
 }]}).merchants[0]
 SOURCES = {s.name: REGISTRY[s.kind](s, MERCHANT) for s in MERCHANT.sources}
 
