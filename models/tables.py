@@ -177,6 +177,7 @@ class RejectedFile(SQLModel, table=True):
 
     Kept so that completeness can say "rejected: <reason>" instead of "not arrived": a
     rejected file counts as not arrived. One row per file content (re-rejecting updates it).
+    A log like `audit_event`: no foreign key, so a rejection never creates a merchant row.
     """
 
     __tablename__ = "rejected_file"
@@ -185,7 +186,7 @@ class RejectedFile(SQLModel, table=True):
         Index("ix_rejected_file_day", "merchant_id", "source", "business_day"),
     )
     id: Optional[int] = Field(default=None, primary_key=True)
-    merchant_id: str = Field(foreign_key="merchant.id", max_length=64)
+    merchant_id: str = Field(max_length=64)
     source: Optional[str] = Field(default=None, max_length=64)  # None: no configured source claimed it
     business_day: Optional[date] = None  # None: the day was neither given nor readable
     path: str

@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -63,6 +64,37 @@ def redact(text: str, secrets: list[str]) -> str:
             if len(piece) >= 6 and not piece.startswith("-----"):
                 text = text.replace(piece, "***")
     return text
+
+
+class _Redacting(logging.Filter):
+    def __init__(self, secrets: list[str]):
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message, self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+# Libraries that log requests and answers (the Stripe SDK logs error bodies at INFO).
+CHATTY_LOGGERS = ("stripe", "httpx", "httpcore", "reconbot.pull")
+
+
+@contextmanager
+def redacted_logs(secrets: list[str]):
+    """While pulling, every log line of those libraries has the secrets starred out."""
+    f = _Redacting(secrets)
+    loggers = [logging.getLogger(name) for name in CHATTY_LOGGERS]
+    for lg in loggers:
+        lg.addFilter(f)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(f)
 
 
 def http_retryable(exc: BaseException) -> bool:

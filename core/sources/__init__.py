@@ -8,6 +8,7 @@ from core.sources.generic import GenericStatement
 from core.sources.mt940 import Mt940Statement
 from core.sources.ofx import OfxStatement
 from core.sources.orders import OrdersExport
+from core.sources.orders_sql import OrdersSql
 from core.sources.unionpay import UnionPayAcpFlow
 from core.sources.wechatpay import WeChatPayTradeBill
 from core.sources.wechatpay_fundflow import WeChatPayFundFlowBill
@@ -24,4 +25,5 @@ REGISTRY: dict[str, type] = {
     "camt": CamtStatement,
     "ofx": OfxStatement,
     "generic": GenericStatement,
+    "orders_sql": OrdersSql,  # reads the shop's database (`recon pull`), claims no file
 }

@@ -78,16 +78,19 @@ class OrdersExport:
         return T.read_rows(file.path, body, 2, header)
 
     def parse(self, file: InputFile) -> Parsed:
-        raw = self._table(file)
+        return self.normalise(self._table(file), file.path)
+
+    def normalise(self, raw: pa.Table, path) -> Parsed:
+        """Text columns named canonically (+ `line`) -> records; shared with the SQL source."""
         missing = [c for c in REQUIRED if c not in raw.column_names]
         if missing:
-            raise ParseError(file.path, f"header lacks {', '.join(missing)} (map your headers with `columns` in config)", line=1)
+            raise ParseError(path, f"header lacks {', '.join(missing)} (map your headers with `columns` in config)", line=1)
         for col in CANONICAL + OPTIONAL:
             if col not in raw.column_names:
                 raw = raw.append_column(col, pa.array([""] * raw.num_rows, pa.string()))
         con = T.connect()
         con.register("raw", raw)
-        T.required(con, file.path, REQUIRED)
+        T.required(con, path, REQUIRED)
         cur = f"upper(coalesce(clean_text(currency), '{self.currency}'))"
         # An explicit offset (+08:00, Z) wins; a bare local time is in the merchant's zone.
         paid_at = ("CASE WHEN regexp_matches(clean_text(paid_at), '(Z|[+-]\\d\\d:?\\d\\d)$') "
@@ -95,13 +98,13 @@ class OrdersExport:
         refunded_at = paid_at.replace("paid_at", "refunded_at")
         ts_check = lambda c: T.Check(c, paid_at.replace("paid_at", c).format(tz=self.tz),  # noqa: E731
                                      "not a date-time (ISO-8601, e.g. 2026-11-20 14:03:00 or with +08:00)")
-        T.first_bad_value(con, file.path, [
+        T.first_bad_value(con, path, [
             T.money_check("amount", cur), T.money_check("refund_amount", cur),
             ts_check("paid_at"), ts_check("refunded_at"),
             T.Check("currency", "regexp_full_match(clean_text(currency), '[A-Za-z]{3}') OR NULL", "not an ISO currency code"),
         ])
-        self._check_values(con, file, "status", STATUS, "lower(clean_text(status))")
-        self._check_values(con, file, "channel", self.channel_names, "clean_text(channel)")
+        self._check_values(con, path, "status", STATUS, "lower(clean_text(status))")
+        self._check_values(con, path, "channel", self.channel_names, "clean_text(channel)")
         con.register("status_map", pa.table({"k": list(STATUS), "v": list(STATUS.values())}))
         con.register("channel_map", pa.table({"k": list(self.channel_names), "v": list(self.channel_names.values())}))
         local = lambda ts: f"CAST(timezone('{self.tz}', {ts.format(tz=self.tz)}) AS DATE)"  # noqa: E731
@@ -131,7 +134,7 @@ class OrdersExport:
         dupes = con.execute("SELECT clean_text(order_id), min(line), max(line) FROM raw GROUP BY 1 "
                             "HAVING count(*) > 1 ORDER BY 2 LIMIT 1").fetchone()
         if dupes:
-            raise ParseError(file.path, f"order appears twice (also on line {dupes[1]})", line=dupes[2],
+            raise ParseError(path, f"order appears twice (also on line {dupes[1]})", line=dupes[2],
                              field="order_id", value=dupes[0])
         totals = con.execute(f"SELECT count(*), {cur} AS c, sum({T.minor_sql('amount', cur)}), "
                              f"coalesce(sum({T.minor_sql('refund_amount', cur)}), 0) FROM raw GROUP BY c ORDER BY c").fetchall()
@@ -140,13 +143,13 @@ class OrdersExport:
                    "refund_minor": {t[1]: int(t[3]) for t in totals}}
         return Parsed(self.format, self.side, records, mode_day(records.filter(_is_payment(records))), control)
 
-    def _check_values(self, con, file, column, allowed: dict, expr: str) -> None:
+    def _check_values(self, con, path, column, allowed: dict, expr: str) -> None:
         con.register("allowed", pa.table({"k": list(allowed)}))
         bad = con.execute(f"SELECT line, {column} FROM raw WHERE {expr} NOT IN (SELECT k FROM allowed) "
                           "ORDER BY line LIMIT 1").fetchone()
         if bad:
             known = ", ".join(sorted(set(allowed)))
-            raise ParseError(file.path, f"unknown {column} (known: {known})", line=bad[0], field=column, value=bad[1])
+            raise ParseError(path, f"unknown {column} (known: {known})", line=bad[0], field=column, value=bad[1])
 
 
 def _is_payment(records: pa.Table):

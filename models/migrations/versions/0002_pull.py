@@ -25,7 +25,6 @@ def upgrade() -> None:
     sa.Column('sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('rejected_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['merchant_id'], ['merchant.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('merchant_id', 'sha256', name='uq_rejected_file_sha')
     )
