@@ -198,7 +198,8 @@ def print_breaks(console: Console, rows: list[dict]) -> None:
     for col in ("id", "day", "source", "type", "status", "order", "ours", "channel", "difference", "evidence"):
         t.add_column(col, justify="right" if col in ("id", "ours", "channel", "difference") else "left")
     for r in rows:
-        ev = ", ".join(f"{Path(e['file']).name}:{e['line']}" for e in r["evidence"])  # full paths: --format json
+        ev = ", ".join(Path(e["file"]).name + (f":{e['line']}" if e["line"] is not None else "")
+                       for e in r["evidence"])  # full paths: --format json
         t.add_row(str(r["id"]), r["day"], r["source"], r["type"], r["status"], r["order_id"] or r["txn_id"] or "",
                   r["internal_amount"] or "—", r["channel_amount"] or "—", r["difference"], ev)
     console.print(t)
