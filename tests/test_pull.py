@@ -348,3 +348,108 @@ def test_missing_credentials_are_named_in_config_terms(tmp_path, db):
     [outcome] = pull_day(cfg, cfg.merchants[0], WX_DAY)
     assert outcome.status == "failed"
     assert outcome.detail == "merchant shop: source 'wechatpay': pull.serial_no is needed to pull a wechatpay statement"
+
+
+# --- Folder drop -----------------------------------------------------------------------------
+
+def test_drop_folder_ingests_complete_new_files_once_and_leaves_partial_ones(tmp_path, db):
+    import os
+    import shutil
+    import time
+
+    from conftest import EXAMPLES
+    from core.pull import scan_folder
+
+    drop = tmp_path / "sftp"
+    drop.mkdir()
+    cfg = make_cfg(tmp_path, [{"name": "orders", "kind": "orders", "folder": "sftp", "settle_seconds": 60},
+                              {"name": "wechatpay", "kind": "wechatpay"}, {"name": "alipay", "kind": "alipay"}], db)
+    m = cfg.merchants[0]
+    old = time.time() - 120
+    for name in ("orders_2026-11-20.csv", "wechatpay_tradebill_ALL_2026-11-20.csv"):
+        shutil.copy(EXAMPLES / name, drop / name)
+        os.utime(drop / name, (old, old))
+    shutil.copy(EXAMPLES / "orders_2026-11-21.csv", drop / "orders_2026-11-21.csv")  # still being written (fresh)
+    (drop / "2088_20261120.csv.zip.part").write_bytes(b"PK\x03\x04 half")  # partial download
+    (drop / ".wechat.csv.XXXXXX").write_bytes(b"rsync temp")  # rsync's hidden temp file
+    (drop / "notes.txt").write_text("not a statement")
+    os.utime(drop / "notes.txt", (old, old))
+
+    first = pull_day(cfg, m, date(2026, 11, 20), folders=True, apis=False)
+    assert sorted((o.source, o.status) for o in first) == [("?", "rejected"), ("orders", "ingested"),
+                                                           ("wechatpay", "ingested")]
+    assert "no configured source of merchant shop recognises this file" in next(o.detail for o in first if o.source == "?")
+    assert pull_day(cfg, m, date(2026, 11, 20), apis=False) == []  # stored or rejected: not tried again
+
+    later = scan_folder(cfg, m, drop, settle_seconds=60, now=time.time() + 120)  # the fresh file has settled
+    assert [(o.source, o.status, o.rows) for o in later] == [("orders", "ingested", 10)]
+
+
+def test_folder_scan_waits_for_a_file_whose_size_is_still_changing(tmp_path):
+    import os
+    import time
+
+    from core.pull.folder import complete_files
+
+    f = tmp_path / "bill.csv"
+    f.write_bytes(b"a" * 10)
+    old = time.time() - 100
+    os.utime(f, (old, old))
+    ready, waiting = complete_files(tmp_path, settle_seconds=30)
+    assert [c.path for c in ready] == [f] and not waiting
+    with open(f, "ab") as fh:  # the sync tool appends again
+        fh.write(b"b")
+    ready, waiting = complete_files(tmp_path, settle_seconds=30)
+    assert not ready and waiting[0][0] == f and "settles after 30 s" in waiting[0][1]
+
+
+# --- The command line ------------------------------------------------------------------------
+
+def test_recon_pull_fetches_and_ingests_and_says_what_happened(wechat, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "platform.pem").write_text(wechat.platform_certificate)
+    config = tmp_path / "recon.toml"
+    config.write_text(f"""
+[database]
+url = "sqlite:///{tmp_path / 'recon.db'}"
+[[merchants]]
+id = "shop"
+name = "Shop"
+  [[merchants.sources]]
+  name = "orders"
+  kind = "orders"
+  [[merchants.sources]]
+  name = "wechatpay"
+  kind = "wechatpay"
+    [merchants.sources.pull]
+    api_base = "{wechat.url}"
+    mchid = "{MCHID}"
+    serial_no = "{MERCHANT_SERIAL}"
+    private_key = "${{RECON_TEST_WX_KEY}}"
+    platform_certificate = "platform.pem"
+    retry_wait_seconds = 0.01
+""", encoding="utf-8")
+    recon = str(Path(sys.executable).parent / "recon")
+    env = {**os.environ, "COLUMNS": "200"}
+
+    def run(*args):
+        return subprocess.run([recon, *args, "--config", str(config)], capture_output=True, text=True, env=env,
+                              timeout=120)
+
+    assert run("db", "upgrade").returncode == 0
+    r = run("pull", "--day", "2021-01-28")
+    assert r.returncode == 0, r.stderr
+    assert "ingested: wechatpay: wechatpay.trade_bill (2021-01-28): 3 rows, 3 new" in r.stdout
+    assert (tmp_path / "downloads" / "wechatpay_2021-01-28_tradebill_ALL.csv").is_file()
+    r = run("pull", "--day", "2021-01-29", "--source", "wechatpay")
+    assert r.returncode == 0 and "not_available: wechatpay: wechatpay: no bill for 2021-01-29 yet" in r.stdout
+    r = run("pull", "--source", "orders")
+    assert r.returncode == 2 and "source 'orders' has nothing to pull" in r.stderr
+    env["RECON_TEST_WX_KEY"] = private_pem("someone-else")
+    r = run("pull", "--day", "2021-01-28")
+    assert r.returncode == 1 and "failed: wechatpay: wechatpay: bill info: HTTP 401 SIGN_ERROR" in r.stdout
+    assert env["RECON_TEST_WX_KEY"].splitlines()[1] not in r.stdout + r.stderr
