@@ -134,12 +134,6 @@ class SourceConfig(_Strict):
     def _tz(cls, value: str) -> str:
         return _check_timezone(value)
 
-    @model_validator(mode="after")
-    def _sql_for_orders_sql(self):
-        if self.kind == "orders_sql" and self.sql is None:
-            raise ValueError("kind orders_sql needs a [sql] table with url and query")
-        return self
-
 
 class MerchantConfig(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")

@@ -152,5 +152,7 @@ def test_the_query_must_take_the_day():
     with pytest.raises(ConfigError, match="the query must use the :day parameter"):
         from_dict({"merchants": [{"id": "m", "name": "m", "sources": [
             {"name": "shop", "kind": "orders_sql", "sql": {"url": "sqlite://", "query": "SELECT * FROM o"}}]}]})
-    with pytest.raises(ConfigError, match="kind orders_sql needs a \\[sql\\] table"):
-        from_dict({"merchants": [{"id": "m", "name": "m", "sources": [{"name": "shop", "kind": "orders_sql"}]}]})
+    cfg = from_dict({"merchants": [{"id": "m", "name": "m", "sources": [{"name": "shop", "kind": "orders_sql"}]}]})
+    m = cfg.merchants[0]
+    with pytest.raises(IngestError, match="source shop: kind orders_sql needs a \\[sql\\] table"):
+        ingest_sql(cfg, m, m.sources[0], D1)

@@ -66,6 +66,8 @@ class OrdersSql:
         return parsed, content_hash(parsed.records)
 
     def _batches(self, day: date):
+        if self.sql is None:
+            raise SqlReadError(f"source {self.name}: kind orders_sql needs a [sql] table with url and query")
         url = self.sql.url.get_secret_value()
         u = make_url(url)
         engine = create_engine(url, poolclass=NullPool)
