@@ -24,7 +24,7 @@ from core import completeness, store
 from core.config import Config, ConfigError, MerchantConfig, SourceConfig
 from core.ingest import IngestError, display_path, ingest_file, ingest_sql
 from core.pull.alipay import AlipayBillPuller
-from core.pull.base import FileRejected, NotAvailable, PullContext, PullError, redacted_logs
+from core.pull.base import FileRejected, NotAvailable, PullContext, PullError, log, redact, redacted_logs
 from core.pull.folder import complete_files
 from core.pull.stripe import StripeReportPuller
 from core.pull.wechatpay import WeChatPayFundFlowPuller, WeChatPayTradeBillPuller
@@ -119,6 +119,11 @@ def _from_api(cfg: Config, merchant: MerchantConfig, src: SourceConfig, day: dat
         return Outcome(src.name, "rejected", str(exc))
     except (PullError, ConfigError) as exc:
         return Outcome(src.name, "failed", str(exc))
+    except Exception as exc:  # a surprise in one source must not stop the others; said without secrets
+        secrets = PullContext(src, merchant, cfg.base_dir).secrets
+        message = redact(f"{src.name}: unexpected {exc.__class__.__name__}: {exc}", secrets)
+        log.error("%s", message)
+        return Outcome(src.name, "failed", message)
     return _ingest(cfg, merchant, path, day, src.name)
 
 

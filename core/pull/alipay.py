@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from core.config import ConfigError
-from core.pull.base import (HttpStatusError, NotAvailable, PullContext, PullError, get_bytes, http_retryable, send,
-                            with_retries, write_atomic)
+from core.pull.base import (HttpStatusError, NotAvailable, PullContext, PullError, http_retryable, send, with_retries,
+                            write_atomic)
 
 GATEWAY = "https://openapi.alipay.com/gateway.do"
 METHOD = "alipay.data.dataservice.bill.downloadurl.query"
@@ -117,7 +117,15 @@ class AlipayBillPuller:
 
     def _fetch(self, client: httpx.Client, day: date) -> bytes:
         url = self._download_url(client, day)
-        data = get_bytes(self.ctx, client, httpx.Request("GET", url), "bill download")  # at once: it expires in 30 s
+        # at once: the URL expires 30 s after issue; it carries no credentials, so redirects
+        # (to a storage host) are followed
+        answer = send(self.ctx, client, httpx.Request("GET", url), "bill download", follow_redirects=True)
+        if 400 <= answer.status < 500:
+            raise self.ctx.fail(f"bill download: HTTP {answer.status} ({answer.text[:100]}); the URL may have "
+                                "expired", DownloadFailed)
+        if answer.status >= 500:
+            raise self.ctx.fail(f"bill download: HTTP {answer.status}", HttpStatusError, status=answer.status)
+        data = answer.body
         if data[:4] != b"PK\x03\x04":
             raise self.ctx.fail(f"bill download: not a zip ({data[:60]!r}); the URL may have expired", DownloadFailed)
         return data

@@ -186,10 +186,11 @@ class Answer:
         return self.body.decode("utf-8", errors="replace")
 
 
-def send(ctx: PullContext, client: httpx.Client, request: httpx.Request, what: str) -> Answer:
+def send(ctx: PullContext, client: httpx.Client, request: httpx.Request, what: str,
+         follow_redirects: bool = False) -> Answer:
     """Send `request` and read the body (refusing more than the ingest limit); any status."""
     try:
-        response = client.send(request, stream=True)
+        response = client.send(request, stream=True, follow_redirects=follow_redirects)
     except httpx.TimeoutException:
         raise ctx.fail(f"{what}: no answer within {ctx.pull.timeout_seconds} s", TransportFailure) from None
     except httpx.TransportError as exc:
@@ -207,9 +208,10 @@ def send(ctx: PullContext, client: httpx.Client, request: httpx.Request, what: s
     return Answer(response.status_code, response.headers, body.getvalue())
 
 
-def get_bytes(ctx: PullContext, client: httpx.Client, request: httpx.Request, what: str) -> bytes:
+def get_bytes(ctx: PullContext, client: httpx.Client, request: httpx.Request, what: str,
+              follow_redirects: bool = False) -> bytes:
     """The body of a successful answer; a 4xx/5xx raises HttpStatusError with the start of the body."""
-    answer = send(ctx, client, request, what)
+    answer = send(ctx, client, request, what, follow_redirects)
     if answer.status >= 400:
         raise ctx.fail(f"{what}: HTTP {answer.status}: {answer.text[:300]}", HttpStatusError, status=answer.status)
     return answer.body

@@ -36,7 +36,8 @@ def waiting_reason(path: Path, settle_seconds: float, now: float) -> str | None:
     return None
 
 
-def complete_files(folder: Path, settle_seconds: float, now: float | None = None) -> tuple[list[Candidate], list[tuple[Path, str]]]:
+def complete_files(folder: Path, settle_seconds: float,
+                   now: float | None = None) -> tuple[list[Candidate], list[tuple[Path, str]]]:
     """(ready files with their SHA-256, waiting files with the reason), in name order."""
     now = time.time() if now is None else now
     ready, waiting = [], []

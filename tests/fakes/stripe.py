@@ -8,7 +8,6 @@ it): the test then checks that we never repeat it.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
