@@ -237,11 +237,14 @@ def test_alipay_bill_url_is_queried_signed_downloaded_at_once_and_ingested(alipa
     assert (tmp_path / "downloads" / "alipay_2019-09-16_trade.csv.zip").read_bytes() == alipay.bills[("trade", "2019-09-16")]
 
 
-def test_alipay_failed_download_asks_for_a_fresh_url(alipay, tmp_path, db):
-    """The first URL's download fails and that URL has expired by the retry: a new one is asked for."""
-    alipay.expiry_seconds = 0.3
-    alipay.fail_next("/downloadBillFile.resource", 503)
-    cfg = alipay_cfg(alipay, tmp_path, db, retry_wait_seconds=0.5)
+@pytest.mark.parametrize("failure", ["expired", "503"])
+def test_alipay_failed_download_asks_for_a_fresh_url(alipay, tmp_path, db, failure):
+    """The query and the download retry together: a URL is never fetched twice."""
+    if failure == "expired":
+        alipay.born_expired = 1
+    else:
+        alipay.fail_next("/downloadBillFile.resource", 503)
+    cfg = alipay_cfg(alipay, tmp_path, db)
     [outcome] = pull_day(cfg, cfg.merchants[0], ALIPAY_DAY)
     assert outcome.status == "ingested", outcome
     assert len(alipay.calls("/gateway.do")) == 2 and len(alipay.calls("/downloadBillFile.resource")) == 2

@@ -32,6 +32,7 @@ class FakeAlipay(FakeServer):
         self.bills: dict[tuple[str, str], bytes] = {}  # (bill_type, bill_date) -> zip bytes
         self.tokens: dict[str, tuple[bytes, float]] = {}
         self.expiry_seconds = 30.0
+        self.born_expired = 0  # this many next URLs have already expired when they are issued
         self.tamper_sign = False
 
     def add_bill(self, bill_type: str, bill_date: str, data: bytes) -> None:
@@ -66,7 +67,9 @@ class FakeAlipay(FakeServer):
                 return self._answer({"code": "40004", "msg": "Business Failed", "sub_code": "isp.bill_not_exist",
                                      "sub_msg": "账单不存在"})
             token = secrets.token_hex(8)
-            self.tokens[token] = (data, time.monotonic() + self.expiry_seconds)
+            expiry = -1.0 if self.born_expired else self.expiry_seconds
+            self.born_expired = max(0, self.born_expired - 1)
+            self.tokens[token] = (data, time.monotonic() + expiry)
             url = (f"{self.url}/downloadBillFile.resource?bizType={biz['bill_type']}&userId=20880211096256330156"
                    f"&fileType=csv.zip&bizDates={biz['bill_date'].replace('-', '')}&downloadFileName=x.csv.zip"
                    f"&fileId=%2Ftrade%2F{token}&timestamp={int(time.time())}&token={token}")
