@@ -1,4 +1,4 @@
-"""Golden tests: every WeChat Pay / Alipay sample parses to exactly its hand-checked output.
+"""Golden tests: every sample statement parses to exactly its hand-checked output.
 
 The samples are real files kept outside the repository (../shared/samples, or
 $RECON_SAMPLES). Without them these tests skip. When a parser change is intended, run
@@ -28,6 +28,13 @@ UNCLAIMED = {
     "wechatpay/wxjava_billresult_test_excerpts.txt": "three masked bills pasted into one file under '## ' "
     "headings (a test-code excerpt, not a bill): ingest refuses it as unrecognised",
     "alipay/SOURCES.md": "provenance notes, not a statement",
+    "stripe/SOURCES.md": "provenance notes, not a statement",
+    "paypal/SOURCES.md": "provenance notes, not a statement",
+    "paypal/smashpig_sar_classic_subscr_cancel.csv": "Subscription Agreement Report (SAR): subscription sign-ups "
+    "and cancellations, no money moves, so not a statement to reconcile",
+    "paypal/smashpig_sar_classic_subscr_signup.csv": "Subscription Agreement Report (SAR): subscription sign-ups "
+    "and cancellations, no money moves, so not a statement to reconcile",
+    "adyen/SOURCES.md": "provenance notes, not a statement",
 }
 
 # Without the samples, one skipped case that says why (an empty list would skip vaguely).

@@ -1,4 +1,4 @@
-"""Write (or, with --check, compare) the golden output of every WeChat Pay / Alipay sample.
+"""Write (or, with --check, compare) the golden output of every sample in FOLDERS.
 
     python -m tests.golden.generate [--check]
 
@@ -26,13 +26,23 @@ from core.sources import REGISTRY, InputFile, ParseError
 from core.sources.base import RECORD_FIELDS
 
 GOLDEN = Path(__file__).resolve().parent
-FOLDERS = ("wechatpay", "alipay")
+FOLDERS = ("wechatpay", "alipay", "stripe", "paypal", "adyen")
 SUFFIXES = (".expected.jsonl", ".expected-error.txt")
 
 # Every source a merchant can configure, so identify() competes the way ingest does.
+KINDS = ("wechatpay", "alipay", "orders", "stripe", "paypal_stl", "paypal_trr", "paypal_activity", "adyen")
+# Per-kind settings: each statement read in its own zone (Stripe reports run in UTC by default;
+# PayPal's report day is Pacific time; Adyen's batches are Amsterdam's).
+SETTINGS = {
+    "stripe": {"timezone": "UTC", "columns": {"payment_metadata[external_identifier]": "order_id"}},
+    "paypal_stl": {"timezone": "America/Los_Angeles"},
+    "paypal_trr": {"timezone": "America/Los_Angeles"},
+    "paypal_activity": {"timezone": "America/Los_Angeles"},
+    "adyen": {"timezone": "Europe/Amsterdam"},
+}
 MERCHANT = from_dict({"merchants": [{
     "id": "golden", "name": "Golden samples", "timezone": "Asia/Shanghai",
-    "sources": [{"name": kind, "kind": kind} for kind in ("wechatpay", "alipay", "orders")],
+    "sources": [{"name": kind, "kind": kind, **SETTINGS.get(kind, {})} for kind in KINDS],
 }]}).merchants[0]
 SOURCES = {s.name: REGISTRY[s.kind](s, MERCHANT) for s in MERCHANT.sources}
 
