@@ -149,9 +149,10 @@ class PayPalActivityCSV:
             *[T.Check(f[x], money(x), "not an amount with the currency's decimals") for x in amount_fields],
         ])
         date_format = self._date_format(con, file, f, spanish)
+        fmt = date_format or "%m/%d/%Y"  # an empty file has no dates to read
         when = (f"TRY_STRPTIME(clean_text({c['date']}) || ' ' || replace(clean_text({c['time']}), '：', ':'), "
-                f"['{date_format} %H:%M:%S', '{date_format} %H:%M'])")
-        T.first_bad_value(con, file.path, [T.Check(f["time"], when, f"not a time (expected HH:MM:SS) on {date_format}")])
+                f"['{fmt} %H:%M:%S', '{fmt} %H:%M'])")
+        T.first_bad_value(con, file.path, [T.Check(f["time"], when, f"not a time (expected HH:MM:SS) on {fmt}")])
         zone = zone_sql(con, file.path, f["tz"])
         occurred = f"timezone('UTC', timezone({zone}, {when}))"
         gross, fee, net = money("gross"), f"coalesce({money('fee')}, 0)", money("net")
@@ -200,7 +201,7 @@ class PayPalActivityCSV:
         control = {"date_format": date_format, "language": "es" if spanish else "en", "currencies": totals}
         return Parsed(self.format, self.side, records, mode_day(records), control)
 
-    def _date_format(self, con, file, f: dict, spanish: bool) -> str:
+    def _date_format(self, con, file, f: dict, spanish: bool) -> str | None:
         """D/M/Y or M/D/Y (or Y/M/D), decided by the file's own dates; see the module doc."""
         d = f"clean_text({_q(f['date'])})"
         bad = con.execute(f"SELECT line, {d} FROM raw WHERE NOT regexp_full_match({d}, "
@@ -213,7 +214,7 @@ class PayPalActivityCSV:
             f"max(CAST(regexp_extract({d}, '^(\\d+)[/.-](\\d+)', 1) AS INTEGER)), "
             f"max(CAST(regexp_extract({d}, '^(\\d+)[/.-](\\d+)', 2) AS INTEGER)) FROM raw").fetchone()
         if seps is None or len(seps) == 0:
-            return "%m/%d/%Y"  # no rows: the format does not matter
+            return None  # no rows
         if len(seps) > 1:
             raise ParseError(file.path, f"dates mix separators {seps}", field=f["date"])
         s = seps[0]
