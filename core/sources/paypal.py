@@ -156,7 +156,11 @@ def _read(file: InputFile) -> _Report:
             continue
         if not seen_ch:
             raise ParseError(file.path, "body rows before the CH (column header) row", line=e.line + 1)
-        table = T.read_rows(file.path, body, e.line + 1, ["_type", *names])
+        try:
+            table = T.read_rows(file.path, body, e.line + 1, ["_type", *names])
+        except ParseError as exc:  # a row of another type than SB explains a wrong field count best
+            _unknown_record_type(file, text, exc)
+            raise
         blocks.append(table.append_column("_section", pa.array([section] * table.num_rows, pa.int64())))
     if blocks:
         rows = pa.concat_tables(blocks)
@@ -164,6 +168,16 @@ def _read(file: InputFile) -> _Report:
         empty = {n: pa.array([], pa.string()) for n in ["_type", *names]}
         rows = pa.table({**empty, "line": pa.array([], pa.int64()), "_section": pa.array([], pa.int64())})
     return _Report(names, rows, envelope)
+
+
+def _unknown_record_type(file: InputFile, text: str, exc: ParseError) -> None:
+    if exc.line is None:
+        return
+    line = text.split("\n", exc.line)[exc.line - 1] if exc.line <= text.count("\n") + 1 else ""
+    m = re.match(r'^\ufeff?"?([A-Za-z]{2})"?,', line)
+    if m and m.group(1) != "SB":
+        raise ParseError(file.path, f"unknown record type (expected SB or one of {', '.join(ENVELOPE_TYPES)})",
+                         line=exc.line, field="record type", value=m.group(1)) from None
 
 
 def _minor(col: str, cur: str) -> str:
@@ -207,9 +221,13 @@ class _PayPalReport:
         if done not in cols:
             raise ParseError(file.path, f"CH row lacks {COL_DONE}", line=report.of("CH")[0].line)
         T.required(con, file.path, [COL_ID, COL_CODE, COL_DIR, COL_GROSS, COL_CUR])
-        cur = f"upper(clean_text({_q(COL_CUR)}))"
+        # Typed in stages, so that later queries refer to plain columns (DuckDB compiles deeply
+        # nested expressions slowly).
+        cur_sql = f"upper(clean_text({_q(COL_CUR)}))"
+        fee_cur_sql = f"coalesce(upper(clean_text({_q(COL_FEE_CUR)})), {cur_sql})" if COL_FEE_CUR in cols else cur_sql
+        con.execute(f"CREATE TEMP TABLE r0 AS SELECT *, {cur_sql} AS _cur, {fee_cur_sql} AS _fee_cur FROM raw")
+        cur, fee_cur = "_cur", "_fee_cur"
         has_fee = COL_FEE in cols
-        fee_cur = f"coalesce(upper(clean_text({_q(COL_FEE_CUR)})), {cur})" if COL_FEE_CUR in cols else cur
         ts = lambda c: f"TRY_STRPTIME(clean_text({_q(c)}), '{_DATE_FORMAT}')"  # noqa: E731
         checks = [
             T.Check(COL_CUR, f"regexp_full_match(clean_text({_q(COL_CUR)}), '[A-Za-z]{{3}}') OR NULL",
@@ -227,7 +245,7 @@ class _PayPalReport:
         if COL_FEE_DIR in cols:
             checks.append(T.Check(COL_FEE_DIR, f"clean_text({_q(COL_FEE_DIR)}) IN ('CR', 'DR') OR NULL",
                                   "expected CR or DR"))
-        T.first_bad_value(con, file.path, checks)
+        T.first_bad_value(con, file.path, checks, table="r0")
         if has_fee:
             self._check_fee_rows(con, file, cols, cur, fee_cur)
         if self.trr:
@@ -246,54 +264,56 @@ class _PayPalReport:
                              line=dupe[2], field=COL_ID, value=dupe[0])
 
         sign = f"(CASE clean_text({_q(COL_DIR)}) WHEN 'DR' THEN -1 ELSE 1 END)"
-        gross = f"{sign} * {_minor(_q(COL_GROSS), cur)}"
         fee_sign = (f"(CASE clean_text({_q(COL_FEE_DIR)}) WHEN 'CR' THEN -1 ELSE 1 END)"
                     if COL_FEE_DIR in cols else "1")
-        fee = f"coalesce({fee_sign} * {_minor(_q(COL_FEE), fee_cur)}, 0)" if has_fee else "CAST(0 AS BIGINT)"
-        code = f"upper(clean_text({_q(COL_CODE)}))"
-        kind = f"""(CASE
-            WHEN {code} LIKE 'T00%' AND clean_text({_q(COL_DIR)}) = 'CR' THEN 'payment'
-            WHEN {code} LIKE 'T13%' THEN 'payment'
-            WHEN {code} LIKE 'T01%' OR {code} IN ('T1108', 'T1109') THEN 'fee'
-            WHEN {code} LIKE 'T04%' OR {code} LIKE 'T06%' OR {code} LIKE 'T17%' THEN 'payout'
-            WHEN {code} = 'T1107' THEN 'refund'
-            ELSE 'adjustment' END)"""
-        status = (f"(CASE WHEN {code} LIKE 'T13%' THEN (CASE WHEN {code} = 'T1302' THEN 'voided' ELSE 'authorized' END) "
-                  f"ELSE {'s.v' if self.trr else chr(39) + 'success' + chr(39)} END)")
-        ref_type = f"clean_text({_q('PayPal Reference ID Type')})" if "PayPal Reference ID Type" in cols else "NULL"
-        ref_id = f"clean_text({_q('PayPal Reference ID')})" if "PayPal Reference ID" in cols else "NULL"
-        txn_id = (f"CASE WHEN {kind} <> 'payment' AND upper({ref_type}) = 'TXN' AND {ref_id} IS NOT NULL "
-                  f"THEN {ref_id} ELSE clean_text({_q(COL_ID)}) END")
         col = lambda c: f"clean_text({_q(c)})" if c in cols else "NULL"  # noqa: E731
-        memo_parts = [code] + [col(c) for c in ("Transaction Subject", "Transaction Note", "Bank Reference ID") if c in cols]
-        payer = col("Payer's Account ID") if "Payer's Account ID" in cols else col("Consumer ID")
         when = f"coalesce({ts(COL_DONE) if COL_DONE in cols else 'NULL'}, {ts(COL_START) if COL_START in cols else 'NULL'})"
+        con.execute(f"""CREATE TEMP TABLE s AS SELECT line, _section, _cur,
+            {sign} * {_minor(_q(COL_GROSS), cur)} AS _gross,
+            {f"coalesce({fee_sign} * {_minor(_q(COL_FEE), fee_cur)}, 0)" if has_fee else "CAST(0 AS BIGINT)"} AS _fee,
+            upper(clean_text({_q(COL_CODE)})) AS _code, clean_text({_q(COL_DIR)}) AS _dir,
+            clean_text({_q(COL_ID)}) AS _id, {col('PayPal Reference ID')} AS _ref_id,
+            upper({col('PayPal Reference ID Type')}) AS _ref_type, {col(COL_STATUS)} AS _status,
+            {when} AS _when
+            FROM r0""")
+        kind = """(CASE
+            WHEN _code LIKE 'T00%' AND _dir = 'CR' THEN 'payment'
+            WHEN _code LIKE 'T13%' THEN 'payment'
+            WHEN _code LIKE 'T01%' OR _code IN ('T1108', 'T1109') THEN 'fee'
+            WHEN _code LIKE 'T04%' OR _code LIKE 'T06%' OR _code LIKE 'T17%' THEN 'payout'
+            WHEN _code = 'T1107' THEN 'refund'
+            ELSE 'adjustment' END)"""
+        status = (f"(CASE WHEN _code LIKE 'T13%' THEN (CASE WHEN _code = 'T1302' THEN 'voided' ELSE 'authorized' END) "
+                  f"ELSE {'m.v' if self.trr else chr(39) + 'success' + chr(39)} END)")
+        txn_id = f"CASE WHEN {kind} <> 'payment' AND _ref_type = 'TXN' AND _ref_id IS NOT NULL THEN _ref_id ELSE _id END"
+        memo_parts = ["_code"] + [col(c) for c in ("Transaction Subject", "Transaction Note", "Bank Reference ID")
+                                  if c in cols]
+        payer = col("Payer's Account ID") if "Payer's Account ID" in cols else col("Consumer ID")
         con.register("status_map", pa.table({"k": list(TRR_STATUS), "v": list(TRR_STATUS.values())}))
-        join = f"LEFT JOIN status_map s ON s.k = clean_text({_q(COL_STATUS)})" if self.trr else ""
+        join = "LEFT JOIN status_map m ON m.k = s._status" if self.trr else ""
         records = con.sql(f"""
-            SELECT line, CAST(NULL AS VARCHAR) AS source, {kind} AS kind,
-                   clean_text({_q(COL_ID)}) AS ref, {txn_id} AS txn_id,
-                   {col('Invoice ID')} AS order_id,
-                   {gross} AS amount, {cur} AS currency, {fee} AS fee, CAST(0 AS BIGINT) AS discount,
+            SELECT s.line, CAST(NULL AS VARCHAR) AS source, {kind} AS kind,
+                   _id AS ref, {txn_id} AS txn_id, {col('Invoice ID')} AS order_id,
+                   _gross AS amount, _cur AS currency, _fee AS fee, CAST(0 AS BIGINT) AS discount,
                    {status} AS status,
-                   timezone('UTC', {when}) AS occurred_at,
-                   CAST(timezone('{self.tz}', {when}) AS DATE) AS business_day,
+                   timezone('UTC', _when) AS occurred_at,
+                   CAST(timezone('{self.tz}', _when) AS DATE) AS business_day,
                    {payer} AS payer,
                    concat_ws(' | ', {', '.join(memo_parts)}) AS memo
-            FROM raw {join} ORDER BY line
+            FROM s JOIN raw USING (line) {join} ORDER BY s.line
         """).to_arrow_table()
-        totals = self._check_footers(con, file, report, gross, fee, cur)
+        totals = self._check_footers(con, file, report, "_gross", "_fee", "_cur")
         return Parsed(self.format, self.side, records, _period_start(report) or mode_day(records), totals)
 
     def _check_fee_rows(self, con, file, cols, cur, fee_cur) -> None:
         fee_dir = f"clean_text({_q(COL_FEE_DIR)})" if COL_FEE_DIR in cols else "NULL"
-        bad = con.execute(f"SELECT line, {fee_cur} FROM raw WHERE {_minor(_q(COL_FEE), fee_cur)} > 0 "
+        bad = con.execute(f"SELECT line, {fee_cur} FROM r0 WHERE {_minor(_q(COL_FEE), fee_cur)} > 0 "
                           f"AND {fee_cur} <> {cur} ORDER BY line LIMIT 1").fetchone()
         if bad:
             raise ParseError(file.path, "fee is in another currency than the gross amount (not supported: one "
                              "record has one currency)", line=bad[0], field=COL_FEE_CUR, value=bad[1])
         if COL_FEE_DIR in cols:
-            bad = con.execute(f"SELECT line, clean_text({_q(COL_FEE)}) FROM raw WHERE {_minor(_q(COL_FEE), fee_cur)} > 0 "
+            bad = con.execute(f"SELECT line, clean_text({_q(COL_FEE)}) FROM r0 WHERE {_minor(_q(COL_FEE), fee_cur)} > 0 "
                               f"AND {fee_dir} IS NULL ORDER BY line LIMIT 1").fetchone()
             if bad:
                 raise ParseError(file.path, f"fee without {COL_FEE_DIR}", line=bad[0], field=COL_FEE, value=bad[1])
@@ -399,7 +419,7 @@ class PayPalSettlementReport(_PayPalReport):
             sum(CASE WHEN {gross} < 0 THEN -{gross} ELSE 0 END) AS gross_debit,
             sum(CASE WHEN {fee} < 0 THEN -{fee} ELSE 0 END) AS fee_credit,
             sum(CASE WHEN {fee} > 0 THEN {fee} ELSE 0 END) AS fee_debit
-            FROM raw GROUP BY ALL""")
+            FROM s GROUP BY ALL""")
         totals["currencies"] = {
             c: {"rows": n, "gross_credit": int(gc), "gross_debit": int(gd), "fee_credit": int(fc), "fee_debit": int(fd)}
             for c, n, gc, gd, fc, fd in con.execute(

@@ -138,66 +138,70 @@ class PayPalActivityCSV:
         c = {k: _q(v) for k, v in f.items()}
 
         T.required(con, file.path, [f[x] for x in ("date", "time", "tz", "currency", "gross", "net", "txn_id")])
-        cur = f"upper(clean_text({c['currency']}))"
+        # Typed in stages, so that later queries refer to plain columns (DuckDB compiles deeply
+        # nested expressions slowly).
+        con.execute(f"CREATE TEMP TABLE r0 AS SELECT *, upper(clean_text({c['currency']})) AS _cur FROM raw")
         num = ((lambda col: f"replace(replace(clean_text({col}), '.', ''), ',', '.')") if spanish  # noqa: E731
                else (lambda col: col))
-        money = lambda x: T.minor_sql(num(c[x]), cur)  # noqa: E731
+        money = lambda x: T.minor_sql(num(c[x]), "_cur") if x in c else "CAST(NULL AS BIGINT)"  # noqa: E731
         amount_fields = [x for x in ("gross", "fee", "net", "balance") if x in f]
         T.first_bad_value(con, file.path, [
             T.Check(f["currency"], f"regexp_full_match(clean_text({c['currency']}), '[A-Za-z]{{3}}') OR NULL",
                     "not an ISO currency code"),
             *[T.Check(f[x], money(x), "not an amount with the currency's decimals") for x in amount_fields],
-        ])
+        ], table="r0")
         date_format = self._date_format(con, file, f, spanish)
         fmt = date_format or "%m/%d/%Y"  # an empty file has no dates to read
         when = (f"TRY_STRPTIME(clean_text({c['date']}) || ' ' || replace(clean_text({c['time']}), '：', ':'), "
                 f"['{fmt} %H:%M:%S', '{fmt} %H:%M'])")
         T.first_bad_value(con, file.path, [T.Check(f["time"], when, f"not a time (expected HH:MM:SS) on {fmt}")])
         zone = zone_sql(con, file.path, f["tz"])
-        occurred = f"timezone('UTC', timezone({zone}, {when}))"
-        gross, fee, net = money("gross"), f"coalesce({money('fee')}, 0)", money("net")
+        col = lambda x: f"clean_text({c[x]})" if x in c else "CAST(NULL AS VARCHAR)"  # noqa: E731
+        con.execute(f"""CREATE TEMP TABLE s AS SELECT line, _cur,
+            {money('gross')} AS _gross, coalesce({money('fee')}, 0) AS _fee, {money('net')} AS _net,
+            {money('balance')} AS _bal, {col('balance')} AS _bal_text, {col('net')} AS _net_text,
+            lower({col('impact')}) AS _impact, {col('txn_id')} AS _id, {col('ref_txn_id')} AS _ref_id,
+            lower({col('type')}) AS _type,
+            timezone('UTC', timezone({zone}, {when})) AS _at
+            FROM r0""")
 
-        bad = con.execute(f"SELECT line, {gross}, {fee}, {net}, clean_text({c['net']}), {cur} FROM raw "
-                          f"WHERE {gross} + {fee} <> {net} ORDER BY line LIMIT 1").fetchone()
+        bad = con.execute("SELECT line, _gross, _fee, _net_text, _cur FROM s WHERE _gross + _fee <> _net "
+                          "ORDER BY line LIMIT 1").fetchone()
         if bad:
-            line, g, fe, _, shown, cu = bad
+            line, g, fe, shown, cu = bad
             raise ControlTotalError(file.path, f"gross {to_major(g, cu)} plus fee {to_major(fe, cu)} is "
                                     f"{to_major(g + fe, cu)}, not this net", line=line, field=f["net"], value=shown)
-        dupe = con.execute(f"SELECT clean_text({c['txn_id']}), min(line), max(line) FROM raw GROUP BY 1 "
+        dupe = con.execute("SELECT _id, min(line), max(line) FROM s GROUP BY 1 "
                            "HAVING count(*) > 1 ORDER BY 2 LIMIT 1").fetchone()
         if dupe:
             raise ParseError(file.path, f"transaction appears twice (also on line {dupe[1]})",
                              line=dupe[2], field=f["txn_id"], value=dupe[0])
         if "balance" in f:
-            self._check_balances(con, file, f, cur, money("balance"), net, occurred)
+            self._check_balances(con, file, f)
 
-        text_of = f"lower(clean_text({c['type']}))"
         arms = []
         for kind, words in KIND_RULES:
-            cond = " OR ".join(f"contains({text_of}, '{w}')" for w in words)
-            result = f"CASE WHEN {gross} > 0 THEN 'payment' ELSE 'adjustment' END" if kind == "payment_in" else f"'{kind}'"
+            cond = " OR ".join(f"contains(_type, '{w}')" for w in words)
+            result = "CASE WHEN _gross > 0 THEN 'payment' ELSE 'adjustment' END" if kind == "payment_in" else f"'{kind}'"
             arms.append(f"WHEN {cond} THEN {result}")
         kind_sql = f"(CASE {' '.join(arms)} ELSE 'adjustment' END)"
-        col = lambda x: f"clean_text({c[x]})" if x in c else "NULL"  # noqa: E731
         status = f"lower({col('status')})" if "status" in f else "'completed'"
-        txn_id = (f"CASE WHEN {kind_sql} <> 'payment' AND {col('ref_txn_id')} IS NOT NULL THEN {col('ref_txn_id')} "
-                  f"ELSE {col('txn_id')} END")
         records = con.sql(f"""
             SELECT line, CAST(NULL AS VARCHAR) AS source, {kind_sql} AS kind,
-                   {col('txn_id')} AS ref, {txn_id} AS txn_id, {col('invoice')} AS order_id,
-                   {gross} AS amount, {cur} AS currency, -{fee} AS fee, CAST(0 AS BIGINT) AS discount,
+                   _id AS ref, CASE WHEN {kind_sql} <> 'payment' AND _ref_id IS NOT NULL THEN _ref_id ELSE _id END
+                   AS txn_id, {col('invoice')} AS order_id,
+                   _gross AS amount, _cur AS currency, -_fee AS fee, CAST(0 AS BIGINT) AS discount,
                    {status} AS status,
-                   {occurred} AS occurred_at,
-                   CAST(timezone('{self.tz}', timezone('UTC', {occurred})) AS DATE) AS business_day,
+                   _at AS occurred_at,
+                   CAST(timezone('{self.tz}', timezone('UTC', _at)) AS DATE) AS business_day,
                    coalesce({col('from')}, {col('name')}) AS payer,
                    concat_ws(' | ', {col('type')}, {col('subject')}, {col('note')}) AS memo
-            FROM raw ORDER BY line
+            FROM s JOIN raw USING (line) ORDER BY line
         """).to_arrow_table()
         records = T.map_values(records, "status", STATUS)
         totals = {c_: {"rows": n, "gross_minor": int(g), "fee_minor": int(fe), "net_minor": int(t)}
                   for c_, n, g, fe, t in con.execute(
-                      f"SELECT {cur} AS k, count(*), sum({gross}), sum(-{fee}), sum({net}) FROM raw "
-                      "GROUP BY k ORDER BY k").fetchall()}
+                      "SELECT _cur, count(*), sum(_gross), sum(-_fee), sum(_net) FROM s GROUP BY 1 ORDER BY 1").fetchall()}
         control = {"date_format": date_format, "language": "es" if spanish else "en", "currencies": totals}
         return Parsed(self.format, self.side, records, mode_day(records), control)
 
@@ -229,22 +233,19 @@ class PayPalActivityCSV:
             return f"%m{s}%d{s}%Y"
         return f"%d{s}%m{s}%Y" if spanish or s == "." else f"%m{s}%d{s}%Y"
 
-    def _check_balances(self, con, file, f: dict, cur: str, balance: str, net: str, occurred: str) -> None:
+    def _check_balances(self, con, file, f: dict) -> None:
         """Per currency, each row's Balance = the previous row's Balance + this row's Net."""
-        first_last = con.execute(f"SELECT arg_min({occurred}, line), arg_max({occurred}, line) FROM raw").fetchone()
+        first_last = con.execute("SELECT arg_min(_at, line), arg_max(_at, line) FROM s").fetchone()
         newest_first = first_last[0] is not None and first_last[0] > first_last[1]
-        skip = (f"AND lower(clean_text({_q(f['impact'])})) IS DISTINCT FROM 'memo'" if "impact" in f else "")
         order = "line DESC" if newest_first else "line"
         bad = con.execute(f"""
             WITH b AS (
-                SELECT line, {cur} AS cur, {balance} AS bal, {net} AS net, clean_text({_q(f['balance'])}) AS shown,
-                       lag({balance}) OVER (PARTITION BY {cur} ORDER BY {order}) AS prev
-                FROM raw WHERE {balance} IS NOT NULL {skip})
-            SELECT line, cur, prev, net, bal, shown FROM b WHERE prev IS NOT NULL AND prev + net <> bal
+                SELECT line, _cur, _bal, _net, _bal_text, lag(_bal) OVER (PARTITION BY _cur ORDER BY {order}) AS prev
+                FROM s WHERE _bal IS NOT NULL AND _impact IS DISTINCT FROM 'memo')
+            SELECT line, _cur, prev, _net, _bal_text FROM b WHERE prev IS NOT NULL AND prev + _net <> _bal
             ORDER BY line LIMIT 1""").fetchone()
         if bad:
-            line, cu, prev, n, _, shown = bad
+            line, cu, prev, n, shown = bad
             raise ControlTotalError(file.path, f"the {cu} balance before this row was {to_major(prev, cu)}; plus net "
                                     f"{to_major(n, cu)} makes {to_major(prev + n, cu)}, not this balance",
                                     line=line, field=f["balance"], value=shown)
-

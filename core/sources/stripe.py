@@ -84,28 +84,35 @@ class StripeBalanceReport:
 
         utc = "created_utc" in header
         created = "created_utc" if utc else "created"
-        cur = 'upper(clean_text("currency"))'
         T.required(con, file.path, ["balance_transaction_id", "currency", "gross", "net", "reporting_category", created])
+        # Typed in stages, so that later queries refer to plain columns (DuckDB compiles deeply
+        # nested expressions slowly).
+        con.execute('CREATE TEMP TABLE r0 AS SELECT *, upper(clean_text("currency")) AS _cur FROM raw')
         T.first_bad_value(con, file.path, [
             T.Check("currency", "regexp_full_match(clean_text(currency), '[A-Za-z]{3}') OR NULL", "not an ISO currency code"),
             T.time_check(created),
-            T.money_check("gross", cur), T.money_check("fee", cur), T.money_check("net", cur),
-        ])
-        gross, fee, net = (T.minor_sql(f'"{c}"', cur) for c in ("gross", "fee", "net"))
-        fee = f"coalesce({fee}, 0)"
+            T.money_check("gross", "_cur"), T.money_check("fee", "_cur"), T.money_check("net", "_cur"),
+        ], table="r0")
+        when = f'local_ts("{created}")'
+        con.execute(f"""CREATE TEMP TABLE s AS SELECT line, _cur,
+            {T.minor_sql('"gross"', '_cur')} AS _gross, coalesce({T.minor_sql('"fee"', '_cur')}, 0) AS _fee,
+            {T.minor_sql('"net"', '_cur')} AS _net, clean_text(net) AS _net_text, clean_text(gross) AS _gross_text,
+            lower(clean_text(reporting_category)) AS _category, clean_text(balance_transaction_id) AS _id,
+            {when if utc else T.utc_sql(when, self.tz)} AS _at
+            FROM r0""")
 
-        bad = con.execute(f"SELECT line, {gross}, {fee}, {net}, clean_text(net), {cur} FROM raw "
-                          f"WHERE {gross} - {fee} <> {net} ORDER BY line LIMIT 1").fetchone()
+        bad = con.execute("SELECT line, _gross, _fee, _net_text, _cur FROM s WHERE _gross - _fee <> _net "
+                          "ORDER BY line LIMIT 1").fetchone()
         if bad:
-            line, g, f, n, shown, c = bad
+            line, g, f, shown, c = bad
             raise ControlTotalError(file.path, f"gross {to_major(g, c)} minus fee {to_major(f, c)} is "
                                     f"{to_major(g - f, c)}, not this net", line=line, field="net", value=shown)
-        bad = con.execute(f"SELECT line, clean_text(gross) FROM raw WHERE lower(clean_text(reporting_category)) = "
-                          f"'payout' AND {gross} > 0 ORDER BY line LIMIT 1").fetchone()
+        bad = con.execute("SELECT line, _gross_text FROM s WHERE _category = 'payout' AND _gross > 0 "
+                          "ORDER BY line LIMIT 1").fetchone()
         if bad:
             raise ParseError(file.path, "a payout takes money out of the balance, so its gross must not be positive "
                              "(returned payouts are payout_reversal)", line=bad[0], field="gross", value=bad[1])
-        dupe = con.execute("SELECT clean_text(balance_transaction_id), min(line), max(line) FROM raw GROUP BY 1 "
+        dupe = con.execute("SELECT _id, min(line), max(line) FROM s GROUP BY 1 "
                            "HAVING count(*) > 1 ORDER BY 2 LIMIT 1").fetchone()
         if dupe:
             raise ParseError(file.path, f"balance transaction appears twice (also on line {dupe[1]})",
@@ -116,29 +123,26 @@ class StripeBalanceReport:
         order_id = col(mapped.get("order_id", "payment_metadata[order_id]"))
         payer = col(mapped["payer"]) if "payer" in mapped else f"coalesce({col('customer_email')}, {col('customer_name')})"
         con.register("kinds", _kinds_table())
-        category = "lower(clean_text(reporting_category))"
-        when = f'local_ts("{created}")'
-        occurred = when if utc else T.utc_sql(when, self.tz)
         records = con.sql(f"""
             SELECT line, CAST(NULL AS VARCHAR) AS source,
                    coalesce(k.k_kind, 'adjustment') AS kind,
-                   clean_text(balance_transaction_id) AS ref,
+                   _id AS ref,
                    coalesce({col('payment_intent_id')}, {col('charge_id')}, {col('source_id')}) AS txn_id,
                    {order_id} AS order_id,
-                   {gross} AS amount,
-                   {cur} AS currency,
-                   {fee} AS fee,
+                   _gross AS amount,
+                   _cur AS currency,
+                   _fee AS fee,
                    CAST(0 AS BIGINT) AS discount,
                    'success' AS status,
-                   {occurred} AS occurred_at,
-                   CAST(timezone('{self.tz}', timezone('UTC', {occurred})) AS DATE) AS business_day,
+                   _at AS occurred_at,
+                   CAST(timezone('{self.tz}', timezone('UTC', _at)) AS DATE) AS business_day,
                    {payer} AS payer,
-                   concat_ws(' | ', {category}, {col('description')}) AS memo
-            FROM raw LEFT JOIN kinds k ON k.k_category = {category}
+                   concat_ws(' | ', _category, {col('description')}) AS memo
+            FROM s JOIN raw USING (line) LEFT JOIN kinds k ON k.k_category = _category
             ORDER BY line
         """).to_arrow_table()
-        totals = con.execute(f"SELECT {cur} AS c, count(*), sum({gross}), sum({fee}), sum({net}) FROM raw "
-                             "GROUP BY c ORDER BY c").fetchall()
+        totals = con.execute("SELECT _cur, count(*), sum(_gross), sum(_fee), sum(_net) FROM s "
+                             "GROUP BY 1 ORDER BY 1").fetchall()
         control = {c: {"rows": n, "gross_minor": int(g), "fee_minor": int(f), "net_minor": int(t)}
                    for c, n, g, f, t in totals}
         return Parsed(self.format, self.side, records, mode_day(records), control)
