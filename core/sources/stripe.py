@@ -11,7 +11,9 @@ are the merchant's own), so columns are found by name. One row is one balance tr
 
 Money is in major units with the currency's own decimals (JPY has none); `gross` is signed
 from the balance's point of view (money in positive), `fee` is what Stripe charged
-(positive) and `net = gross - fee`, which we check on every row.
+(positive) and `net = gross - fee`, which we check on every row. A `payout` row takes money
+out of the balance, so a positive payout gross is refused (returned payouts are
+`payout_reversal`); a balance transaction id that appears twice is refused too.
 
 Times: `created_utc` is UTC. `created` is in the time zone the report was requested in
 (UTC unless chosen otherwise), so it is read in the source's configured `timezone`: set
