@@ -91,7 +91,7 @@ def ingest_file(cfg: Config, merchant: MerchantConfig, path: str | Path, day: da
 
 def _ledger_column(records: pa.Table, ledgers: dict, side: str) -> pa.Array:
     names = list({s for s, _ in ledgers})
-    idx = pc.index_in(records["source"], value_set=pa.array(names))
+    idx = pc.index_in(records["source"], value_set=pa.array(names, pa.string()))  # typed: a statement may be empty
     ids = pa.array([ledgers[(n, side)] for n in names], pa.int64())
     return pc.take(ids, idx)
 
