@@ -41,10 +41,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from core.config import MerchantConfig, SourceConfig
 from core.money import to_major
 from core.sources import tabular as T
-from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day
+from core.sources.base import ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day
 from core.sources.zones import zone_sql
 
 REQUIRED = ("Psp Reference", "Merchant Reference", "Creation Date", "TimeZone", "Type", "Modification Reference",
@@ -73,12 +72,8 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class AdyenSettlementDetail:
+class AdyenSettlementDetail(ChannelSource):
     format = "adyen.settlement_detail"
-    side = "channel"
-
-    def __init__(self, source: SourceConfig, merchant: MerchantConfig) -> None:
-        self.tz = source.timezone
 
     @staticmethod
     def _header(line: str) -> list[str]:

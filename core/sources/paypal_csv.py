@@ -31,10 +31,9 @@ from __future__ import annotations
 import csv
 import io
 
-from core.config import MerchantConfig, SourceConfig
 from core.money import to_major
 from core.sources import tabular as T
-from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day
+from core.sources.base import ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day
 from core.sources.zones import zone_sql
 
 # field -> the header names it goes by (English, Spanish)
@@ -102,12 +101,8 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class PayPalActivityCSV:
+class PayPalActivityCSV(ChannelSource):
     format = "paypal.activity_csv"
-    side = "channel"
-
-    def __init__(self, source: SourceConfig, merchant: MerchantConfig) -> None:
-        self.tz = source.timezone
 
     def identify(self, file: InputFile) -> bool:
         if file.is_zip:

@@ -33,7 +33,7 @@ from __future__ import annotations
 from core.config import MerchantConfig, SourceConfig
 from core.money import to_major
 from core.sources import tabular as T
-from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day
+from core.sources.base import ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day
 
 REQUIRED = ("balance_transaction_id", "currency", "gross", "fee", "net", "reporting_category")
 
@@ -51,12 +51,11 @@ CATEGORY_KIND = {
 }
 
 
-class StripeBalanceReport:
+class StripeBalanceReport(ChannelSource):
     format = "stripe.balance_itemized"
-    side = "channel"
 
     def __init__(self, source: SourceConfig, merchant: MerchantConfig) -> None:
-        self.tz = source.timezone
+        super().__init__(source, merchant)
         # header in the file -> our field (only order_id and payer are mappable here)
         self.mapping = {k.strip(): v for k, v in source.columns.items() if v in ("order_id", "payer")}
 

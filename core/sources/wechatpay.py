@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from core.config import MerchantConfig, SourceConfig
 from core.sources import tabular as T
-from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day
+from core.sources.base import ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, decode_text, first_line, mode_day
 
 HEADER_START = "交易时间,公众账号ID,商户号"
 SUMMARY_START = "总交易单数"
@@ -45,21 +44,14 @@ def _first(columns: list[str], *names: str) -> str | None:
     return next((n for n in names if n in columns), None)
 
 
-class WeChatPayTradeBill:
+class WeChatPayTradeBill(ChannelSource):
     format = "wechatpay.trade_bill"
-    side = "channel"
-
-    def __init__(self, source: SourceConfig, merchant: MerchantConfig) -> None:
-        self.tz = source.timezone
 
     def identify(self, file: InputFile) -> bool:
         if file.is_zip:
             return False
-        for line in file.head().splitlines():
-            if line.startswith("# ") or not line.strip():
-                continue  # copies of doc examples carry "# " comment lines above the bill
-            return line.startswith(HEADER_START) and "微信订单号" in line
-        return False
+        line = first_line(file)
+        return line.startswith(HEADER_START) and "微信订单号" in line
 
     # -- layout -------------------------------------------------------------------------
 
