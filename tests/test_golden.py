@@ -36,6 +36,13 @@ UNCLAIMED = {
     "mt940/jejik_LICENSE": "licence text of the jejik samples",
     "mt940/self-provided_invalid_statement.sta": "the lines 1 to 10 and nothing else: no MT940 tag, so no source "
     "recognises it and ingest refuses it as unrecognised",
+    "stripe/SOURCES.md": "provenance notes, not a statement",
+    "paypal/SOURCES.md": "provenance notes, not a statement",
+    "paypal/smashpig_sar_classic_subscr_cancel.csv": "Subscription Agreement Report (SAR): subscription sign-ups "
+    "and cancellations, no money moves, so not a statement to reconcile",
+    "paypal/smashpig_sar_classic_subscr_signup.csv": "Subscription Agreement Report (SAR): subscription sign-ups "
+    "and cancellations, no money moves, so not a statement to reconcile",
+    "adyen/SOURCES.md": "provenance notes, not a statement",
 }
 
 # Without the samples, one skipped case that says why (an empty list would skip vaguely).

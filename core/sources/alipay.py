@@ -15,9 +15,8 @@ import re
 from datetime import date
 from decimal import Decimal
 
-from core.config import MerchantConfig, SourceConfig
 from core.sources import tabular as T
-from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day, sniff_text
+from core.sources.base import ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day, sniff_text
 
 BANNER = "#支付宝业务明细查询"
 PERIOD = re.compile(r"起始日期：\[(\d{4})年(\d{2})月(\d{2})日")
@@ -29,12 +28,8 @@ COL_MERCHANT_DISCOUNT = "商家优惠（元）"
 COL_FEE = "服务费（元）"
 
 
-class AlipayTradeBill:
+class AlipayTradeBill(ChannelSource):
     format = "alipay.trade_bill"
-    side = "channel"
-
-    def __init__(self, source: SourceConfig, merchant: MerchantConfig) -> None:
-        self.tz = source.timezone
 
     def _detail(self, file: InputFile) -> tuple[str, bytes] | None:
         if not file.is_zip:

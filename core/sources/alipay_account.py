@@ -39,9 +39,8 @@ import re
 from datetime import date
 from decimal import Decimal
 
-from core.config import MerchantConfig, SourceConfig
 from core.sources import tabular as T
-from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day, sniff_text
+from core.sources.base import ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day, sniff_text
 
 BANNER = "#支付宝账务明细查询"
 TRADE_BANNER = "#支付宝业务明细查询"  # the trade bill: the `alipay` source's
@@ -68,12 +67,8 @@ def _is_trade_bill(name: str, data: bytes) -> bool:
     return "汇总" not in name and sniff_text(data[:64]).startswith(TRADE_BANNER)
 
 
-class AlipayAccountStatement:
+class AlipayAccountStatement(ChannelSource):
     format = "alipay.account_statement"
-    side = "channel"
-
-    def __init__(self, source: SourceConfig, merchant: MerchantConfig) -> None:
-        self.tz = source.timezone
 
     def _detail(self, file: InputFile) -> tuple[str, bytes] | None:
         if not file.is_zip:

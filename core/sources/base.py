@@ -208,6 +208,24 @@ class Parsed:
         return self.records.num_rows
 
 
+class ChannelSource:
+    """Base of a channel's statement source: the statement's declared time zone, from config."""
+
+    side: ClassVar[str] = "channel"
+
+    def __init__(self, source: SourceConfig, merchant: MerchantConfig) -> None:
+        self.source, self.merchant, self.tz = source, merchant, source.timezone
+
+
+def first_line(file: InputFile) -> str:
+    """The first line that is neither blank nor a "# " comment (copies of documentation
+    examples carry such lines above a bill; the channels themselves never write them)."""
+    for line in file.head().splitlines():
+        if line.strip() and not line.startswith("# "):
+            return line
+    return ""
+
+
 class Source(Protocol):
     """The protocol every statement source implements."""
 

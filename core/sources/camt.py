@@ -39,9 +39,8 @@ from decimal import Decimal
 
 from lxml import etree
 
-from core.config import MerchantConfig, SourceConfig
 from core.sources import bank
-from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, sniff_text
+from core.sources.base import ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, sniff_text
 
 SIGNATURE = re.compile(r"camt\.05[34]\.\d{3}\.\d{2}|<(\w+:)?BkToCstmr(Stmt|DbtCdtNtfctn)\b")
 MESSAGES = {"BkToCstmrStmt": ("camt.053", "Stmt", "statement"),
@@ -85,12 +84,8 @@ class Amount:
     currency: str
 
 
-class CamtStatement:
+class CamtStatement(ChannelSource):
     format = "bank.camt"
-    side = "channel"
-
-    def __init__(self, source: SourceConfig, merchant: MerchantConfig) -> None:
-        self.tz = source.timezone
 
     def identify(self, file: InputFile) -> bool:
         if file.is_zip:

@@ -53,9 +53,8 @@ from decimal import Decimal
 import mt940
 from mt940.tags import StatementASNB
 
-from core.config import MerchantConfig, SourceConfig
 from core.sources import bank
-from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed
+from core.sources.base import ChannelSource, ControlTotalError, InputFile, ParseError, Parsed
 
 # A tag line, recognised exactly as mt940.models.Transactions.parse does (plus the check
 # that the library knows the two-digit id), so our split and the library's agree.
@@ -143,12 +142,8 @@ def _strip_line(line: str) -> str:
     return line.rstrip("\r\x00\x01\x02\x03\x04")
 
 
-class Mt940Statement:
+class Mt940Statement(ChannelSource):
     format = "bank.mt940"
-    side = "channel"
-
-    def __init__(self, source: SourceConfig, merchant: MerchantConfig) -> None:
-        self.tz = source.timezone
 
     def identify(self, file: InputFile) -> bool:
         if file.is_zip:

@@ -39,9 +39,8 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
-from core.config import MerchantConfig, SourceConfig
 from core.sources import bank
-from core.sources.base import InputFile, ParseError, Parsed
+from core.sources.base import ChannelSource, InputFile, ParseError, Parsed
 
 SIGNATURE = re.compile(r"OFXHEADER|<OFX>", re.IGNORECASE)
 COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
@@ -72,12 +71,8 @@ class Block:
     fields: dict[str, tuple[str, int]] = field(default_factory=dict)  # statement-level, first occurrence
 
 
-class OfxStatement:
+class OfxStatement(ChannelSource):
     format = "bank.ofx"
-    side = "channel"
-
-    def __init__(self, source: SourceConfig, merchant: MerchantConfig) -> None:
-        self.tz = source.timezone
 
     def identify(self, file: InputFile) -> bool:
         if file.is_zip:

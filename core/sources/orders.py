@@ -90,66 +90,75 @@ class OrdersExport:
                 raw = raw.append_column(col, pa.array([""] * raw.num_rows, pa.string()))
         con = T.connect()
         con.register("raw", raw)
-        T.required(con, path, REQUIRED)
-        cur = f"upper(coalesce(clean_text(currency), '{self.currency}'))"
-        # An explicit offset (+08:00, Z) wins; a bare local time is in the merchant's zone.
-        paid_at = ("CASE WHEN regexp_matches(clean_text(paid_at), '(Z|[+-]\\d\\d:?\\d\\d)$') "
-                   "THEN TRY_CAST(clean_text(paid_at) AS TIMESTAMPTZ) ELSE timezone('{tz}', local_ts(paid_at)) END")
-        refunded_at = paid_at.replace("paid_at", "refunded_at")
-        ts_check = lambda c: T.Check(c, paid_at.replace("paid_at", c).format(tz=self.tz),  # noqa: E731
-                                     "not a date-time (ISO-8601, e.g. 2026-11-20 14:03:00 or with +08:00)")
-        T.first_bad_value(con, path, [
-            T.money_check("amount", cur), T.money_check("refund_amount", cur),
-            ts_check("paid_at"), ts_check("refunded_at"),
-            T.Check("currency", "regexp_full_match(clean_text(currency), '[A-Za-z]{3}') OR NULL", "not an ISO currency code"),
-        ])
-        self._check_values(con, path, "status", STATUS, "lower(clean_text(status))")
-        self._check_values(con, path, "channel", self.channel_names, "clean_text(channel)")
         con.register("status_map", pa.table({"k": list(STATUS), "v": list(STATUS.values())}))
         con.register("channel_map", pa.table({"k": list(self.channel_names), "v": list(self.channel_names.values())}))
-        local = lambda ts: f"CAST(timezone('{self.tz}', {ts.format(tz=self.tz)}) AS DATE)"  # noqa: E731
-        refund_when = f"coalesce({refunded_at}, {paid_at})"
+        currency = T.constant_if_single(con, f"upper(coalesce(clean_text(currency), '{self.currency}'))")
+        cols = [T.Col("oid", "order_id", required=True), T.Col("chan", "channel", required=True),
+                T.Col("st", "status", required=True), T.Col("paid_s", "paid_at", required=True),
+                T.Col("amt", "amount", "money", required=True), T.Col("refund", "refund_amount", "money"),
+                T.Col("refunded_s", "refunded_at"), T.Col("txn", "channel_txn_id"), T.Col("payer", "payer"),
+                T.Col("memo", "memo"), T.Col("cur_s", "currency")]
+        # An explicit offset (+08:00, Z) wins; a bare local time is in the merchant's zone.
+        at = ("CASE WHEN regexp_matches({s}, '(Z|[+-]\\d\\d:?\\d\\d)$') THEN TRY_CAST({s} AS TIMESTAMPTZ) "
+              f"ELSE timezone('{self.tz}', TRY_STRPTIME({{s}}, {T._TIME_FORMATS})) END")
+        # One projection types every column once; the checks below read its flags.
+        con.execute(f"""
+            CREATE TEMP TABLE o AS
+            SELECT t.*, {at.format(s="paid_s")} AS paid, {at.format(s="refunded_s")} AS refunded,
+                   s.v AS norm_status, c.v AS norm_channel
+            FROM {T.typed_select(cols, currency_sql=currency)} t
+            LEFT JOIN status_map s ON s.k = lower(t.st) LEFT JOIN channel_map c ON c.k = t.chan
+        """)
+        self._first_problem(con, path, cols, currency)
+        local = lambda ts: f"CAST(timezone('{self.tz}', {ts}) AS DATE)"  # noqa: E731
         records = con.sql(f"""
-            WITH o AS (
-                SELECT raw.*, s.v AS norm_status, c.v AS norm_channel
-                FROM raw JOIN status_map s ON s.k = lower(clean_text(raw.status))
-                         JOIN channel_map c ON c.k = clean_text(raw.channel)
-            )
-            SELECT line, norm_channel AS source, 'payment' AS kind, clean_text(order_id) AS ref,
-                   clean_text(channel_txn_id) AS txn_id, clean_text(order_id) AS order_id,
-                   {T.minor_sql('amount', cur)} AS amount, {cur} AS currency,
-                   CAST(0 AS BIGINT) AS fee, CAST(0 AS BIGINT) AS discount, norm_status AS status,
-                   timezone('UTC', {paid_at.format(tz=self.tz)}) AS occurred_at,
-                   {local(paid_at)} AS business_day,
-                   clean_text(payer) AS payer, clean_text(memo) AS memo
+            SELECT line, norm_channel AS source, 'payment' AS kind, oid AS ref, txn AS txn_id, oid AS order_id,
+                   amt AS amount, _cur AS currency, CAST(0 AS BIGINT) AS fee, CAST(0 AS BIGINT) AS discount,
+                   norm_status AS status, timezone('UTC', paid) AS occurred_at, {local('paid')} AS business_day,
+                   payer, memo
             FROM o
             UNION ALL
-            SELECT line, norm_channel, 'refund', clean_text(order_id), clean_text(channel_txn_id), clean_text(order_id),
-                   -{T.minor_sql('refund_amount', cur)}, {cur}, 0, 0, norm_status,
-                   timezone('UTC', {refund_when.format(tz=self.tz)}), {local(refund_when)},
-                   clean_text(payer), clean_text(memo)
-            FROM o WHERE coalesce({T.minor_sql('refund_amount', cur)}, 0) > 0
+            SELECT line, norm_channel, 'refund', oid, txn, oid, -refund, _cur, 0, 0, norm_status,
+                   timezone('UTC', coalesce(refunded, paid)), {local('coalesce(refunded, paid)')}, payer, memo
+            FROM o WHERE coalesce(refund, 0) > 0
             ORDER BY line, kind
         """).to_arrow_table()
-        dupes = con.execute("SELECT clean_text(order_id), min(line), max(line) FROM raw GROUP BY 1 "
-                            "HAVING count(*) > 1 ORDER BY 2 LIMIT 1").fetchone()
+        dupes = con.execute("SELECT oid, min(line), max(line) FROM o GROUP BY 1 "
+                            "HAVING count(*) > 1 ORDER BY 2 LIMIT 1").fetchall()
         if dupes:
+            dupes = dupes[0]
             raise ParseError(path, f"order appears twice (also on line {dupes[1]})", line=dupes[2],
                              field="order_id", value=dupes[0])
-        totals = con.execute(f"SELECT count(*), {cur} AS c, sum({T.minor_sql('amount', cur)}), "
-                             f"coalesce(sum({T.minor_sql('refund_amount', cur)}), 0) FROM raw GROUP BY c ORDER BY c").fetchall()
+        totals = con.execute("SELECT count(*), _cur, sum(amt), coalesce(sum(refund), 0) FROM o "
+                             "GROUP BY _cur ORDER BY _cur").fetchall()
         control = {"orders": sum(t[0] for t in totals),
                    "amount_minor": {t[1]: int(t[2]) for t in totals},
                    "refund_minor": {t[1]: int(t[3]) for t in totals}}
         return Parsed(self.format, self.side, records, mode_day(records.filter(_is_payment(records))), control)
 
-    def _check_values(self, con, path, column, allowed: dict, expr: str) -> None:
-        con.register("allowed", pa.table({"k": list(allowed)}))
-        bad = con.execute(f"SELECT line, {column} FROM raw WHERE {expr} NOT IN (SELECT k FROM allowed) "
-                          "ORDER BY line LIMIT 1").fetchone()
-        if bad:
-            known = ", ".join(sorted(set(allowed)))
-            raise ParseError(path, f"unknown {column} (known: {known})", line=bad[0], field=column, value=bad[1])
+    def _first_problem(self, con, path, cols, currency) -> None:
+        """Name the first row that is wrong, and how; nothing when every row is right."""
+        problems = [
+            ("paid_at", "paid_s IS NOT NULL AND paid IS NULL", "not a date-time (ISO-8601, e.g. 2026-11-20 14:03:00 or with +08:00)"),
+            ("refunded_at", "refunded_s IS NOT NULL AND refunded IS NULL", "not a date-time (ISO-8601, e.g. 2026-11-20 14:03:00 or with +08:00)"),
+            ("currency", "cur_s IS NOT NULL AND NOT regexp_full_match(cur_s, '[A-Za-z]{3}')", "not an ISO currency code"),
+            ("status", "st IS NOT NULL AND norm_status IS NULL", f"unknown status (known: {', '.join(sorted(STATUS))})"),
+            ("channel", "chan IS NOT NULL AND norm_channel IS NULL",
+             f"unknown channel (known: {', '.join(sorted(set(self.channel_names)))})"),
+        ]
+        any_bad = " OR ".join(["_bad"] + [f"({cond})" for _f, cond, _r in problems])
+        line = con.execute(f"SELECT min(line) FROM o WHERE {any_bad}").fetchall()[0][0]
+        if line is None:
+            return
+        flagged = con.sql(f"SELECT line, _bad FROM o WHERE line = {int(line)}").to_arrow_table()
+        if flagged["_bad"][0].as_py():
+            T.check_bad(con, path, flagged, cols, currency_sql=currency)
+        for field, cond, reason in problems:
+            hit = con.execute(f'SELECT CAST(raw."{field}" AS VARCHAR) FROM o JOIN raw USING (line) '
+                              f"WHERE line = ? AND {cond}", [line]).fetchall()
+            if hit:
+                hit = hit[0]
+                raise ParseError(path, reason, line=line, field=field, value=hit[0])
 
 
 def _is_payment(records: pa.Table):

@@ -26,11 +26,15 @@ from core.sources.base import ParseError
 
 Kind = Literal["money", "fee", "timestamp", "text"]
 
-_EXPONENT_CASE = (
-    "CASE upper({cur}) "
-    + " ".join(f"WHEN '{c}' THEN {e}" for c, e in sorted(_EXPONENT_EXCEPTIONS.items()))
-    + " ELSE 2 END"
-)
+def _exponent_case() -> str:
+    by_exp: dict[int, list[str]] = {}
+    for cur, exp in sorted(_EXPONENT_EXCEPTIONS.items()):
+        by_exp.setdefault(exp, []).append(f"'{cur}'")
+    arms = " ".join(f"WHEN upper({{cur}}) IN ({', '.join(curs)}) THEN {exp}" for exp, curs in sorted(by_exp.items()))
+    return f"CASE {arms} ELSE 2 END"
+
+
+_EXPONENT_CASE = _exponent_case()  # a hash lookup per row, not 25 comparisons
 
 # Cleaning shared by every numeric field: backtick prefixes (WeChat), tab suffixes (Alipay),
 # currency signs, thousands separators, full-width minus, spaces.
@@ -82,31 +86,39 @@ class Check:
 
 
 def first_bad_value(con, path, checks: list[Check], table: str = "raw") -> None:
-    """Raise ParseError for the earliest row where a check fails (one vectorised scan)."""
+    """Raise ParseError for the earliest row where a check fails.
+
+    One projection computes a single "bad" flag per row (DuckDB shares repeated
+    subexpressions inside a projection, not inside a WHERE clause: 20x on a million
+    rows); only the first bad line is then examined check by check to name the field.
+    """
     if not checks:
         return
-    arms = [
-        f"SELECT line, {i} AS chk, CAST(\"{c.column}\" AS VARCHAR) AS value FROM {table} "
-        f"WHERE clean_text(\"{c.column}\") IS NOT NULL AND ({c.sql}) IS NULL"
-        for i, c in enumerate(checks)
-    ]
-    row = con.execute(" UNION ALL ".join(arms) + " ORDER BY line, chk LIMIT 1").fetchone()
-    if row:
-        line, idx, value = row
-        check = checks[idx]
-        raise ParseError(path, check.reason, line=line, field=check.column, value=value.strip("`\t "))
+    flags = " OR ".join(f"(clean_text(\"{c.column}\") IS NOT NULL AND ({c.sql}) IS NULL)" for c in checks)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _flags AS SELECT line, ({flags}) AS bad FROM {table}")
+    line = con.execute("SELECT min(line) FROM _flags WHERE bad").fetchall()[0][0]
+    con.execute("DROP TABLE _flags")
+    if line is None:
+        return
+    for check in checks:
+        value = con.execute(f"SELECT CAST(\"{check.column}\" AS VARCHAR) FROM {table} WHERE line = ? "
+                            f"AND clean_text(\"{check.column}\") IS NOT NULL AND ({check.sql}) IS NULL", [line]).fetchall()
+        if value:
+            value = value[0]
+            raise ParseError(path, check.reason, line=line, field=check.column, value=value[0].strip("`\t "))
 
 
 def required(con, path, columns: list[str], table: str = "raw") -> None:
     """Raise ParseError for the earliest row that leaves a required field empty."""
     if not columns:
         return
-    arms = [
-        f"SELECT line, {i} AS idx FROM {table} WHERE clean_text(\"{c}\") IS NULL" for i, c in enumerate(columns)
-    ]
-    row = con.execute(" UNION ALL ".join(arms) + " ORDER BY line, idx LIMIT 1").fetchone()
-    if row:
-        raise ParseError(path, "required value is empty", line=row[0], field=columns[row[1]], value="")
+    empty = " OR ".join(f"clean_text(\"{c}\") IS NULL" for c in columns)
+    line = con.execute(f"SELECT min(line) FROM {table} WHERE {empty}").fetchall()[0][0]
+    if line is None:
+        return
+    for c in columns:
+        if con.execute(f"SELECT 1 FROM {table} WHERE line = ? AND clean_text(\"{c}\") IS NULL", [line]).fetchall():
+            raise ParseError(path, "required value is empty", line=line, field=c, value="")
 
 
 def money_check(column: str, currency_sql: str) -> Check:
@@ -121,16 +133,20 @@ def time_check(column: str) -> Check:
     return Check(column, f'local_ts("{column}")', "not a date-time (expected YYYY-MM-DD HH:MM:SS)")
 
 
-def read_rows(path, body: str, first_line: int, names: list[str], delimiter: str = ",") -> pa.Table:
+def read_rows(path, body: str | bytes | memoryview, first_line: int, names: list[str], delimiter: str = ",") -> pa.Table:
     """Parse a header-less delimited body into text columns plus its file `line` numbers.
 
     `first_line` is the 1-based line number of the body's first row in the original file.
+    Bytes are read by Arrow as they are (it validates UTF-8); a body it cannot read line
+    for line is decoded strictly (an encoding error names its line) and read slowly.
     """
-    data = body.encode("utf-8")
-    physical = body.count("\n") + (0 if body.endswith("\n") or not body else 1)
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    size = len(data)
+    buf = pa.py_buffer(data)
+    physical = _count_lines(data)
     try:
         table = pacsv.read_csv(
-            io.BytesIO(data),
+            pa.BufferReader(buf),
             read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(
@@ -138,13 +154,30 @@ def read_rows(path, body: str, first_line: int, names: list[str], delimiter: str
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
-        )
+        ) if size else None
     except pa.ArrowInvalid:
         table = None
     if table is not None and table.num_rows == physical:
         lines = pa.array(range(first_line, first_line + physical), pa.int64())
         return table.append_column("line", lines)
+    if not size:
+        return pa.Table.from_arrays([pa.array([], pa.string()) for _ in names] + [pa.array([], pa.int64())],
+                                    names=[*names, "line"])
+    if not isinstance(body, str):
+        raw = bytes(data)
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = first_line + raw.count(b"\n", 0, exc.start)
+            raise ParseError(path, f"not valid utf-8-sig text (byte {exc.start} = "
+                                   f"{raw[exc.start:exc.start + 1].hex()})", line=line) from None
     return _read_rows_slowly(path, body, first_line, names, delimiter)
+
+
+def _count_lines(data) -> int:
+    """Physical lines, the last one counted even without its line break."""
+    b = data if isinstance(data, bytes) else bytes(data)
+    return b.count(b"\n") + (0 if not b or b.endswith(b"\n") else 1)
 
 
 def _read_rows_slowly(path, body: str, first_line: int, names: list[str], delimiter: str) -> pa.Table:
@@ -172,3 +205,107 @@ def map_values(table: pa.Table, column: str, mapping: dict[str, str]) -> pa.Tabl
     mapped = pc.take(pa.array(list(mapping.values())), idx)
     values = pc.if_else(pc.is_null(mapped), pc.utf8_lower(table[column]), mapped)
     return table.set_column(table.schema.get_field_index(column), column, values)
+
+
+# -- the fast path: one typed table per file ----------------------------------------------
+
+@dataclass(frozen=True)
+class Col:
+    """One output column of `typed_table`, converted from one raw column.
+
+    kind: text (cleaned string), money (exact minor units: more decimals than the
+    currency has is an error), fee (minor units rounded half-up: fees are shown with up to
+    5 decimals), dec (an exact decimal, for control totals), time (a naive local timestamp).
+    """
+
+    name: str
+    source: str
+    kind: Literal["text", "money", "fee", "dec", "time"] = "text"
+    required: bool = False
+
+    @property
+    def reason(self) -> str:
+        return {"money": "not an amount with the currency's decimals", "fee": "not a number",
+                "dec": "not a number", "time": "not a date-time (expected YYYY-MM-DD HH:MM:SS)",
+                "text": "required value is empty"}[self.kind]
+
+
+# How a raw cell is cleaned before typing. "generic" copes with what any export may
+# contain; a format that only ever prefixes a backtick (WeChat) uses the cheap one.
+CLEANERS = {
+    "generic": ("clean_text({})", "clean_num({})"),
+    "backtick": ("nullif(trim(ltrim({}, '`')), '')", "nullif(trim(ltrim({}, '`')), '')"),
+}
+
+
+def typed_select(cols: list[Col], *, currency_sql: str = "'CNY'", cleaner: str = "generic",
+                 table: str = "raw") -> str:
+    """A subquery with `line`, `_cur`, every column converted, and a `_bad` flag.
+
+    Use it as the FROM of a source's records query: all conversions then sit in one
+    projection, which DuckDB computes once per row (20x faster on a million rows than
+    checking in a WHERE clause, which it does not deduplicate). `_bad` marks rows where a
+    non-empty value did not convert or a required one is empty; `check_bad` names it.
+    Amounts are limited to 12 integer digits.
+    """
+    text, num = CLEANERS[cleaner]
+    sel = [f"{currency_sql} AS _cur", f"{_EXPONENT_CASE.format(cur='_cur')} AS _exp",
+           "CAST(pow(10, _exp) AS BIGINT) AS _mult"]
+    bad = []
+    for c in cols:
+        src = f'"{c.source}"'
+        if c.kind == "text":
+            sel.append(f"{text.format(src)} AS {c.name}")
+        elif c.kind == "time":
+            sel += [f"{text.format(src)} AS {c.name}__s",
+                    f"TRY_STRPTIME(replace({c.name}__s, '：', ':'), {_TIME_FORMATS}) AS {c.name}"]
+            bad.append(f"({c.name}__s IS NOT NULL AND {c.name} IS NULL)")
+        else:
+            sel += [f"{num.format(src)} AS {c.name}__s", f"TRY_CAST({c.name}__s AS DECIMAL(18, 6)) AS {c.name}__d"]
+            if c.kind == "money":
+                sel.append(f"CASE WHEN length(split_part({c.name}__s, '.', 2)) <= _exp "
+                           f"THEN CAST({c.name}__d * _mult AS BIGINT) END AS {c.name}")
+            elif c.kind == "fee":
+                sel.append(f"CAST(round({c.name}__d * _mult) AS BIGINT) AS {c.name}")
+            else:
+                sel.append(f"{c.name}__d AS {c.name}")
+            bad.append(f"({c.name}__s IS NOT NULL AND {c.name} IS NULL)")
+        if c.required:
+            bad.append(f"({c.name} IS NULL)" if c.kind == "text" else f"({c.name}__s IS NULL)")
+    sel.append(f"({' OR '.join(bad) or 'false'}) AS _bad")
+    return f"(SELECT line, {', '.join(sel)} FROM {table})"
+
+
+def constant_if_single(con, expr: str, table: str = "raw") -> str:
+    """`expr`, or its one value as a literal when the whole file has one (a currency, say):
+    per-row currency lookups cost more than all the other typing of an amount."""
+    found = [r[0] for r in con.execute(f"SELECT DISTINCT {expr} FROM {table} LIMIT 2").fetchall()]
+    if len(found) == 1 and isinstance(found[0], str) and found[0].isalnum():
+        return f"'{found[0]}'"
+    return expr
+
+
+def check_bad(con, path, records: pa.Table, cols: list[Col], *, currency_sql: str = "'CNY'",
+              cleaner: str = "generic", table: str = "raw") -> pa.Table:
+    """Raise ParseError naming the first bad row's field and value; else drop `_bad`."""
+    flags = records["_bad"]
+    if pc.any(flags).as_py():
+        line = pc.min(pc.filter(records["line"], flags)).as_py()
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _one AS SELECT * FROM {table} WHERE line = {int(line)}")
+        one = con.sql(f"SELECT * FROM {typed_select(cols, currency_sql=currency_sql, cleaner=cleaner, table='_one')}").to_arrow_table()
+        text = CLEANERS[cleaner][0]
+        for c in cols:
+            value = con.execute(f'SELECT CAST("{c.source}" AS VARCHAR) FROM _one').fetchall()[0][0]
+            cleaned = con.execute(f"SELECT {text.format('?')}", [value]).fetchall()[0][0]
+            if cleaned is None:
+                if c.required:
+                    raise ParseError(path, "required value is empty", line=line, field=c.source, value="")
+                continue
+            if c.kind != "text" and one[c.name][0].as_py() is None:
+                raise ParseError(path, c.reason, line=line, field=c.source, value=value.strip("`\t "))
+        raise ParseError(path, "a value did not convert", line=line)  # not reached: some column is at fault
+    return records.drop_columns(["_bad"])
+
+
+_TIME_FORMATS = ("['%Y-%m-%d %H:%M:%S', '%Y/%m/%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S', '%Y-%m-%d %H:%M', "
+                 "'%Y/%m/%d %H:%M']")

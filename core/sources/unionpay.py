@@ -49,9 +49,8 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.config import MerchantConfig, SourceConfig
 from core.sources import tabular as T
-from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, decode_text
+from core.sources.base import ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, decode_text
 
 # The ZM record: (field, width), separated by single spaces (UnionPay SDK demo, parseZMFile).
 FIELDS = [
@@ -110,12 +109,8 @@ def _signed(col: str) -> str:
             f"WHEN regexp_full_match({c}, ' 0{{12}}| {{13}}') THEN 0 END)")
 
 
-class UnionPayAcpFlow:
+class UnionPayAcpFlow(ChannelSource):
     format = "unionpay.acp_flow"
-    side = "channel"
-
-    def __init__(self, source: SourceConfig, merchant: MerchantConfig) -> None:
-        self.tz = source.timezone
 
     # -- identify -----------------------------------------------------------------------
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from core.config import MerchantConfig, SourceConfig
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from core.sources import tabular as T
-from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day
+from core.sources.base import RECORD_FIELDS, ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, first_line, mode_day
 
 HEADER_START = "交易时间,公众账号ID,商户号"
 SUMMARY_START = "总交易单数"
@@ -41,119 +43,138 @@ STATUS = {"SUCCESS": "success", "REFUND": "success", "REVOKED": "revoked", "PROC
           "CHANGE": "failed", "REFUNDCLOSE": "closed", "ABNORMAL": "failed"}
 
 
+def _money_name(column: str) -> str:
+    """A SQL-safe name for an amount column in the typed table."""
+    return "m_" + column.encode("utf-8").hex()
+
+
+def _decode_line(file: InputFile, line: bytes, line_no: int) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(file.path, f"not valid utf-8-sig text (byte {exc.start} of the line)", line=line_no) from None
+
+
 def _first(columns: list[str], *names: str) -> str | None:
     return next((n for n in names if n in columns), None)
 
 
-class WeChatPayTradeBill:
+class WeChatPayTradeBill(ChannelSource):
     format = "wechatpay.trade_bill"
-    side = "channel"
-
-    def __init__(self, source: SourceConfig, merchant: MerchantConfig) -> None:
-        self.tz = source.timezone
 
     def identify(self, file: InputFile) -> bool:
         if file.is_zip:
             return False
-        for line in file.head().splitlines():
-            if line.startswith("# ") or not line.strip():
-                continue  # copies of doc examples carry "# " comment lines above the bill
-            return line.startswith(HEADER_START) and "微信订单号" in line
-        return False
+        line = first_line(file)
+        return line.startswith(HEADER_START) and "微信订单号" in line
 
     # -- layout -------------------------------------------------------------------------
 
-    def _split(self, file: InputFile) -> tuple[list[str], int, str, list[str], list[str], int]:
-        """-> header, first data line no., body text, summary names, summary values, summary line no."""
-        text = decode_text(file.path, file.raw, ("utf-8-sig",))
-        lines = text.split("\n")
-        i = 0
-        while i < len(lines) and (lines[i].startswith("# ") or not lines[i].strip()):
-            i += 1
-        header = [h.strip() for h in lines[i].rstrip("\r").split(",")]
-        header_line = i + 1
-        end = next((j for j in range(i + 1, len(lines)) if lines[j].lstrip("`").startswith(SUMMARY_START)), None)
-        if end is None:
+    def _split(self, file: InputFile) -> tuple[list[str], int, memoryview, list[str], list[str], int]:
+        """-> header, first data line no., body bytes, summary names, summary values, summary line no.
+
+        Works on bytes: a day's bill can be hundreds of megabytes, and only the header and
+        summary lines need decoding here (Arrow validates the body's UTF-8 as it reads).
+        """
+        raw = file.raw
+        pos = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+        line_no = 1
+        while True:  # skip "# " comment lines and blank lines above the header
+            nl = raw.find(b"\n", pos)
+            line = raw[pos:nl if nl >= 0 else len(raw)]
+            if line.strip() and not line.startswith(b"# "):
+                break
+            if nl < 0:
+                raise ParseError(file.path, "no header row")
+            pos, line_no = nl + 1, line_no + 1
+        header = [h.strip() for h in _decode_line(file, line, line_no).rstrip("\r").split(",")]
+        body_start = nl + 1
+        summary = raw.rfind(b"\n" + SUMMARY_START.encode(), body_start - 1)
+        if summary < 0:
             raise ParseError(file.path, f"no summary row ({SUMMARY_START}, ...) after the transactions: "
                                         "the bill is truncated")
-        if end + 1 >= len(lines) or not lines[end + 1].strip():
-            raise ParseError(file.path, "summary header has no values row", line=end + 1)
-        trailing = [k for k in range(end + 2, len(lines)) if lines[k].strip()]
+        # the newline at `summary` ends the last data row (or the header, when there is none)
+        summary_line = line_no + 1 if summary < body_start else line_no + 2 + raw.count(b"\n", body_start, summary)
+        tail = raw[summary + 1:].split(b"\n")
+        if len(tail) < 2 or not tail[1].strip():
+            raise ParseError(file.path, "summary header has no values row", line=summary_line)
+        trailing = [k for k, t in enumerate(tail[2:]) if t.strip()]
         if trailing:
-            raise ParseError(file.path, "unexpected content after the summary row", line=trailing[0] + 1)
-        names = [n.strip() for n in lines[end].rstrip("\r").split(",")]
-        values = [v.strip().lstrip("`") for v in lines[end + 1].rstrip("\r").split(",")]
+            raise ParseError(file.path, "unexpected content after the summary row", line=summary_line + 2 + trailing[0])
+        names = [n.strip() for n in _decode_line(file, tail[0], summary_line).rstrip("\r").split(",")]
+        values = [v.strip().lstrip("`") for v in _decode_line(file, tail[1], summary_line + 1).rstrip("\r").split(",")]
         if len(names) != len(values):
-            raise ParseError(file.path, f"summary has {len(names)} names but {len(values)} values", line=end + 2)
-        body = "\n".join(lines[i + 1:end])
-        return header, header_line + 1, body, names, values, end + 2
+            raise ParseError(file.path, f"summary has {len(names)} names but {len(values)} values", line=summary_line + 1)
+        body = memoryview(raw)[body_start:summary + 1]
+        return header, line_no + 1, body, names, values, summary_line + 1
 
     # -- parse --------------------------------------------------------------------------
 
     def parse(self, file: InputFile) -> Parsed:
         header, first_line, body, sum_names, sum_values, sum_line = self._split(file)
-        raw = T.read_rows(file.path, body, first_line, header)
         for needed in ("交易时间", "微信订单号", "商户订单号", "交易状态", "货币种类", "手续费"):
             if needed not in header:
                 raise ParseError(file.path, f"header lacks column {needed}", line=first_line - 1)
+        raw = T.read_rows(file.path, body, first_line, header)
 
         cols = header
         gross = _first(cols, "订单金额", "总金额", "应结订单金额")
-        settle = _first(cols, "应结订单金额", "总金额")
         coupon = _first(cols, "代金券金额", "代金券或立减优惠金额")
         refund = _first(cols, "申请退款金额", "退款金额")
         refund_coupon = _first(cols, "充值券退款金额", "代金券或立减优惠退款金额")
         refund_time = _first(cols, "退款成功时间")
-        attach = _first(cols, "商户数据包")
-        cur = 'coalesce(clean_text("货币种类"), \'CNY\')'
+        typed = [T.Col("paid_at", "交易时间", "time", required=True), T.Col("txn", "微信订单号", required=True),
+                 T.Col("ord", "商户订单号"), T.Col("state", "交易状态", required=True), T.Col("fee", "手续费", "fee")]
+        typed += [T.Col(name, col, "text") for name, col in (
+            ("refund_id", "微信退款单号"), ("refund_state", "退款状态"), ("payer", "用户标识"), ("goods", "商品名称"),
+            ("attach", "商户数据包")) if col in cols]
+        if refund_time:
+            typed.append(T.Col("refunded_at", refund_time, "time"))
+        # every amount the summary totals, typed exactly (the records use four of them)
+        totalled = {col for col in SUMMARY_TOTALS.values() if col in cols and col != "手续费"}
+        totalled |= {c for c in (gross, coupon, refund, refund_coupon) if c}
+        typed += [T.Col(_money_name(col), col, "money") for col in sorted(totalled)]
+        typed.append(T.Col("fee_exact", "手续费", "dec"))
 
         con = T.connect()
         con.register("raw", raw)
-        T.required(con, file.path, ["交易时间", "微信订单号", "交易状态"])
-        money_cols = [c for c in {gross, settle, coupon, refund, refund_coupon, "退款金额"} if c and c in cols]
-        checks = [T.time_check("交易时间")] + [T.money_check(c, cur) for c in sorted(money_cols)]
-        checks.append(T.fee_check("手续费"))
-        if refund_time:
-            checks.append(T.time_check(refund_time))
-        T.first_bad_value(con, file.path, checks)
-        bad_status = con.execute(
-            "SELECT line, clean_text(\"交易状态\") FROM raw WHERE clean_text(\"交易状态\") NOT IN "
-            "('SUCCESS', 'REFUND', 'REVOKED') ORDER BY line LIMIT 1").fetchone()
-        if bad_status:
-            raise ParseError(file.path, "unknown 交易状态 (expected SUCCESS, REFUND or REVOKED)",
-                             line=bad_status[0], field="交易状态", value=bad_status[1])
-
-        m = lambda c: T.minor_sql(f'"{c}"', cur) if c else "0"  # noqa: E731
-        is_refund = "clean_text(\"交易状态\") = 'REFUND'"
-        refund_id = f'clean_text("{_first(cols, "微信退款单号")}")' if "微信退款单号" in cols else "NULL"
-        when = f"coalesce(local_ts(\"{refund_time}\"), local_ts(\"交易时间\"))" if refund_time else 'local_ts("交易时间")'
-        refund_status = f"coalesce(clean_text(\"{_first(cols, '退款状态')}\"), 'SUCCESS')" if "退款状态" in cols else "'SUCCESS'"
-        memo = (f"concat_ws(' | ', clean_text(\"商品名称\"), clean_text(\"{attach}\"))" if attach
-                else "clean_text(\"商品名称\")") if "商品名称" in cols else "NULL"
-        payer = 'clean_text("用户标识")' if "用户标识" in cols else "NULL"
-        records = con.sql(f"""
+        currency = T.constant_if_single(con, "coalesce(nullif(trim(ltrim(\"货币种类\", '`')), ''), 'CNY')")
+        m = lambda c: _money_name(c) if c else "0"  # noqa: E731
+        is_refund = "state = 'REFUND'"
+        when = "coalesce(refunded_at, paid_at)" if refund_time else "paid_at"
+        memo = "concat_ws(' | ', goods, attach)" if "商户数据包" in cols else ("goods" if "商品名称" in cols else "NULL")
+        out = con.sql(f"""
             SELECT line, CAST(NULL AS VARCHAR) AS source,
                    CASE WHEN {is_refund} THEN 'refund' ELSE 'payment' END AS kind,
-                   CASE WHEN {is_refund} THEN coalesce({refund_id}, clean_text("微信订单号") || ':refund:' || line)
-                        ELSE clean_text("微信订单号") || '/' || coalesce(clean_text("商户订单号"), '') END AS ref,
-                   clean_text("微信订单号") AS txn_id,
-                   clean_text("商户订单号") AS order_id,
+                   CASE WHEN {is_refund} THEN coalesce({"refund_id" if "微信退款单号" in cols else "NULL"},
+                                                      txn || ':refund:' || line)
+                        ELSE txn || '/' || coalesce(ord, '') END AS ref,
+                   txn AS txn_id, ord AS order_id,
                    CASE WHEN {is_refund} THEN -{m(refund)} ELSE {m(gross)} END AS amount,
-                   {cur} AS currency,
-                   {T.fee_minor_sql('"手续费"', cur)} AS fee,
+                   _cur AS currency, fee,
                    CASE WHEN {is_refund} THEN -{m(refund_coupon)} ELSE {m(coupon)} END AS discount,
-                   CASE WHEN {is_refund} THEN {refund_status} ELSE clean_text("交易状态") END AS status,
+                   CASE WHEN {is_refund} THEN {"coalesce(refund_state, 'SUCCESS')" if "退款状态" in cols else "'SUCCESS'"}
+                        ELSE state END AS status,
                    {T.utc_sql(when, self.tz)} AS occurred_at,
                    CAST({when} AS DATE) AS business_day,
-                   {payer} AS payer,
-                   {memo} AS memo
-            FROM raw ORDER BY line
+                   {"payer" if "用户标识" in cols else "NULL"} AS payer,
+                   {memo} AS memo,
+                   _bad, state AS _state, fee_exact AS _fee_exact,
+                   {", ".join(f"{_money_name(c)} AS _{_money_name(c)}" for c in sorted(totalled))}
+            FROM {T.typed_select(typed, currency_sql=currency, cleaner="backtick")}
+            ORDER BY line
         """).to_arrow_table()
-        records = T.map_values(records, "status", STATUS)
-        totals = self._check_totals(con, file, sum_names, sum_values, sum_line, cols, raw.num_rows)
+        out = T.check_bad(con, file.path, out, typed, currency_sql=currency, cleaner="backtick")
+        unknown = pc.invert(pc.is_in(out["_state"], value_set=pa.array(["SUCCESS", "REFUND", "REVOKED"])))
+        if pc.any(unknown).as_py():
+            bad = out.filter(unknown).slice(0, 1).to_pylist()[0]
+            raise ParseError(file.path, "unknown 交易状态 (expected SUCCESS, REFUND or REVOKED)",
+                             line=bad["line"], field="交易状态", value=bad["_state"])
+        totals = self._check_totals(out, file, sum_names, sum_values, sum_line, cols)
+        records = T.map_values(out.select(RECORD_FIELDS.names), "status", STATUS)
         return Parsed(self.format, self.side, records, mode_day(records), totals)
 
-    def _check_totals(self, con, file, names, values, line, cols, row_count) -> dict:
+    def _check_totals(self, out: pa.Table, file, names, values, line, cols) -> dict:
         totals: dict[str, str] = {}
         for name, value in zip(names, values):
             try:
@@ -162,16 +183,19 @@ class WeChatPayTradeBill:
                 raise ParseError(file.path, "summary value is not a number", line=line, field=name, value=value) from None
             totals[name] = value
             if name == SUMMARY_START:
-                if stated != row_count:
+                if stated != out.num_rows:
                     raise ControlTotalError(file.path, f"the summary says {stated.normalize():f} rows but the bill has "
-                                            f"{row_count}", line=line, field=name, value=value)
+                                            f"{out.num_rows}", line=line, field=name, value=value)
                 continue
             column = SUMMARY_TOTALS.get(name)
             if column is None or column not in cols:
                 continue
-            actual = con.execute(f'SELECT coalesce(sum(to_dec("{column}")), 0) FROM raw').fetchone()[0]
-            if Decimal(actual) != stated:
-                shown = Decimal(actual).quantize(Decimal(1).scaleb(min(stated.as_tuple().exponent, 0)))
+            if column == "手续费":
+                actual = Decimal(pc.sum(out["_fee_exact"]).as_py() or 0)
+            else:  # amounts are summed exactly in minor units (fen)
+                actual = Decimal(pc.sum(out["_" + _money_name(column)]).as_py() or 0).scaleb(-2)
+            if actual != stated:
+                shown = actual.quantize(Decimal(1).scaleb(min(stated.as_tuple().exponent, 0)))
                 raise ControlTotalError(file.path, f"the rows' {column} add up to {shown}",
                                         line=line, field=name, value=value)
         return totals

@@ -38,9 +38,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from core.config import MerchantConfig, SourceConfig
 from core.sources import tabular as T
-from core.sources.base import ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day
+from core.sources.base import ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, decode_text, first_line, mode_day
 
 HEADER_START = "记账时间,微信支付业务单号,资金流水单号"
 SUMMARY_START = "资金流水总笔数"
@@ -63,21 +62,13 @@ def _name(cell: str) -> str:
     return cell.strip().lstrip("`").replace("（", "(").replace("）", ")").strip()
 
 
-class WeChatPayFundFlowBill:
+class WeChatPayFundFlowBill(ChannelSource):
     format = "wechatpay.fundflow_bill"
-    side = "channel"
-
-    def __init__(self, source: SourceConfig, merchant: MerchantConfig) -> None:
-        self.tz = source.timezone
 
     def identify(self, file: InputFile) -> bool:
         if file.is_zip:
             return False
-        for line in file.head().splitlines():
-            if line.startswith("# ") or not line.strip():
-                continue  # copies of doc examples carry "# " comment lines above the bill
-            return ",".join(_name(c) for c in line.split(",")[:3]) == HEADER_START
-        return False
+        return ",".join(_name(c) for c in first_line(file).split(",")[:3]) == HEADER_START
 
     def _split(self, file: InputFile):
         """-> header, first data line no., body, summary names, summary values, summary line no."""

@@ -26,16 +26,25 @@ from core.sources import REGISTRY, InputFile, ParseError
 from core.sources.base import RECORD_FIELDS
 
 GOLDEN = Path(__file__).resolve().parent
-FOLDERS = ("wechatpay", "alipay", "unionpay", "mt940", "camt053", "ofx")
+FOLDERS = ("wechatpay", "alipay", "unionpay", "mt940", "camt053", "ofx", "stripe", "paypal", "adyen")
 SUFFIXES = (".expected.jsonl", ".expected-error.txt")
 
-# The statement time zone of each kind's samples (default: Asia/Shanghai).
-TIMEZONES = {"mt940": "Europe/Amsterdam", "camt": "Europe/Amsterdam", "ofx": "America/New_York"}
+# Per-kind settings: each statement read in its own zone (Stripe reports run in UTC by default;
+# PayPal's report day is Pacific time; Adyen's batches are Amsterdam's).
+SETTINGS = {
+    "stripe": {"timezone": "UTC", "columns": {"payment_metadata[external_identifier]": "order_id"}},
+    "paypal_stl": {"timezone": "America/Los_Angeles"},
+    "paypal_trr": {"timezone": "America/Los_Angeles"},
+    "paypal_activity": {"timezone": "America/Los_Angeles"},
+    "adyen": {"timezone": "Europe/Amsterdam"},
+    "mt940": {"timezone": "Europe/Amsterdam"},
+    "camt": {"timezone": "Europe/Amsterdam"},
+    "ofx": {"timezone": "America/New_York"},
+}
 # Every source a merchant can configure, so identify() competes the way ingest does.
 MERCHANT = from_dict({"merchants": [{
     "id": "golden", "name": "Golden samples", "timezone": "Asia/Shanghai",
-    "sources": [{"name": kind, "kind": kind, **({"timezone": TIMEZONES[kind]} if kind in TIMEZONES else {})}
-                for kind in REGISTRY],
+    "sources": [{"name": kind, "kind": kind, **SETTINGS.get(kind, {})} for kind in REGISTRY],
 }]}).merchants[0]
 SOURCES = {s.name: REGISTRY[s.kind](s, MERCHANT) for s in MERCHANT.sources}
 
