@@ -11,10 +11,11 @@ measured by bench/bench_day.py; this table isolates the per-format cost.
 
 Formats: WeChat Pay trade bill and orders CSV (bench/gen_day.py's day, so N orders give a
 slightly longer bill), Alipay trade bill zip (GBK member), WeChat Pay fund-flow bill,
-MT940 (one statement of N :61:/:86: lines), camt.053 (one statement of N entries).
-Not generated: UnionPay ACP (the fixed-width record layout is long; its reader is Arrow
-slicing like the CSV ones), OFX and camt.054 (same readers as camt.053/bank), PayPal /
-Stripe / Adyen (sources on another branch).
+MT940 (one statement of N :61:/:86: lines), camt.053 (one statement of N entries), Stripe
+itemized balance report (created_utc).
+Not generated: UnionPay ACP (a long fixed-width record layout), OFX, camt.054 (the camt
+reader again), PayPal STL/TRR and Adyen (many record types each): not cheap to generate
+correctly; a follow-up.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from core.sources import InputFile  # noqa: E402
 OUT = HERE / "out" / "formats"
 DAY = date(2026, 11, 20)
 SEED = 20261120
-KINDS = ("orders", "wechatpay", "alipay", "wechatpay_fundflow", "mt940", "camt")
+KINDS = ("orders", "wechatpay", "alipay", "wechatpay_fundflow", "mt940", "camt", "stripe")
 MERCHANT = from_dict({"merchants": [{"id": "bench", "name": "bench", "timezone": "Asia/Shanghai", "sources": [
     {"name": k, "kind": k, **({"timezone": "Europe/Amsterdam"} if k in ("mt940", "camt") else {})}
     for k in KINDS]}]}).merchants[0]
@@ -171,11 +172,28 @@ def gen_camt(n: int, path: Path) -> None:
     path.write_text(doc, encoding="utf-8")
 
 
+def gen_stripe(n: int, path: Path) -> None:
+    """balance_change_from_activity.itemized: charges with fees, some refunds, as Stripe's CSV has them."""
+    rng = np.random.default_rng(SEED + 4)
+    gross = rng.integers(500, 50_000, n)
+    refund = rng.random(n) < 0.05
+    gross = np.where(refund, -gross, gross)
+    fee = np.where(refund, 0, 30 + gross * 29 // 1000)
+    g, f, net, times = _yuan(gross), _yuan(fee), _yuan(gross - fee), _times(rng, n)
+    rows = [f"txn_{i:016d},{t},usd,{'Refund' if r else 'Payment'},{fe},{gr},{ne},pi_{i:016d},ch_{i:016d},"
+            f"{'refund' if r else 'charge'},BENCH-{i:08d},customer{i % 997}@example.com"
+            for i, (r, t, gr, fe, ne) in enumerate(zip(refund.tolist(), times, g, f, net))]
+    header = ("balance_transaction_id,created_utc,currency,description,fee,gross,net,payment_intent_id,charge_id,"
+              "reporting_category,payment_metadata[order_id],customer_email")
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+
+
 GENERATED = {
     "alipay": ("Alipay trade bill (zip, GBK)", "alipay_{n}.csv.zip", gen_alipay),
     "wechatpay_fundflow": ("WeChat Pay fund-flow bill", "wechatpay_fundflow_{n}.csv", gen_fundflow),
     "mt940": ("MT940", "mt940_{n}.sta", gen_mt940),
     "camt": ("camt.053 (v02)", "camt053_{n}.xml", gen_camt),
+    "stripe": ("Stripe itemized balance report", "stripe_{n}.csv", gen_stripe),
 }
 TITLES = {"orders": "orders export (CSV)", "wechatpay": "WeChat Pay trade bill (v3 ALL)",
           **{k: v[0] for k, v in GENERATED.items()}}
@@ -230,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         size = files[kind].stat().st_size / 1e6
         print(f"{TITLES[kind]:34} {rows:>9,} {size:>7.1f} {seconds:>7.2f} {cpu:>7.2f} {rows / seconds:>10,.0f}",
               flush=True)
-    print("not generated: UnionPay ACP, OFX, camt.054, PayPal, Stripe, Adyen (see the docstring)")
+    print("not generated: UnionPay ACP, OFX, camt.054, PayPal, Adyen (see the docstring)")
     return 0
 
 
