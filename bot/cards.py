@@ -80,7 +80,7 @@ def break_card(b: dict) -> Card:
     return Card(
         key=f"break:{b['id']}",
         title=f"#{b['id']} {TITLES.get(b['type'], b['type'])}",
-        severity="info" if b["status"] == "in_transit" else "warning",
+        severity="info" if b["status"] == "in_transit" or b.get("severity") == "muted" else "warning",
         fields=fields,
         text=b["explanation"],
         evidence=[f"{e['side']}: {short_path(e['file'])}" + (f":{e['line']}" if e["line"] is not None else "")

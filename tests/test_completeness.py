@@ -128,6 +128,10 @@ def test_late_orders_mute_every_channel(tmp_path):
     channel = [b for s in ("wechatpay", "alipay") for b in breaks.get(s, []) if b["type"] != "duplicate_record"]
     assert channel and all(b["severity"] == "muted" for b in channel)  # a data-quality note stays a note
     assert all("Muted while the orders statement for this day is late" in b["explanation"] for b in channel)
+    from bot.cards import break_card
+
+    assert break_card(late).title.endswith("Late statement 账单未到") and break_card(late).severity == "warning"
+    assert {break_card(b).severity for b in channel} == {"info"}  # muted: not a warning card
 
 
 def test_rejected_statement_counts_as_not_arrived_and_the_late_break_says_why(tmp_path):
