@@ -150,6 +150,14 @@ def test_wechat_5xx_and_broken_downloads_are_retried_with_backoff(wechat, tmp_pa
     assert len(wechat.calls("/v3/bill/tradebill")) == 3 and len(wechat.calls("/v3/billdownload/file")) == 2
 
 
+def test_wechat_timeout_is_retried(wechat, tmp_path, db):
+    wechat.slow_next("/v3/bill/tradebill", 1.5)
+    cfg = wx_cfg(wechat, tmp_path, db, timeout_seconds=0.3)
+    [outcome] = pull_day(cfg, cfg.merchants[0], WX_DAY)
+    assert outcome.status == "ingested", outcome
+    assert len(wechat.calls("/v3/bill/tradebill")) == 2
+
+
 def test_wechat_gives_up_after_the_configured_retries(wechat, tmp_path, db):
     wechat.fail_next("/v3/bill/tradebill", 500, 500, 500)
     cfg = wx_cfg(wechat, tmp_path, db, retries=2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -39,12 +40,23 @@ class Reply:
         return cls(status, json.dumps(data, ensure_ascii=False).encode(), {"Content-Type": "application/json", **(headers or {})})
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):  # a client that timed out and left: fine
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 class FakeServer:
     """Subclasses implement `handle(seen) -> Reply`."""
 
     def __init__(self):
         self.seen: list[Seen] = []
         self._failures: dict[str, list[int]] = {}
+        self._delays: dict[str, list[float]] = {}
         self._lock = threading.Lock()
         fake = self
 
@@ -69,7 +81,7 @@ class FakeServer:
             def log_message(self, *args):  # quiet
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -77,16 +89,23 @@ class FakeServer:
         """Answer the next requests to `path` with these statuses (then serve normally)."""
         self._failures.setdefault(path, []).extend(statuses)
 
+    def slow_next(self, path: str, *seconds: float) -> None:
+        """Let the next requests to `path` wait this long before answering (timeouts)."""
+        self._delays.setdefault(path, []).extend(seconds)
+
     def calls(self, path: str) -> list[Seen]:
         return [s for s in self.seen if s.path == path]
 
     def _dispatch(self, seen: Seen) -> Reply:
         with self._lock:
             self.seen.append(seen)
+            delays = self._delays.get(seen.path)
+            delay = delays.pop(0) if delays else 0.0
             pending = self._failures.get(seen.path)
-            if pending:
-                status = pending.pop(0)
-                return Reply.json(status, {"code": "SYSTEM_ERROR", "message": f"fake {status}"})
+            status = pending.pop(0) if pending else None
+        time.sleep(delay)
+        if status is not None:
+            return Reply.json(status, {"code": "SYSTEM_ERROR", "message": f"fake {status}"})
         return self.handle(seen)
 
     def handle(self, seen: Seen) -> Reply:
