@@ -416,11 +416,10 @@ def test_folder_scan_waits_for_a_file_whose_size_is_still_changing(tmp_path):
 
 # --- The command line ------------------------------------------------------------------------
 
-def test_recon_pull_fetches_and_ingests_and_says_what_happened(wechat, tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+def test_recon_pull_fetches_and_ingests_and_says_what_happened(wechat, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from bot.cli import app
 
     (tmp_path / "platform.pem").write_text(wechat.platform_certificate)
     config = tmp_path / "recon.toml"
@@ -444,23 +443,22 @@ name = "Shop"
     platform_certificate = "platform.pem"
     retry_wait_seconds = 0.01
 """, encoding="utf-8")
-    recon = str(Path(sys.executable).parent / "recon")
-    env = {**os.environ, "COLUMNS": "200"}
+    monkeypatch.setenv("COLUMNS", "200")
 
     def run(*args):
-        return subprocess.run([recon, *args, "--config", str(config)], capture_output=True, text=True, env=env,
-                              timeout=120)
+        return CliRunner().invoke(app, [*args, "--config", str(config)])
 
-    assert run("db", "upgrade").returncode == 0
+    assert run("db", "upgrade").exit_code == 0
     r = run("pull", "--day", "2021-01-28")
-    assert r.returncode == 0, r.stderr
-    assert "ingested: wechatpay: wechatpay.trade_bill (2021-01-28): 3 rows, 3 new" in r.stdout
+    assert r.exit_code == 0, r.output
+    assert "ingested: wechatpay: wechatpay.trade_bill (2021-01-28): 3 rows, 3 new" in r.output
     assert (tmp_path / "downloads" / "wechatpay_2021-01-28_tradebill_ALL.csv").is_file()
     r = run("pull", "--day", "2021-01-29", "--source", "wechatpay")
-    assert r.returncode == 0 and "not_available: wechatpay: wechatpay: no bill for 2021-01-29 yet" in r.stdout
+    assert r.exit_code == 0 and "not_available: wechatpay: wechatpay: no bill for 2021-01-29 yet" in r.output
     r = run("pull", "--source", "orders")
-    assert r.returncode == 2 and "source 'orders' has nothing to pull" in r.stderr
-    env["RECON_TEST_WX_KEY"] = private_pem("someone-else")
+    assert r.exit_code == 2 and "source 'orders' has nothing to pull" in r.output
+    wrong = private_pem("someone-else")
+    monkeypatch.setenv("RECON_TEST_WX_KEY", wrong)
     r = run("pull", "--day", "2021-01-28")
-    assert r.returncode == 1 and "failed: wechatpay: wechatpay: bill info: HTTP 401 SIGN_ERROR" in r.stdout
-    assert env["RECON_TEST_WX_KEY"].splitlines()[1] not in r.stdout + r.stderr
+    assert r.exit_code == 1 and "failed: wechatpay: wechatpay: bill info: HTTP 401 SIGN_ERROR" in r.output
+    assert wrong.splitlines()[1] not in r.output
