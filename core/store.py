@@ -186,8 +186,8 @@ def load_records(url: str, ledger: int | None, day_from: date, day_to: date) -> 
     sql = (
         "SELECT r.id, r.kind, r.ref, coalesce(r.txn_id, '') AS txn_id, coalesce(r.order_id, '') AS order_id, "
         "r.amount, r.currency, r.fee, r.discount, r.status, r.occurred_at, r.business_day, "
-        "coalesce(r.payer, '') AS payer, coalesce(r.memo, '') AS memo, r.line, f.path AS file "
-        "FROM record r JOIN statement_file f ON f.id = r.file_id "
+        "coalesce(r.payer, '') AS payer, coalesce(r.memo, '') AS memo, r.line, r.file_id "
+        "FROM record r "
         f"WHERE r.ledger_id = {int(ledger)} AND r.business_day BETWEEN "
         f"{_lit(day_from.isoformat())} AND {_lit(day_to.isoformat())}"
     )
@@ -196,8 +196,18 @@ def load_records(url: str, ledger: int | None, day_from: date, day_to: date) -> 
             sql = sql.replace("BETWEEN '", "BETWEEN DATE '").replace("AND '", "AND DATE '")
         cur.execute(sql)
         table = cur.fetch_arrow_table()
+        cur.execute("SELECT id, path FROM statement_file")
+        paths = dict(cur.fetchall())
     if table.num_rows == 0:  # no rows, no type inference: hand back the typed empty table
         return INPUT_SCHEMA.empty_table()
+    # the file path as a dictionary column: a million rows share a handful of paths, so
+    # they are not sent through the database a million times
+    ids = sorted(paths)
+    positions = pc.index_in(table["file_id"], value_set=pa.array(ids, table["file_id"].type))
+    if isinstance(positions, pa.ChunkedArray):
+        positions = positions.combine_chunks()
+    files = pa.DictionaryArray.from_arrays(positions, pa.array([paths[i] for i in ids], pa.string()))
+    table = table.drop_columns(["file_id"]).append_column("file", files)
     for name in ("txn_id", "order_id", "payer", "memo"):
         col = table[name]
         table = table.set_column(table.schema.get_field_index(name), name,
