@@ -208,6 +208,11 @@ def load_records(url: str, ledger: int | None, day_from: date, day_to: date) -> 
         positions = positions.combine_chunks()
     files = pa.DictionaryArray.from_arrays(positions, pa.array([paths[i] for i in ids], pa.string()))
     table = table.drop_columns(["file_id"]).append_column("file", files)
+    if pa.types.is_string(table.schema.field("business_day").type):  # SQLite hands dates back as text
+        table = table.set_column(table.schema.get_field_index("business_day"), "business_day",
+                                 pc.cast(table["business_day"], pa.date32()))
+        table = table.set_column(table.schema.get_field_index("occurred_at"), "occurred_at",
+                                 pc.cast(table["occurred_at"], pa.timestamp("us")))
     for name in ("txn_id", "order_id", "payer", "memo"):
         col = table[name]
         table = table.set_column(table.schema.get_field_index(name), name,
