@@ -109,16 +109,20 @@ def reconcile(internal: pa.Table, channel: pa.Table, window: Window, rules: Rule
     con.register("id_patterns", pa.table({"pattern": pa.array(rules.id_patterns, pa.string())}))
     ctx = _Context(window, rules)
     con.execute(f"""
-        CREATE TEMP TABLE i AS SELECT {_COLUMNS} FROM i_in;
-        CREATE TEMP TABLE c AS SELECT {_COLUMNS} FROM c_in;
-        CREATE TEMP TABLE ip AS SELECT * FROM i WHERE kind = 'payment';
-        CREATE TEMP TABLE cp AS SELECT * FROM c WHERE kind = 'payment' AND status = 'success';
+        -- views over the Arrow tables: copying two million rows into DuckDB costs more than
+        -- the few scans the passes make
+        CREATE TEMP VIEW i AS SELECT {_COLUMNS} FROM i_in;
+        CREATE TEMP VIEW c AS SELECT {_COLUMNS} FROM c_in;
+        CREATE TEMP VIEW ip AS SELECT * FROM i WHERE kind = 'payment';
+        CREATE TEMP VIEW cp AS SELECT * FROM c WHERE kind = 'payment' AND status = 'success';
         -- grp: the internal record id, or minus the channel record id for a merged payment
         CREATE TEMP TABLE m (iid BIGINT, cid BIGINT, grp BIGINT, rule VARCHAR, status VARCHAR, score DOUBLE);
         -- our payments the channel reversed (revoked): explained, never fuzzy-matched
-        CREATE TEMP TABLE i_reversed AS SELECT DISTINCT ip.id FROM ip JOIN c x
-            ON x.kind = 'payment' AND x.status IN ('revoked', 'closed', 'reversed')
-           AND (x.txn_id = ip.txn_id OR x.order_id = ip.order_id);
+        CREATE TEMP TABLE c_reversed AS SELECT txn_id, order_id FROM c
+            WHERE kind = 'payment' AND status IN ('revoked', 'closed', 'reversed');
+        CREATE TEMP TABLE i_reversed AS
+            SELECT ip.id FROM ip JOIN c_reversed x ON x.txn_id = ip.txn_id
+            UNION SELECT ip.id FROM ip JOIN c_reversed x ON x.order_id = ip.order_id;
     """)
     for match_pass in PASSES:
         match_pass(con, ctx)
@@ -163,11 +167,19 @@ def _rows(rel) -> list[dict]:
 # -- passes ----------------------------------------------------------------------------
 
 def _claim(con, sql: str) -> None:
-    con.execute(f"INSERT INTO m {sql}")
+    """Record a pass's matches; what it confirmed leaves the free sets the next passes read."""
+    con.execute("CREATE OR REPLACE TEMP TABLE m_new AS SELECT * FROM m LIMIT 0")  # m's column names
+    con.execute(f"INSERT INTO m_new {sql}")
+    con.execute("INSERT INTO m SELECT * FROM m_new")
+    if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'ip_free'").fetchall()[0][0]:
+        con.execute("DELETE FROM ip_free WHERE id IN (SELECT iid FROM m_new WHERE status = 'confirmed')")
+        con.execute("DELETE FROM cp_free WHERE id IN (SELECT cid FROM m_new WHERE status = 'confirmed')")
 
 
-_FREE_I = "ip.id NOT IN (SELECT iid FROM m WHERE status = 'confirmed')"
-_FREE_C = "cp.id NOT IN (SELECT cid FROM m WHERE status = 'confirmed')"
+# What the passes so far left unclaimed: after the first (1:1 by transaction id) pass this
+# is usually a sliver of the day, so later passes never rescan a million rows.
+_FREE_I = "ip.id IN (SELECT id FROM ip_free)"
+_FREE_C = "cp.id IN (SELECT id FROM cp_free)"
 
 
 def exact_txn_id(con, ctx: _Context) -> None:
@@ -177,6 +189,10 @@ def exact_txn_id(con, ctx: _Context) -> None:
                    row_number() OVER (PARTITION BY ip.id ORDER BY cp.day, cp.line, cp.id) AS ri,
                    row_number() OVER (PARTITION BY cp.id ORDER BY ip.day, ip.line, ip.id) AS rc
             FROM ip JOIN cp ON ip.txn_id = cp.txn_id) WHERE ri = 1 AND rc = 1""")
+    con.execute("""
+        CREATE TEMP TABLE ip_free AS SELECT * FROM ip WHERE id NOT IN (SELECT iid FROM m);
+        CREATE TEMP TABLE cp_free AS SELECT * FROM cp WHERE id NOT IN (SELECT cid FROM m);
+    """)
 
 
 def exact_order_id(con, ctx: _Context) -> None:
@@ -187,7 +203,7 @@ def exact_order_id(con, ctx: _Context) -> None:
             SELECT ip.id AS iid, cp.id AS cid, {agrees} AS agrees,
                    count(*) OVER (PARTITION BY ip.id) AS n,
                    row_number() OVER (PARTITION BY ip.id ORDER BY ({agrees}) DESC, cp.day, cp.line, cp.id) AS ri
-            FROM ip JOIN cp ON ip.order_id = cp.order_id WHERE {_FREE_I} AND {_FREE_C})
+            FROM ip_free ip JOIN cp_free cp ON ip.order_id = cp.order_id)
         SELECT iid, cid, iid, 'exact_order_id', 'confirmed', 1.0 FROM cand
         WHERE ri = 1 AND (n = 1 OR agrees)""")
 
@@ -199,7 +215,7 @@ def split_payment(con, ctx: _Context) -> None:
             SELECT ip.id AS iid, ip.amount AS ia, cp.id AS cid, cp.amount AS ca,
                    count(*) OVER (PARTITION BY ip.id) AS n, sum(cp.amount) OVER (PARTITION BY ip.id) AS total,
                    ip.currency = cp.currency AS same_cur
-            FROM ip JOIN cp ON ip.order_id = cp.order_id WHERE {_FREE_I} AND {_FREE_C})
+            FROM ip_free ip JOIN cp_free cp ON ip.order_id = cp.order_id)
         SELECT iid, cid, iid, 'split_payment', 'confirmed', 1.0 FROM cand
         WHERE n > 1 AND same_cur AND abs(total - ia) <= {ctx.tol('ia')}""")
 
@@ -211,13 +227,13 @@ def closest_order_candidate(con, ctx: _Context) -> None:
         SELECT iid, cid, iid, 'exact_order_id', 'confirmed', 1.0 FROM (
             SELECT ip.id AS iid, cp.id AS cid,
                    row_number() OVER (PARTITION BY ip.id ORDER BY abs(cp.amount - ip.amount), cp.day, cp.line, cp.id) AS ri
-            FROM ip JOIN cp ON ip.order_id = cp.order_id WHERE {_FREE_I} AND {_FREE_C}) WHERE ri = 1""")
+            FROM ip_free ip JOIN cp_free cp ON ip.order_id = cp.order_id) WHERE ri = 1""")
 
 
 def merged_payment(con, ctx: _Context) -> None:
     """One channel payment whose memo/order field names several of our orders that add up."""
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE c_free AS SELECT id, memo, order_id FROM cp WHERE {_FREE_C};
+        CREATE OR REPLACE TEMP TABLE c_free AS SELECT id, memo, order_id FROM cp_free;
         CREATE OR REPLACE TEMP TABLE c_tokens AS  -- only what the exact passes left is tokenised
         SELECT DISTINCT c_free.id AS cid, upper(tok) AS tok
         FROM c_free, id_patterns,
@@ -227,7 +243,7 @@ def merged_payment(con, ctx: _Context) -> None:
     _claim(con, f"""
         WITH cand AS (
             SELECT t.cid, ip.id AS iid, ip.amount AS ia, ip.currency AS icur
-            FROM c_tokens t JOIN ip ON upper(ip.order_id) = t.tok WHERE {_FREE_I}),
+            FROM c_tokens t JOIN ip_free ip ON upper(ip.order_id) = t.tok),
         exclusive AS (  -- an order named by two channel payments is not claimed by either
             SELECT * FROM cand WHERE iid IN (SELECT iid FROM cand GROUP BY iid HAVING count(*) = 1)),
         groups AS (
@@ -246,11 +262,11 @@ def fuzzy(con, ctx: _Context) -> None:
     window_s = int(r.fuzzy_window_days * 86400)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE fz AS
-        WITH li AS (SELECT * FROM ip WHERE {_FREE_I} AND status IN {PAID} AND id NOT IN (SELECT id FROM i_reversed)
+        WITH li AS (SELECT * FROM ip_free WHERE status IN {PAID} AND id NOT IN (SELECT id FROM i_reversed)
                         AND day BETWEEN {_lit_date(ctx.window.first)} AND {_lit_date(ctx.window.last)}),
              -- a payment naming an order we already matched is that order's duplicate charge,
              -- not an anonymous payment to be guessed at
-             lc AS (SELECT * FROM cp WHERE {_FREE_C}
+             lc AS (SELECT * FROM cp_free WHERE true
                         AND day BETWEEN {_lit_date(ctx.window.first)} AND {_lit_date(ctx.window.last)}
                         AND coalesce(order_id, '') NOT IN (
                         SELECT ip2.order_id FROM m JOIN ip ip2 ON ip2.id = m.iid
@@ -304,23 +320,31 @@ def _pairs(con, ctx: _Context) -> None:
     so a merged payment counts its channel amount once and a split order once)."""
     con.execute(f"""
         CREATE TEMP TABLE mc AS SELECT * FROM m WHERE status = 'confirmed';
-        CREATE TEMP TABLE gi AS
-        SELECT g.grp, sum(ip.amount) AS ia, any_value(ip.currency) AS icur, min(ip.order_id) AS order_id,
-               bool_or(ip.status IN {NOT_PAID}) AS unpaid, min(ip.day) AS iday
-        FROM (SELECT DISTINCT grp, iid FROM mc) g JOIN ip ON ip.id = g.iid GROUP BY g.grp;
-        CREATE TEMP TABLE gc AS
-        SELECT g.grp, sum(cp.amount) AS ca, sum(cp.discount) AS cdisc, any_value(cp.currency) AS ccur,
-               min(cp.txn_id) AS txn_id, min(cp.day) AS cday
-        FROM (SELECT DISTINCT grp, cid FROM mc) g JOIN cp ON cp.id = g.cid GROUP BY g.grp;
+        -- 1:1 matches (nearly all of them) need no aggregation
         CREATE TEMP TABLE pairs_all AS
-        SELECT gi.*, gc.* EXCLUDE (grp), gr.rule
-        FROM gi JOIN gc USING (grp) JOIN (SELECT grp, any_value(rule) AS rule FROM mc GROUP BY grp) gr USING (grp);
+        SELECT mc.grp, ip.amount AS ia, ip.currency AS icur, ip.order_id, ip.status IN {NOT_PAID} AS unpaid,
+               ip.day AS iday, cp.amount AS ca, cp.discount AS cdisc, cp.currency AS ccur, cp.txn_id, cp.day AS cday,
+               mc.rule
+        FROM mc JOIN ip ON ip.id = mc.iid JOIN cp ON cp.id = mc.cid
+        WHERE mc.rule IN ('exact_txn_id', 'exact_order_id', 'fuzzy');
+        -- groups (split and merged payments) add up per side
+        INSERT INTO pairs_all
+        SELECT gi.grp, gi.ia, gi.icur, gi.order_id, gi.unpaid, gi.iday, gc.ca, gc.cdisc, gc.ccur, gc.txn_id, gc.cday,
+               gi.rule
+        FROM (SELECT g.grp, sum(ip.amount) AS ia, any_value(ip.currency) AS icur, min(ip.order_id) AS order_id,
+                     bool_or(ip.status IN {NOT_PAID}) AS unpaid, min(ip.day) AS iday, any_value(g.rule) AS rule
+              FROM (SELECT DISTINCT grp, iid, rule FROM mc WHERE rule NOT IN ('exact_txn_id', 'exact_order_id', 'fuzzy')) g
+              JOIN ip ON ip.id = g.iid GROUP BY g.grp) gi
+        JOIN (SELECT g.grp, sum(cp.amount) AS ca, sum(cp.discount) AS cdisc, any_value(cp.currency) AS ccur,
+                     min(cp.txn_id) AS txn_id, min(cp.day) AS cday
+              FROM (SELECT DISTINCT grp, cid FROM mc WHERE rule NOT IN ('exact_txn_id', 'exact_order_id', 'fuzzy')) g
+              JOIN cp ON cp.id = g.cid GROUP BY g.grp) gc USING (grp);
     """)
     # Evidence lists (file, line of every record of a group) are built only for the groups
     # that can produce a finding today: a million clean matches need none.
     explained = f"(abs(ca - ia) <= {ctx.tol('ia')} OR abs(ca - cdisc - ia) <= {ctx.tol('ia')})"
     con.execute(f"""
-        CREATE TEMP TABLE c_left AS SELECT * FROM cp WHERE {_FREE_C};
+        CREATE TEMP TABLE c_left AS SELECT * FROM cp_free;
         CREATE TEMP TABLE flagged AS
         SELECT grp FROM pairs_all WHERE iday = {ctx.d} AND (icur <> ccur OR unpaid OR NOT {explained})
         UNION SELECT p.grp FROM pairs_all p JOIN c_left cl ON cl.order_id = p.order_id WHERE cl.day = {ctx.d};
@@ -331,7 +355,7 @@ def _pairs(con, ctx: _Context) -> None:
                (SELECT list(struct_pack(side := 'channel', file := cp.file, line := cp.line) ORDER BY cp.line)
                 FROM (SELECT DISTINCT cid FROM mc WHERE mc.grp = p.grp) y JOIN cp ON cp.id = y.cid) AS cev
         FROM pairs_all p WHERE p.grp IN (SELECT grp FROM flagged);
-        CREATE TEMP TABLE i_left AS SELECT * FROM ip WHERE {_FREE_I};
+        CREATE TEMP TABLE i_left AS SELECT * FROM ip_free;
     """)
 
 

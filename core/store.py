@@ -83,9 +83,25 @@ def find_file(url: str, merchant_id: str, sha256: str) -> int | None:
     return row[0] if row else None
 
 
-def write_statement(url: str, *, merchant_id: str, source: str, side: str, fmt: str, path: str, sha256: str,
-                    business_day: date | None, control_totals: dict, records: pa.Table) -> StoredFile:
-    """Store one statement file and its records atomically; a known file is a no-op."""
+def write_statement(url: str, **kw) -> StoredFile:
+    """Store one statement file and its records atomically; a known file is a no-op.
+
+    Rows go straight into `record` when nothing stored can collide with them (the common
+    case: a new day); otherwise through a staging table with ON CONFLICT DO NOTHING. A
+    collision the quick look missed fails the straight path, which then starts over staged.
+    """
+    try:
+        return _write_statement(url, staged=False, **kw)
+    except _MayCollide:
+        return _write_statement(url, staged=True, **kw)
+
+
+class _MayCollide(Exception):
+    pass
+
+
+def _write_statement(url: str, *, staged: bool, merchant_id: str, source: str, side: str, fmt: str, path: str,
+                     sha256: str, business_day: date | None, control_totals: dict, records: pa.Table) -> StoredFile:
     sqlite = is_sqlite(url)
     with adbc_connect(url) as conn:
         cur = conn.cursor()
@@ -118,25 +134,42 @@ def write_statement(url: str, *, merchant_id: str, source: str, side: str, fmt: 
             else:
                 stage = stage.set_column(RECORD_COLUMNS.index("occurred_at"), "occurred_at",
                                          stage["occurred_at"].cast(pa.timestamp("us", tz="UTC")))
-            cur.execute("DROP TABLE IF EXISTS recon_stage")
-            cur.adbc_ingest("recon_stage", stage, mode="create", temporary=True)
-            cols = ", ".join(RECORD_COLUMNS)
-            cur.execute(f"INSERT INTO record ({cols}) SELECT {cols} FROM recon_stage WHERE true ON CONFLICT DO NOTHING")
-            new_rows = cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else None
-            if new_rows is None:
+            if not staged and stage.num_rows and _nothing_stored_near(cur, stage):
+                try:
+                    cur.adbc_ingest("record", stage, mode="append")
+                except Exception as exc:  # a unique-key collision after all
+                    raise _MayCollide() from exc
+                new_rows, duplicates = stage.num_rows, []
+            else:
+                cur.execute("DROP TABLE IF EXISTS recon_stage")
+                cur.adbc_ingest("recon_stage", stage, mode="create", temporary=True)
+                cols = ", ".join(RECORD_COLUMNS)
+                cur.execute(f"INSERT INTO record ({cols}) SELECT {cols} FROM recon_stage WHERE true ON CONFLICT DO NOTHING")
                 cur.execute(f"SELECT count(*) FROM record WHERE file_id = {file_id}")
                 new_rows = cur.fetchone()[0]
-            duplicates = _duplicates(cur, file_id, side) if new_rows < records.num_rows else []
+                duplicates = _duplicates(cur, file_id, side) if new_rows < records.num_rows else []
+                cur.execute("DROP TABLE recon_stage")
             cur.execute(f"UPDATE statement_file SET new_rows = {new_rows}, "
                         f"duplicates = {_lit(json.dumps(duplicates, ensure_ascii=False))} WHERE id = {file_id}")
-            cur.execute("DROP TABLE recon_stage")
             conn.commit()
-        except Exception:
+        except BaseException:
             conn.rollback()
             raise
         finally:
             cur.close()
     return StoredFile(file_id, new_rows, False)
+
+
+def _nothing_stored_near(cur, stage: pa.Table) -> bool:
+    """True when the ledgers hold no record within the file's days."""
+    ledgers = ", ".join(str(int(x)) for x in pc.unique(stage["ledger_id"]).to_pylist())
+    days = pc.min_max(stage["business_day"]).as_py()
+    first, last = (str(days["min"])[:10], str(days["max"])[:10])
+    cur.execute(f"SELECT count(*) FROM record WHERE ledger_id IN ({ledgers}) "
+                f"AND business_day BETWEEN {_lit(first)} AND {_lit(last)}")
+    # An identity stored on another day (a row delivered again later) is still possible:
+    # the unique index refuses it, and the caller starts over on the staged path.
+    return cur.fetchone()[0] == 0
 
 
 MAX_DUPLICATES_KEPT = 10_000  # a whole file delivered twice under another name: keep a sample
@@ -186,8 +219,8 @@ def load_records(url: str, ledger: int | None, day_from: date, day_to: date) -> 
     sql = (
         "SELECT r.id, r.kind, r.ref, coalesce(r.txn_id, '') AS txn_id, coalesce(r.order_id, '') AS order_id, "
         "r.amount, r.currency, r.fee, r.discount, r.status, r.occurred_at, r.business_day, "
-        "coalesce(r.payer, '') AS payer, coalesce(r.memo, '') AS memo, r.line, f.path AS file "
-        "FROM record r JOIN statement_file f ON f.id = r.file_id "
+        "coalesce(r.payer, '') AS payer, coalesce(r.memo, '') AS memo, r.line, r.file_id "
+        "FROM record r "
         f"WHERE r.ledger_id = {int(ledger)} AND r.business_day BETWEEN "
         f"{_lit(day_from.isoformat())} AND {_lit(day_to.isoformat())}"
     )
@@ -196,8 +229,23 @@ def load_records(url: str, ledger: int | None, day_from: date, day_to: date) -> 
             sql = sql.replace("BETWEEN '", "BETWEEN DATE '").replace("AND '", "AND DATE '")
         cur.execute(sql)
         table = cur.fetch_arrow_table()
+        cur.execute("SELECT id, path FROM statement_file")
+        paths = dict(cur.fetchall())
     if table.num_rows == 0:  # no rows, no type inference: hand back the typed empty table
         return INPUT_SCHEMA.empty_table()
+    # the file path as a dictionary column: a million rows share a handful of paths, so
+    # they are not sent through the database a million times
+    ids = sorted(paths)
+    positions = pc.index_in(table["file_id"], value_set=pa.array(ids, table["file_id"].type))
+    if isinstance(positions, pa.ChunkedArray):
+        positions = positions.combine_chunks()
+    files = pa.DictionaryArray.from_arrays(positions, pa.array([paths[i] for i in ids], pa.string()))
+    table = table.drop_columns(["file_id"]).append_column("file", files)
+    if pa.types.is_string(table.schema.field("business_day").type):  # SQLite hands dates back as text
+        table = table.set_column(table.schema.get_field_index("business_day"), "business_day",
+                                 pc.cast(table["business_day"], pa.date32()))
+        table = table.set_column(table.schema.get_field_index("occurred_at"), "occurred_at",
+                                 pc.cast(table["occurred_at"], pa.timestamp("us")))
     for name in ("txn_id", "order_id", "payer", "memo"):
         col = table[name]
         table = table.set_column(table.schema.get_field_index(name), name,

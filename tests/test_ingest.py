@@ -195,3 +195,32 @@ def test_gzip_bomb_is_refused_within_bounded_memory(cfg, tmp_path, monkeypatch):
             gz.write(b"\0" * (1 << 20))
     bomb.write_bytes(buf.getvalue())
     _assert_rejected_without_trace(cfg, bomb, "zip bomb")
+
+
+def test_a_collision_the_quick_look_misses_falls_back_to_the_staged_path(cfg):
+    """Rows whose identities are stored under another business day: the straight append is
+    refused by the unique index and the file goes in staged, duplicates noted, atomically."""
+    from datetime import timedelta
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from core import store
+    from core.sources import InputFile, REGISTRY
+
+    m = _merchant(cfg)
+    first = ingest_file(cfg, m, WX_DAY1)
+    src = REGISTRY["wechatpay"](m.source("wechatpay"), m)
+    records = src.parse(InputFile.read(WX_DAY1)).records
+    later = pc.add(records["business_day"], pa.scalar(timedelta(days=10)))  # nothing stored near these days
+    records = records.set_column(records.schema.get_field_index("business_day"), "business_day", later)
+    records = records.set_column(records.schema.get_field_index("source"), "source",
+                                 pa.array(["wechatpay"] * records.num_rows))
+    ledger = store.ledger_ids(cfg.database.url, m.id, {("wechatpay", "channel")})[("wechatpay", "channel")]
+    records = records.append_column("ledger_id", pa.array([ledger] * records.num_rows, pa.int64()))
+    stored = store.write_statement(cfg.database.url, merchant_id=m.id, source="wechatpay", side="channel",
+                                   fmt="wechatpay.trade_bill", path="shifted.csv", sha256="0" * 64, business_day=None,
+                                   control_totals={}, records=records)
+    assert (stored.new_rows, stored.already_ingested) == (0, False)
+    counts = table_counts(cfg.database.url)
+    assert (counts["record"], counts["statement_file"]) == (first.rows, 2)

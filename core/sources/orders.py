@@ -121,7 +121,6 @@ class OrdersExport:
             SELECT line, norm_channel, 'refund', oid, txn, oid, -refund, _cur, 0, 0, norm_status,
                    timezone('UTC', coalesce(refunded, paid)), {local('coalesce(refunded, paid)')}, payer, memo
             FROM o WHERE coalesce(refund, 0) > 0
-            ORDER BY line, kind
         """).to_arrow_table()
         dupes = con.execute("SELECT oid, min(line), max(line) FROM o GROUP BY 1 "
                             "HAVING count(*) > 1 ORDER BY 2 LIMIT 1").fetchall()

@@ -162,8 +162,7 @@ class WeChatPayTradeBill(ChannelSource):
                    _bad, state AS _state, fee_exact AS _fee_exact,
                    {", ".join(f"{_money_name(c)} AS _{_money_name(c)}" for c in sorted(totalled))}
             FROM {T.typed_select(typed, currency_sql=currency, cleaner="backtick")}
-            ORDER BY line
-        """).to_arrow_table()
+        """).to_arrow_table()  # a plain projection: DuckDB keeps the file's row order
         out = T.check_bad(con, file.path, out, typed, currency_sql=currency, cleaner="backtick")
         unknown = pc.invert(pc.is_in(out["_state"], value_set=pa.array(["SUCCESS", "REFUND", "REVOKED"])))
         if pc.any(unknown).as_py():
