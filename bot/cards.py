@@ -16,6 +16,7 @@ TITLES = {
     "fx_difference": "FX difference 汇兑差异",
     "suggested_match": "Suggested match 待确认匹配",
     "duplicate_record": "Duplicate row 重复记录 (note)",
+    "late": "Late statement 账单未到",
 }
 
 
@@ -79,9 +80,10 @@ def break_card(b: dict) -> Card:
     return Card(
         key=f"break:{b['id']}",
         title=f"#{b['id']} {TITLES.get(b['type'], b['type'])}",
-        severity="info" if b["status"] == "in_transit" else "warning",
+        severity="info" if b["status"] == "in_transit" or b.get("severity") == "muted" else "warning",
         fields=fields,
         text=b["explanation"],
-        evidence=[f"{e['side']}: {short_path(e['file'])}:{e['line']}" for e in b["evidence"]],
+        evidence=[f"{e['side']}: {short_path(e['file'])}" + (f":{e['line']}" if e["line"] is not None else "")
+                  for e in b["evidence"]],
         buttons=buttons,
     )

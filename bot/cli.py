@@ -6,6 +6,7 @@ Contract other issues and the docs rely on:
   recon ingest FILE... [--merchant M] [--day YYYY-MM-DD]
   recon run [--day YYYY-MM-DD] [--merchant M]
   recon breaks [--day D] [--format table|csv|json]
+  recon pull [--day D] [--merchant M] [--source S]... [--folder]
 Every command takes `--config PATH` (or RECON_CONFIG); without one, embedded defaults.
 Errors are printed as one clear line each and the exit code is non-zero.
 """
@@ -24,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -133,6 +135,34 @@ def ingest_many(cfg, merchant, files, day, console: Console):
 
 
 @app.command()
+def pull(
+    config: ConfigOpt = None,
+    merchant: MerchantOpt = None,
+    day: Annotated[Optional[str], typer.Option(help="Business day to pull (default: yesterday, merchant time).")] = None,
+    source: Annotated[Optional[list[str]], typer.Option("--source", "-s", help="Only this source (repeatable).")] = None,
+    folder: Annotated[bool, typer.Option("--folder", help="Only scan drop folders for new files (no API calls).")] = False,
+) -> None:
+    """Fetch statements (channel APIs, the orders database, drop folders) and ingest them."""
+    from core.pull import pull_day
+
+    cfg = _load(config)
+    m = _merchant(cfg, merchant)
+    the_day = _day(day, m.timezone)
+    try:
+        outcomes = pull_day(cfg, m, the_day, source, apis=not folder)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    colour = {"ingested": "green", "already_ingested": "dim", "not_available": "yellow"}
+    for o in outcomes:
+        out.print(f"[{colour.get(o.status, 'red')}]{o.status}[/]: {escape(o.source)}: {escape(o.detail)}",
+                  highlight=False)
+    if not outcomes:
+        out.print(f"nothing new to pull for {m.id} {the_day}", highlight=False)
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command()
 def run(
     config: ConfigOpt = None,
     merchant: MerchantOpt = None,
@@ -198,7 +228,8 @@ def print_breaks(console: Console, rows: list[dict]) -> None:
     for col in ("id", "day", "source", "type", "status", "order", "ours", "channel", "difference", "evidence"):
         t.add_column(col, justify="right" if col in ("id", "ours", "channel", "difference") else "left")
     for r in rows:
-        ev = ", ".join(f"{Path(e['file']).name}:{e['line']}" for e in r["evidence"])  # full paths: --format json
+        ev = ", ".join(Path(e["file"]).name + (f":{e['line']}" if e["line"] is not None else "")
+                       for e in r["evidence"])  # full paths: --format json
         t.add_row(str(r["id"]), r["day"], r["source"], r["type"], r["status"], r["order_id"] or r["txn_id"] or "",
                   r["internal_amount"] or "—", r["channel_amount"] or "—", r["difference"], ev)
     console.print(t)

@@ -47,6 +47,7 @@ def as_dict(b: Break) -> dict:
         "difference": to_major(b.difference, cur),
         "currency": cur,
         "status": b.status,
+        "severity": b.severity,  # note | normal | urgent | muted (a late statement mutes its day)
         "rule": b.rule,
         "tolerance": to_major(b.tolerance, cur),
         "explanation": b.explanation,

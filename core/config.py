@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 DEFAULT_DATABASE_URL = "sqlite:///reconbot.db"
@@ -42,6 +42,67 @@ class DatabaseConfig(_Strict):
     url: str = DEFAULT_DATABASE_URL
 
 
+class PullConfig(_Strict):
+    """How `recon pull` fetches a source's statement from the channel's API (core/pull).
+
+    Secrets are SecretStr: they never show in a repr, a log line or an error.
+    """
+
+    # the platform's API address, overridden for sandboxes, proxies and tests
+    api_base: str | None = None
+    # Stripe only: the files host (files.stripe.com) the report file is downloaded from
+    files_base: str | None = None
+    # where pulled files are written (relative to the config file), then ingested
+    download_folder: str = "downloads"
+    timeout_seconds: float = Field(default=30, gt=0)
+    # further attempts after a 5xx, 429, timeout or connection error, waiting
+    # retry_wait_seconds, then twice that, ... (capped at 60 s)
+    retries: int = Field(default=4, ge=0, le=10)
+    retry_wait_seconds: float = Field(default=1.0, ge=0)
+    # WeChat Pay v3: merchant id, the merchant API certificate's serial number and its
+    # private key (PEM text or a path to the PEM file), and the WeChat Pay platform
+    # certificate or public key (PEM text or path) that verifies the responses
+    mchid: str | None = None
+    serial_no: str | None = None
+    private_key: SecretStr | None = None
+    platform_certificate: str | None = None
+    # WeChat: ALL | SUCCESS | REFUND (trade bill); Alipay: trade | signcustomer
+    bill_type: str | None = None
+    # WeChat fund-flow bill: BASIC | OPERATION | FEES
+    account_type: str = "BASIC"
+    # WeChat: GZIP (smaller download, unpacked here) or empty for plain CSV
+    tar_type: str = "GZIP"
+    # Alipay open platform: the app id and Alipay's public key (PEM text or path, verifies
+    # the responses); the app's own private key is `private_key` above
+    app_id: str | None = None
+    alipay_public_key: str | None = None
+    # Stripe: secret or restricted key (reporting read), the report type, how often and how
+    # long to wait for the report run to succeed
+    api_key: SecretStr | None = None
+    report_type: str = "balance_change_from_activity.itemized.3"
+    poll_seconds: float = Field(default=5, ge=0)
+    poll_timeout_seconds: float = Field(default=900, gt=0)
+
+
+class SqlConfig(_Strict):
+    """kind = "orders_sql": the merchant's orders read straight from its own database."""
+
+    # SQLAlchemy URL of the shop's database (password as "${ENV}")
+    url: SecretStr
+    # one business day of orders; `:day` is bound to that day; the columns are named like
+    # the orders export's header (or mapped with `columns`)
+    query: str
+    # rows fetched per round trip (server-side cursor where the driver has one)
+    chunk_rows: int = Field(default=50_000, ge=1)
+
+    @field_validator("query")
+    @classmethod
+    def _has_day(cls, value: str) -> str:
+        if ":day" not in value:
+            raise ValueError("the query must use the :day parameter (the business day to read)")
+        return value
+
+
 class SourceConfig(_Strict):
     name: str = Field(pattern=r"^[a-z0-9_][a-z0-9_-]*$")
     kind: str
@@ -57,6 +118,16 @@ class SourceConfig(_Strict):
     fee_rate: Decimal | None = None
     # fee differences up to this (major units) are rounding, not a fee mismatch
     fee_tolerance: Decimal = Decimal("0.01")
+    # completeness: the statement of day D is due by this local time (HH:MM, in `timezone`)
+    # on day D + expected_lag_days; past that without a file, the day gets a `late` break
+    expected_by: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    expected_lag_days: int = Field(default=1, ge=0, le=31)
+    # `recon pull`: fetch the statement from the channel's API
+    pull: PullConfig | None = None
+    # kind = "orders_sql": where the orders are read from
+    sql: SqlConfig | None = None
+    # folder drop (`folder`): a file is picked up once it has not changed for this long
+    settle_seconds: float = Field(default=10, ge=0)
 
     @field_validator("timezone")
     @classmethod

@@ -19,6 +19,20 @@ RULES = {
 
 
 def explain(f: dict, lag_days: int) -> str:
+    text = _sentence(f, lag_days)
+    if f.get("muted_by"):
+        text += (f" Muted while the {f['muted_by']} statement for this day is late: it may change once "
+                 "that statement arrives.")
+    return text
+
+
+def _sentence(f: dict, lag_days: int) -> str:
+    if f["type"] == "late":
+        if f["rejected"]:
+            return (f"The {f['source_name']} statement for {f['day']} was rejected: {f['rejected'][0]} "
+                    f"It counts as not arrived (due by {f['due']}); the day's other breaks of that source are muted.")
+        return (f"The {f['source_name']} statement for {f['day']} has not arrived; it was due by {f['due']}. "
+                "The day's other breaks of that source are muted until it arrives.")
     cur = f["currency"]
     sign = -1 if f["kind"] == "refund" else 1  # refunds are stored negative; say "refunded ¥20.00"
     ia = display(None if f["internal_amount"] is None else sign * f["internal_amount"], cur)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core import store
+from core import completeness, store
 from core.config import Config, MerchantConfig
 from core.sources import REGISTRY, InputFile, ParseError
 
@@ -47,9 +47,10 @@ def configured_sources(merchant: MerchantConfig) -> list:
     return out
 
 
-def identify(file: InputFile, merchant: MerchantConfig):
-    """The one configured source that claims this file; anything else is an error."""
-    claims = [(cfg, src) for cfg, src in configured_sources(merchant) if src.identify(file)]
+def identify(file: InputFile, merchant: MerchantConfig, only: str | None = None):
+    """The one configured source (or the source named `only`) that claims this file; else an error."""
+    claims = [(cfg, src) for cfg, src in configured_sources(merchant)
+              if (only is None or cfg.name == only) and src.identify(file)]
     if len(claims) == 1:
         return claims[0]
     if len(claims) > 1:
@@ -57,21 +58,62 @@ def identify(file: InputFile, merchant: MerchantConfig):
         raise ParseError(file.path, f"claimed by more than one source: {names}")
     if file.is_zip:
         file.members  # a damaged archive says so here, which helps more than "unknown format"
+    if only is not None:
+        kind = next((c.kind for c in merchant.sources if c.name == only), None)
+        raise ParseError(file.path, f"source {only} ({kind}) of merchant {merchant.id} does not recognise this file")
     kinds = ", ".join(sorted({c.kind for c in merchant.sources})) or "none configured"
     raise ParseError(file.path, f"no configured source of merchant {merchant.id} recognises this file "
                                 f"(configured kinds: {kinds})")
 
 
-def ingest_file(cfg: Config, merchant: MerchantConfig, path: str | Path, day: date | None = None) -> IngestResult:
+def ingest_file(cfg: Config, merchant: MerchantConfig, path: str | Path, day: date | None = None,
+                source: str | None = None) -> IngestResult:
+    """Ingest one file; `source` restricts identification to that configured source (pulled files)."""
     url = cfg.database.url
     shown = display_path(path)
     file = InputFile.read(path)
     sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    source_cfg, source = identify(file, merchant)
+    source_cfg, parser = identify(file, merchant, only=source)
     known = store.find_file(url, merchant.id, sha)
     if known is not None:
-        return IngestResult(shown, source_cfg.name, source.format, None, 0, 0, known, True)
-    parsed = source.parse(file)
+        return IngestResult(shown, source_cfg.name, parser.format, None, 0, 0, known, True)
+    try:
+        parsed = parser.parse(file)
+    except ParseError as exc:  # remembered: a rejected statement counts as not arrived (core/completeness)
+        completeness.record_rejection(url, merchant, source_cfg.name, day, str(Path(path).resolve()), sha, str(exc))
+        raise
+    return store_parsed(cfg, merchant, source_cfg, parser, parsed, shown,
+                        str(Path(path).resolve()) + (f"!{parsed.member}" if parsed.member else ""), sha, day)
+
+
+def ingest_sql(cfg: Config, merchant: MerchantConfig, source_cfg, day: date) -> IngestResult:
+    """Read one day of orders from the merchant's database (kind orders_sql) and store them.
+
+    The statement's identity is (source, day, content hash): the same rows again are a no-op.
+    """
+    from core.sources.orders_sql import OrdersSql, SqlReadError
+
+    reader = OrdersSql(source_cfg, merchant)
+    label = reader.label(day)
+    try:
+        parsed, digest = reader.read(day)
+    except SqlReadError as exc:
+        raise IngestError(str(exc)) from None
+    except ParseError as exc:
+        sha = hashlib.sha256(f"orders_sql\0{source_cfg.name}\0{day}\0rejected\0{exc}".encode()).hexdigest()
+        completeness.record_rejection(cfg.database.url, merchant, source_cfg.name, day, label, sha, str(exc))
+        raise
+    sha = hashlib.sha256(f"orders_sql\0{source_cfg.name}\0{day}\0{digest}".encode()).hexdigest()
+    known = store.find_file(cfg.database.url, merchant.id, sha)
+    if known is not None:
+        return IngestResult(label, source_cfg.name, reader.format, day, 0, 0, known, True)
+    return store_parsed(cfg, merchant, source_cfg, reader, parsed, label, label, sha, day)
+
+
+def store_parsed(cfg: Config, merchant: MerchantConfig, source_cfg, source, parsed, shown: str, path: str,
+                 sha: str, day: date | None) -> IngestResult:
+    """Write parsed records as one statement (one transaction); `sha` is the statement's identity."""
+    url = cfg.database.url
     records = parsed.records
     if source.side == "channel":
         records = records.set_column(records.schema.get_field_index("source"), "source",
@@ -83,7 +125,7 @@ def ingest_file(cfg: Config, merchant: MerchantConfig, path: str | Path, day: da
     business_day = day or parsed.business_day
     stored = store.write_statement(
         url, merchant_id=merchant.id, source=source_cfg.name, side=source.side, fmt=source.format,
-        path=str(Path(path).resolve()) + (f"!{parsed.member}" if parsed.member else ""), sha256=sha, business_day=business_day, control_totals=parsed.control_totals, records=records,
+        path=path, sha256=sha, business_day=business_day, control_totals=parsed.control_totals, records=records,
     )
     return IngestResult(shown, source_cfg.name, source.format, business_day, parsed.row_count,
                         stored.new_rows, stored.file_id, stored.already_ingested)

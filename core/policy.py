@@ -1,6 +1,8 @@
 """Policy: what happens to a difference once it is found (rules as data, from config).
 
 - `duplicate_record` is a data-quality note, not money.
+- A finding muted by a late statement (core/completeness) is kept quiet: severity `muted`,
+  no adjustment (the channel's side of that day is incomplete).
 - A single transaction at or above `tolerance.large_transaction` is urgent.
 - A difference of an auto-fixable type (`policy.auto_types`) below
   `tolerance.auto_adjust_below` gets a balanced adjustment with a reason: proposed for a
@@ -17,7 +19,7 @@ from core.money import display, to_minor
 
 @dataclass(frozen=True)
 class Decision:
-    severity: str  # note | normal | urgent
+    severity: str  # note | normal | urgent | muted
     adjustment: dict | None  # amount, debit_account, credit_account, reason, status
     status: str  # the break's status after the decision
 
@@ -25,6 +27,8 @@ class Decision:
 def decide(finding: dict, source: str, cfg, currency: str) -> Decision:
     if finding["type"] == "duplicate_record":
         return Decision("note", None, "note")
+    if finding.get("muted_by"):
+        return Decision("muted", None, finding["status"])
     large = to_minor(cfg.tolerance.large_transaction, currency)
     biggest = max(abs(finding["internal_amount"] or 0), abs(finding["channel_amount"] or 0))
     severity = "urgent" if biggest >= large else "normal"

@@ -5,7 +5,9 @@ Idempotent: a break's `key` is stable, so re-running a day updates breaks in pla
 break that a later run no longer finds (the money arrived) is marked `cleared`. Breaks a
 person has acted on (adjusted, resolved) are never touched by a run. Each run first
 re-runs the earlier days that still have items in transit (carry-over), so late money
-closes them without an alert.
+closes them without an alert, and the days still waiting for a late statement.
+Statements overdue for the day (core/completeness) add a `late` break per source and mute
+that source's other findings of the day.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlmodel import Session
 
-from core import engine, store
+from core import completeness, engine, store
 from core.config import Config, MerchantConfig
 from core.explain import explain
 from core.policy import decide
@@ -26,7 +28,7 @@ from models.db import get_engine
 from models.tables import Adjustment, AuditEvent, Break, ReconRun
 
 OPEN_STATES = ("open", "in_transit", "note")
-INTERNAL_KINDS = ("orders",)
+INTERNAL_KINDS = completeness.INTERNAL_KINDS
 CARRY_OVER_DAYS = 31
 
 
@@ -43,6 +45,7 @@ class SourceSummary:
     in_transit: int = 0
     notes: int = 0
     matches: dict[str, int] = field(default_factory=dict)
+    muted: int = 0  # findings kept quiet while this source's statement is late
 
     @property
     def matched_pct(self) -> float:
@@ -86,11 +89,14 @@ def compute_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None
     return out
 
 
-def run_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None, carry_over: bool = True) -> RunSummary:
+def run_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None, carry_over: bool = True,
+            now: datetime | None = None) -> RunSummary:
+    """`now` decides which statements are late (default: the wall clock)."""
     url = cfg.database.url
+    now = now or datetime.now(timezone.utc)
     store.ensure_merchant(url, merchant)
     db = get_engine(url)
-    carried = _carry_over(cfg, merchant, day) if carry_over else []
+    carried = _carry_over(cfg, merchant, day, now) if carry_over else []
     with Session(db) as s:
         run = ReconRun(merchant_id=merchant.id, business_day=day)
         s.add(run)
@@ -109,6 +115,13 @@ def run_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None, ca
                 summary.breaks[f["type"]] = summary.breaks.get(f["type"], 0) + 1
             findings.append((src, f))
         summaries.append(summary)
+    late = completeness.late_findings(cfg, merchant, day, now)
+    completeness.mute(findings, late)
+    for summary in summaries:
+        summary.muted = sum(1 for src, f in findings if src.name == summary.source and f.get("muted_by"))
+        if any(src.name == summary.source for src, _f in late):
+            summary.breaks["late"] = 1
+    findings += late
 
     created, updated, cleared, adjustments = _store_breaks(db, cfg, merchant, day, run_id, findings)
     with Session(db) as s:
@@ -122,15 +135,16 @@ def run_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None, ca
                       adjustments, carried)
 
 
-def _carry_over(cfg, merchant, day) -> list[date]:
-    """Re-run earlier days that still wait for items in transit (oldest first)."""
+def _carry_over(cfg, merchant, day, now) -> list[date]:
+    """Re-run earlier days that still wait for items in transit or a late statement (oldest first)."""
+    waiting = or_(Break.status == "in_transit", and_(Break.type == "late", Break.status == "open"))
     with Session(get_engine(cfg.database.url)) as s:
         days = sorted(set(s.execute(
-            select(Break.business_day).where(Break.merchant_id == merchant.id, Break.status == "in_transit",
+            select(Break.business_day).where(Break.merchant_id == merchant.id, waiting,
                                              Break.business_day < day,
                                              Break.business_day >= day - timedelta(days=CARRY_OVER_DAYS))).scalars()))
     for earlier in days:
-        run_day(cfg, merchant, earlier, carry_over=False)
+        run_day(cfg, merchant, earlier, carry_over=False, now=now)
     return days
 
 

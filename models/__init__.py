@@ -7,6 +7,7 @@ from models.tables import (  # noqa: F401
     Ledger,
     Merchant,
     ReconRun,
+    RejectedFile,
     Record,
     StatementFile,
 )

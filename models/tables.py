@@ -170,3 +170,26 @@ class AuditEvent(SQLModel, table=True):
     subject_type: str = Field(max_length=32)
     subject_id: str = Field(max_length=128)
     detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON
+
+
+class RejectedFile(SQLModel, table=True):
+    """A statement file that failed ingest (or a pulled download that failed its hash).
+
+    Kept so that completeness can say "rejected: <reason>" instead of "not arrived": a
+    rejected file counts as not arrived. One row per file content (re-rejecting updates it).
+    A log like `audit_event`: no foreign key, so a rejection never creates a merchant row.
+    """
+
+    __tablename__ = "rejected_file"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "sha256", name="uq_rejected_file_sha"),
+        Index("ix_rejected_file_day", "merchant_id", "source", "business_day"),
+    )
+    id: Optional[int] = Field(default=None, primary_key=True)
+    merchant_id: str = Field(max_length=64)
+    source: Optional[str] = Field(default=None, max_length=64)  # None: no configured source claimed it
+    business_day: Optional[date] = None  # None: the day was neither given nor readable
+    path: str
+    sha256: str = Field(max_length=64)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    rejected_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))

@@ -9,6 +9,7 @@ from core.sources.generic import GenericStatement
 from core.sources.mt940 import Mt940Statement
 from core.sources.ofx import OfxStatement
 from core.sources.orders import OrdersExport
+from core.sources.orders_sql import OrdersSql
 from core.sources.unionpay import UnionPayAcpFlow
 from core.sources.paypal import PayPalSettlementReport, PayPalTransactionDetailReport
 from core.sources.paypal_csv import PayPalActivityCSV
@@ -33,4 +34,5 @@ REGISTRY: dict[str, type] = {
     "paypal_trr": PayPalTransactionDetailReport,
     "paypal_activity": PayPalActivityCSV,
     "adyen": AdyenSettlementDetail,
+    "orders_sql": OrdersSql,  # reads the shop's database (`recon pull`), claims no file
 }

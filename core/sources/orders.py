@@ -78,10 +78,13 @@ class OrdersExport:
         return T.read_rows(file.path, body, 2, header)
 
     def parse(self, file: InputFile) -> Parsed:
-        raw = self._table(file)
+        return self.normalise(self._table(file), file.path)
+
+    def normalise(self, raw: pa.Table, path) -> Parsed:
+        """Text columns named canonically (+ `line`) -> records; shared with the SQL source."""
         missing = [c for c in REQUIRED if c not in raw.column_names]
         if missing:
-            raise ParseError(file.path, f"header lacks {', '.join(missing)} (map your headers with `columns` in config)", line=1)
+            raise ParseError(path, f"header lacks {', '.join(missing)} (map your headers with `columns` in config)", line=1)
         for col in CANONICAL + OPTIONAL:
             if col not in raw.column_names:
                 raw = raw.append_column(col, pa.array([""] * raw.num_rows, pa.string()))
@@ -106,7 +109,7 @@ class OrdersExport:
             FROM {T.typed_select(cols, currency_sql=currency)} t
             LEFT JOIN status_map s ON s.k = lower(t.st) LEFT JOIN channel_map c ON c.k = t.chan
         """)
-        self._first_problem(con, file, cols, currency)
+        self._first_problem(con, path, cols, currency)
         local = lambda ts: f"CAST(timezone('{self.tz}', {ts}) AS DATE)"  # noqa: E731
         records = con.sql(f"""
             SELECT line, norm_channel AS source, 'payment' AS kind, oid AS ref, txn AS txn_id, oid AS order_id,
@@ -123,7 +126,7 @@ class OrdersExport:
                             "HAVING count(*) > 1 ORDER BY 2 LIMIT 1").fetchall()
         if dupes:
             dupes = dupes[0]
-            raise ParseError(file.path, f"order appears twice (also on line {dupes[1]})", line=dupes[2],
+            raise ParseError(path, f"order appears twice (also on line {dupes[1]})", line=dupes[2],
                              field="order_id", value=dupes[0])
         totals = con.execute("SELECT count(*), _cur, sum(amt), coalesce(sum(refund), 0) FROM o "
                              "GROUP BY _cur ORDER BY _cur").fetchall()
@@ -132,7 +135,7 @@ class OrdersExport:
                    "refund_minor": {t[1]: int(t[3]) for t in totals}}
         return Parsed(self.format, self.side, records, mode_day(records.filter(_is_payment(records))), control)
 
-    def _first_problem(self, con, file, cols, currency) -> None:
+    def _first_problem(self, con, path, cols, currency) -> None:
         """Name the first row that is wrong, and how; nothing when every row is right."""
         problems = [
             ("paid_at", "paid_s IS NOT NULL AND paid IS NULL", "not a date-time (ISO-8601, e.g. 2026-11-20 14:03:00 or with +08:00)"),
@@ -148,13 +151,13 @@ class OrdersExport:
             return
         flagged = con.sql(f"SELECT line, _bad FROM o WHERE line = {int(line)}").to_arrow_table()
         if flagged["_bad"][0].as_py():
-            T.check_bad(con, file.path, flagged, cols, currency_sql=currency)
+            T.check_bad(con, path, flagged, cols, currency_sql=currency)
         for field, cond, reason in problems:
             hit = con.execute(f'SELECT CAST(raw."{field}" AS VARCHAR) FROM o JOIN raw USING (line) '
                               f"WHERE line = ? AND {cond}", [line]).fetchall()
             if hit:
                 hit = hit[0]
-                raise ParseError(file.path, reason, line=line, field=field, value=hit[0])
+                raise ParseError(path, reason, line=line, field=field, value=hit[0])
 
 
 def _is_payment(records: pa.Table):
