@@ -141,6 +141,9 @@ class Break(SQLModel, table=True):
     version: int = 1
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+    # the chat workflow (bot/actions.py): who looks at it, and until when it is snoozed
+    assignee_id: Optional[int] = Field(default=None, foreign_key="app_user.id")
+    snoozed_until: Optional[datetime] = Field(default=None, sa_column=_utc_column(nullable=True))
 
 
 class Adjustment(SQLModel, table=True):
@@ -170,3 +173,77 @@ class AuditEvent(SQLModel, table=True):
     subject_type: str = Field(max_length=32)
     subject_id: str = Field(max_length=128)
     detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON
+    # chat actions: where the click came from, the amount acted on (minor units) and the
+    # SHA-256 of the exact inbound request (ties the event to the signed delivery)
+    platform: Optional[str] = Field(default=None, max_length=16)
+    amount: Optional[int] = Field(default=None, sa_column=Column(BigInteger))
+    request_hash: Optional[str] = Field(default=None, max_length=64)
+
+
+class User(SQLModel, table=True):
+    """A person who may act on breaks ("user" is a reserved word in PostgreSQL)."""
+
+    __tablename__ = "app_user"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    role: str = Field(max_length=16)  # viewer | reviewer | approver | admin
+    merchants: str = Field(default="*", max_length=1024)  # "*" or comma-separated merchant ids
+    # largest adjustment this user may approve, decimal major units of the break's currency;
+    # None: no limit
+    approval_limit: Optional[str] = Field(default=None, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+
+
+class ChatIdentity(SQLModel, table=True):
+    """A platform account (Slack user id, Telegram user id, WeCom userid) -> a reconbot user."""
+
+    __tablename__ = "chat_identity"
+    __table_args__ = (UniqueConstraint("platform", "platform_user_id", name="uq_chat_identity"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=16)
+    platform_user_id: str = Field(max_length=128)
+    user_id: int = Field(foreign_key="app_user.id")
+    linked_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+
+
+class LinkCode(SQLModel, table=True):
+    """A one-time code for `/recon link CODE`; only its SHA-256 is kept."""
+
+    __tablename__ = "link_code"
+    code_hash: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="app_user.id")
+    expires_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    used_at: Optional[datetime] = Field(default=None, sa_column=_utc_column(nullable=True))
+
+
+class BreakApproval(SQLModel, table=True):
+    """One approver's approval of a break's adjustment (two distinct ones above the threshold)."""
+
+    __tablename__ = "break_approval"
+    __table_args__ = (UniqueConstraint("break_id", "user_id", name="uq_break_approval"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    break_id: int = Field(foreign_key="break.id")
+    user_id: int = Field(foreign_key="app_user.id")
+    at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+
+
+class ChatMessage(SQLModel, table=True):
+    """Where a break's card was posted, so it can be edited in place later."""
+
+    __tablename__ = "chat_message"
+    __table_args__ = (UniqueConstraint("break_id", "channel", "target", name="uq_chat_message"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    break_id: int = Field(foreign_key="break.id")
+    channel: str = Field(max_length=16)  # registry kind
+    target: str = Field(max_length=256)  # chat / channel / user the card went to
+    message_id: str = Field(max_length=256)  # Slack ts, Telegram message_id, WeCom task_id
+    sent_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+
+
+class InboundSeen(SQLModel, table=True):
+    """Replay protection: the identity of every accepted inbound request, for a while."""
+
+    __tablename__ = "inbound_seen"
+    platform: str = Field(primary_key=True, max_length=16)
+    key: str = Field(primary_key=True, max_length=64)
+    seen_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
