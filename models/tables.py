@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Optional
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -106,6 +106,12 @@ class ReconRun(SQLModel, table=True):
     stats: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON
 
 
+# Optimistic locking: every ORM update of a break says WHERE version = <the version read>,
+# so a run and a chat action racing on one break cannot overwrite each other (the loser
+# gets StaleDataError). The code sets the new version itself (version_id_generator=False).
+_break_version = Column("version", Integer, nullable=False, default=1)
+
+
 class Break(SQLModel, table=True):
     """A typed difference between the two sides, with the evidence for it.
 
@@ -117,6 +123,7 @@ class Break(SQLModel, table=True):
         UniqueConstraint("merchant_id", "key", name="uq_break_key"),
         Index("ix_break_day", "merchant_id", "business_day"),
     )
+    __mapper_args__ = {"version_id_col": _break_version, "version_id_generator": False}
     id: Optional[int] = Field(default=None, primary_key=True)
     merchant_id: str = Field(foreign_key="merchant.id", max_length=64)
     business_day: date
@@ -138,7 +145,7 @@ class Break(SQLModel, table=True):
     evidence: str = Field(sa_column=Column(Text, nullable=False))  # JSON [{side, file, line}]
     first_run_id: int = Field(foreign_key="recon_run.id")
     last_run_id: int = Field(foreign_key="recon_run.id")
-    version: int = 1
+    version: int = Field(default=1, sa_column=_break_version)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
     # the chat workflow (bot/actions.py): who looks at it, and until when it is snoozed
