@@ -219,6 +219,9 @@ class Workflow:
             needed = self.needed(amount, b.currency)
             approvers = set(s.execute(select(BreakApproval.user_id).where(BreakApproval.break_id == b.id)).scalars())
             if actor.id in approvers:
+                s.refresh(b)
+                if b.version != click.version or b.status != "open":  # my own click won a moment ago
+                    return self._lost(s, b, lang)
                 return Outcome("refused", msg["twice"].format(n=len(approvers), needed=needed), None, b.id)
             final = len(approvers) + 1 >= needed
             if final:
