@@ -91,7 +91,8 @@ class Commands:
         self.cfg = cfg
         self.url = cfg.database.url
 
-    def answer(self, platform: str, platform_user_id: str, text: str) -> Reply:
+    def answer(self, platform: str, platform_user_id: str, text: str, chat: str | None = None) -> Reply:
+        """`chat`: where it was asked; a chat routed to some merchants answers for those."""
         cmd = parse(text)
         if cmd.name == "help":
             lines = ([f"I did not understand “{cmd.unknown}”."] if cmd.unknown else []) + HELP
@@ -108,6 +109,9 @@ class Commands:
                 f"This {platform} account ({platform_user_id}) is not linked to a reconbot user.",
                 "Ask an admin to run `recon users link NAME` and type /recon link CODE here."])])
         merchants = actor.scope([m.id for m in self.cfg.merchants])
+        routed = {r.merchant for r in self.cfg.chat.routes if r.channel == platform and r.target == chat}
+        if routed and "*" not in routed:
+            merchants = [m for m in merchants if m in routed]
         if not merchants:
             return Reply([text_card("Nothing to show", ["No configured merchant is in your scope."])])
         if cmd.name == "summary":

@@ -91,8 +91,8 @@ class Conversation:
         self.replay = ReplayGuard(cfg.database.url)
         self.max_age = cfg.chat.server.max_age_seconds
 
-    def command(self, platform: str, user_id: str, text: str) -> Reply:
-        return self.commands.answer(platform, user_id, text)
+    def command(self, platform: str, user_id: str, text: str, chat: str | None = None) -> Reply:
+        return self.commands.answer(platform, user_id, text, chat)
 
     def click(self, platform: str, user_id: str, action: str, value: str, body: bytes, lang: str) -> Outcome:
         actor = identify(self.cfg.database.url, platform, user_id)

@@ -147,7 +147,8 @@ class SlackChannel:
         return HttpResponse(resp.status, resp.body, resp.headers.get("content-type", ["application/json"])[0])
 
     def _on_command(self, ack, command, context):
-        reply = self.conversation.command(self.kind, command["user_id"], command.get("text", ""))
+        reply = self.conversation.command(self.kind, command["user_id"], command.get("text", ""),
+                                          command.get("channel_id"))
         cards = reply.cards
         ack(response_type="in_channel", text=cards[0].title, blocks=[b for c in cards for b in blocks(c)])
         channel = command.get("channel_id")

@@ -200,8 +200,8 @@ class TelegramChannel:
         return HttpResponse(200, b"")
 
     def _on_command(self, message) -> None:
-        reply = self.conversation.command(self.kind, str(message.from_user.id), message.text)
         chat = str(message.chat_id)
+        reply = self.conversation.command(self.kind, str(message.from_user.id), message.text, chat)
         for card in reply.cards:
             deliver(self.kind, "reply", lambda: self.send(chat, card))
         self.conversation.later(reply, lambda card: deliver(self.kind, "reply", lambda: self.send(chat, card)))
