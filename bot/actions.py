@@ -124,7 +124,8 @@ class Workflow:
     def _at(self, when: datetime, merchant_id: str) -> str:
         tz = self._tz(merchant_id)
         local = _utc(when).astimezone(tz)
-        return local.strftime("%Y-%m-%d %H:%M ") + ("UTC" if str(tz) == "UTC" else local.strftime("%Z") or str(tz))
+        day = "" if local.date() == datetime.now(tz).date() else local.strftime("%Y-%m-%d ")  # today: time only
+        return day + local.strftime("%H:%M ") + ("UTC" if str(tz) == "UTC" else local.strftime("%Z") or str(tz))
 
     def needed(self, amount: int, currency: str) -> int:
         return 2 if amount >= to_minor(self.cfg.chat.two_approvers_from, currency) else 1

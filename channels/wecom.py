@@ -186,7 +186,7 @@ class WecomChannel:
         if card.buttons:
             payload["template_card"] = template_card(card, task_id, self.language)
         else:  # final state: the buttons turn grey and say what happened
-            payload["button"] = {"replace_name": (card.note or card.title)[:30]}
+            payload["button"] = {"replace_name": (card.note or card.title)[:40]}
         self.client.post("message/update_template_card", payload)
 
     def tell(self, user: str, text: str) -> None:
