@@ -109,7 +109,8 @@ class Commands:
                 f"This {platform} account ({platform_user_id}) is not linked to a reconbot user.",
                 "Ask an admin to run `recon users link NAME` and type /recon link CODE here."])])
         merchants = actor.scope([m.id for m in self.cfg.merchants])
-        routed = {r.merchant for r in self.cfg.chat.routes if r.channel == platform and r.target == chat}
+        routed = {r.merchant for r in self.cfg.chat.routes
+                  if r.channel == platform and chat is not None and chat in r.target.split("|")}
         if routed and "*" not in routed:
             merchants = [m for m in merchants if m in routed]
         if not merchants:
