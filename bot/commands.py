@@ -87,9 +87,12 @@ class Reply:
 
 
 class Commands:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, run_in_subprocess: bool = False) -> None:
         self.cfg = cfg
         self.url = cfg.database.url
+        # `recon serve` pools its SQLite connections, so it must not do bulk I/O itself:
+        # a run started from the chat is then `recon run` in a process of its own
+        self.run_in_subprocess = run_in_subprocess
 
     def answer(self, platform: str, platform_user_id: str, text: str, chat: str | None = None) -> Reply:
         """`chat`: where it was asked; a chat routed to some merchants answers for those."""
@@ -127,9 +130,20 @@ class Commands:
         return Reply([started], later=lambda: [self._run(m, d) for m, d in days.items()])
 
     def _run(self, merchant_id: str, day: date) -> Card:
-        from core.runs import run_day
+        if self.run_in_subprocess:
+            import subprocess
+            import sys
 
-        run_day(self.cfg, self.cfg.merchant(merchant_id), day)
+            config = [] if self.cfg.origin.startswith("<") else ["--config", self.cfg.origin]
+            done = subprocess.run([sys.executable, "-c", "from bot.cli import main; main()", "run", "--day",
+                                   day.isoformat(), "--merchant", merchant_id, *config],
+                                  capture_output=True, text=True, timeout=3600)
+            if done.returncode != 0:
+                return text_card(f"{merchant_id} · {day}: run failed", (done.stderr.strip().splitlines() or ["?"])[-3:])
+        else:
+            from core.runs import run_day
+
+            run_day(self.cfg, self.cfg.merchant(merchant_id), day)
         return self.summary(merchant_id, day)
 
     def summary(self, merchant_id: str, day: date) -> Card:

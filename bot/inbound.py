@@ -10,14 +10,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -28,11 +30,16 @@ from bot.commands import Commands, Reply
 from bot.transport import Refused
 from bot.users import identify
 from core.config import Config
-from models.db import get_engine
+from models.db import get_engine, is_sqlite
 from models.tables import InboundSeen
 
 log = logging.getLogger("reconbot.inbound")
 KEEP_SEEN = timedelta(days=2)  # Telegram callbacks carry no time: keep their ids well past any retry
+# Clicks and commands are worked off the request path, by a few threads: the platform gets
+# its answer as soon as the request is verified, and the work does not crowd that answer
+# out of the interpreter.
+WORKERS = 4
+ANSWERS_FIRST = 0.5  # seconds a job may wait for the answers in flight
 
 
 def request_hash(body: bytes) -> str:
@@ -53,17 +60,34 @@ def fresh(timestamp: str | None, max_age: int, now: float | None = None) -> int:
 class ReplayGuard:
     def __init__(self, url: str) -> None:
         self.url = url
+        self.sqlite = is_sqlite(url)
+        self._write_lock = threading.Lock() if self.sqlite else contextlib.nullcontext()
         self._count = 0
 
     def first_time(self, platform: str, identity: str) -> None:
-        """Record the identity; Refused("replayed") when it was seen before."""
+        """Record the identity; Refused("replayed") when it was seen before.
+
+        On the answer path of every inbound request, so kept lean: one INSERT in its own
+        transaction. On SQLite that connection commits with synchronous=NORMAL (WAL): no
+        fsync per request; a power cut may forget the last ids, which the timestamp window
+        still covers for Slack and WeCom.
+        """
         key = hashlib.sha256(identity.encode()).hexdigest()
-        with Session(get_engine(self.url)) as s:
-            s.add(InboundSeen(platform=platform, key=key))
+        # SQLite has one writer at a time and makes the others poll with growing sleeps;
+        # queueing this process's inserts on a lock instead keeps each one short
+        with self._write_lock, get_engine(self.url).connect() as conn:
+            if self.sqlite:
+                conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
             try:
-                s.commit()
+                conn.execute(insert(InboundSeen.__table__).values(
+                    platform=platform, key=key, seen_at=datetime.now(timezone.utc)))
+                conn.commit()
             except IntegrityError:
+                conn.rollback()
                 raise Refused("replayed", f"{platform} request {key[:12]}… was seen before") from None
+            finally:
+                if self.sqlite:  # back to the default for whoever uses this connection next
+                    conn.exec_driver_sql("PRAGMA synchronous=FULL")
         self._count += 1
         if self._count % 500 == 0:
             self.purge()
@@ -84,12 +108,58 @@ NOT_OURS = {"en": "That button is not one of ours.", "zh": "无法识别该按�
 class Conversation:
     """The bot's side of every chat: one per configuration, shared by all channels."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, run_in_subprocess: bool = False) -> None:
         self.cfg = cfg
         self.workflow = Workflow(cfg)
-        self.commands = Commands(cfg)
+        self.commands = Commands(cfg, run_in_subprocess)
         self.replay = ReplayGuard(cfg.database.url)
         self.max_age = cfg.chat.server.max_age_seconds
+        self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="recon-work")
+        self._answering = 0
+        self._quiet = threading.Condition()
+        self._pending = 0
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def answering(self):
+        """Around the answer path of an inbound request: work waits while answers are due."""
+        with self._quiet:
+            self._answering += 1
+        try:
+            yield
+        finally:
+            with self._quiet:
+                self._answering -= 1
+                if not self._answering:
+                    self._quiet.notify_all()
+
+    def submit(self, fn: Callable, *args) -> None:
+        """Do `fn(*args)` after the platform has been answered; failures are logged.
+
+        Platforms give an answer seconds at most (Slack 3 s, WeCom 5 s), and the work shares
+        one interpreter with the answers: during a burst of clicks a job starts when no
+        answer is being prepared, or after ANSWERS_FIRST seconds at the latest.
+        """
+        def run():
+            with self._quiet:
+                self._quiet.wait_for(lambda: self._answering == 0, timeout=ANSWERS_FIRST)
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("chat work failed")
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+        with self._idle:
+            self._pending += 1
+        self.pool.submit(run)
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every submitted job is done (shutdown, tests); -> False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout=timeout)
 
     def command(self, platform: str, user_id: str, text: str, chat: str | None = None) -> Reply:
         return self.commands.answer(platform, user_id, text, chat)

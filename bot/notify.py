@@ -3,8 +3,9 @@
 A minimal delivery path (the alert pipeline of the scheduler issue replaces it with dedupe,
 grouping, an outbox and escalation): per route, each open break not yet posted there is
 sent as a card and the message id is stored (`chat_message`), so it is never posted twice
-and can be edited in place later. More than `MAX_CARDS` new breaks at once go out as that
-many cards plus one digest, which keeps within Telegram's 20 messages a minute per group.
+and can be edited in place later. More than `chat.max_cards_per_run` new breaks at once go
+out as that many cards plus one digest, which keeps within Telegram's 20 messages a minute
+per group.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from models.db import get_engine
 from models.tables import Break, ChatMessage
 
 log = logging.getLogger("reconbot.notify")
-MAX_CARDS = 5
 
 
 def routes_for(cfg: Config, merchant_id: str):
@@ -44,8 +44,9 @@ def _unposted(url: str, merchant_id: str, kind: str, target: str) -> list[Break]
         return list(s.execute(q.order_by(func.abs(Break.difference).desc(), Break.id)).scalars())
 
 
-def notify(cfg: Config, channels: dict[str, Channel], merchant_id: str, max_cards: int = MAX_CARDS) -> list[MessageRef]:
+def notify(cfg: Config, channels: dict[str, Channel], merchant_id: str, max_cards: int | None = None) -> list[MessageRef]:
     url = cfg.database.url
+    max_cards = max_cards or cfg.chat.max_cards_per_run
     workflow = Workflow(cfg)
     sent: list[MessageRef] = []
     for route in routes_for(cfg, merchant_id):

@@ -100,7 +100,9 @@ class SlackChannel:
         # Bolt's own check is off; Bolt parses, dispatches and acks.
         self.app = App(client=self.client, signing_secret=signing_secret, request_verification_enabled=False,
                        token_verification_enabled=False, process_before_response=False,
-                       listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="slack-listener"),
+                       # listeners only ack (and answer commands); clicks are worked in the
+                       # conversation's pool, so a burst of clicks never delays an ack
+                       listener_executor=ThreadPoolExecutor(max_workers=64, thread_name_prefix="slack-ack"),
                        logger=log)
         self.app.command("/recon")(self._on_command)
         self.app.action(ACTION_ID)(self._on_action)
@@ -156,12 +158,15 @@ class SlackChannel:
 
     def _on_action(self, ack, body, action, context):
         ack()  # within Slack's 3 seconds, before any work
+        self.conversation.submit(self._act, body, action, context["raw_body"])
+
+    def _act(self, body: dict, action: dict, raw_body: bytes) -> None:
         m = ACTION_ID.match(action["action_id"])
         user = body["user"]["id"]
         channel = (body.get("channel") or {}).get("id") or body.get("container", {}).get("channel_id")
         ts = (body.get("message") or {}).get("ts") or body.get("container", {}).get("message_ts")
-        outcome = self.conversation.click(self.kind, user, m.group(1), action.get("value", ""),
-                                          context["raw_body"], self.language)
+        outcome = self.conversation.click(self.kind, user, m.group(1), action.get("value", ""), raw_body,
+                                          self.language)
         try:
             if outcome.card is not None and channel and ts:
                 deliver(self.kind, "chat.update", lambda: self.update(MessageRef(self.kind, channel, ts), outcome.card))

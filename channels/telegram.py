@@ -194,9 +194,9 @@ class TelegramChannel:
             raise Refused("stale", f"message of {message.date.isoformat()} is older than {self.max_age}s")
         self.conversation.replay.first_time(self.kind, f"{self.bot.token.split(':')[0]}:{update.update_id}")
         if update.callback_query is not None:
-            self._on_callback(update.callback_query, request.body)
+            self.conversation.submit(self._on_callback, update.callback_query, request.body)
         elif message is not None and message.text and message.text.lstrip().lower().startswith("/recon"):
-            self._on_command(message)
+            self.conversation.submit(self._on_command, message)
         return HttpResponse(200, b"")
 
     def _on_command(self, message) -> None:

@@ -220,9 +220,9 @@ class WecomChannel:
         except Exception as exc:  # AES padding, corp id mismatch, broken XML: not from our app
             raise Refused("forged", f"WeCom message does not decrypt: {exc.__class__.__name__}") from None
         if msg.get("MsgType") == "event" and msg.get("Event") == "template_card_event":
-            self._on_click(msg, request.body)
+            self.conversation.submit(self._on_click, msg, request.body)
         elif msg.get("MsgType") == "text" and msg.get("Content", "").strip().lower().lstrip("/").startswith("recon"):
-            self._on_command(msg)
+            self.conversation.submit(self._on_command, msg)
         return HttpResponse(200, "")
 
     def _on_command(self, msg: dict) -> None:

@@ -189,6 +189,8 @@ class ChatConfig(_Strict):
     confirm_from: Decimal = Decimal("1000")
     # how long a `recon users link` code stays valid
     link_code_minutes: int = Field(default=15, ge=1, le=1440)
+    # per route and run: more new open breaks than this go out as one digest card
+    max_cards_per_run: int = Field(default=5, ge=1, le=50)
     server: ServerConfig = ServerConfig()
     slack: SlackConfig | None = None
     telegram: TelegramConfig | None = None

@@ -35,6 +35,9 @@ class FakeApi:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # one write per response, no Nagle: otherwise every call waits for a delayed ACK
+            wbufsize = 1 << 16
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):  # quiet
                 pass

@@ -33,7 +33,10 @@ def client(db_url, tg):
 
 
 def post(client, body: bytes, secret: str = TG_SECRET):
-    return client.post("/telegram/webhook", content=body, headers=telegram_headers(secret))
+    """Deliver an update; the answer comes first, the work after it: wait for the work."""
+    r = client.post("/telegram/webhook", content=body, headers=telegram_headers(secret))
+    assert client.app.state.conversation.drain()
+    return r
 
 
 def _status(url, bid):

@@ -36,7 +36,14 @@ def client(db_url, wecom):
 
 def post(client, xml: str, **kw):
     query, body = wecom_post(TOKEN, AES, CORP, AGENT, xml, **kw)
-    return client.post("/wecom/callback", params=query, content=body)
+    return deliver(client, query, body)
+
+
+def deliver(client, query, body):
+    """POST a callback; the answer comes first, the work after it: wait for the work."""
+    r = client.post("/wecom/callback", params=query, content=body)
+    assert client.app.state.conversation.drain()
+    return r
 
 
 def click(client, user: str, key: str, code: str = "RC-1", **kw):
@@ -120,12 +127,12 @@ def test_forged_stale_replayed_and_undecryptable_callbacks_are_refused(client, w
     elif case == "stale":
         query, body = wecom_post(TOKEN, AES, CORP, AGENT, xml, timestamp=int(time.time()) - 301)
     elif case == "replayed":
-        assert client.post("/wecom/callback", params=query, content=body).status_code == 200
+        assert deliver(client, query, body).status_code == 200
     elif case == "wrong_key":  # signed with our token, but encrypted for another app
         query, body = wecom_post(TOKEN, "A" * 43, CORP, AGENT, xml)
     else:
         body = b"{}"
-    r = client.post("/wecom/callback", params=query, content=body)
+    r = deliver(client, query, body)
     assert r.status_code == {"forged": 401, "stale": 401, "replayed": 409, "wrong_key": 401, "not_xml": 400}[case]
     assert len(wecom.called("message/update_template_card")) == (1 if case == "replayed" else 0)
     assert (_status(url, bid) == "resolved") == (case == "replayed")
