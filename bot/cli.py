@@ -290,6 +290,23 @@ def resolve(break_id: Annotated[int, typer.Argument(metavar="BREAK")], config: C
     _console_act(config, break_id, "resolve", as_)
 
 
+@app.command("telegram-webhook")
+def telegram_webhook(url: Annotated[str, typer.Argument(help="Public HTTPS URL of /telegram/webhook.")],
+                     config: ConfigOpt = None) -> None:
+    """Point Telegram at `recon serve` (setWebhook with the configured secret_token)."""
+    from bot.transport import TransportError
+    from channels.telegram import TelegramChannel
+
+    cfg = _load(config, schema=False)
+    if cfg.chat.telegram is None:
+        _fail("no [chat.telegram] section in the configuration", 2)
+    try:
+        TelegramChannel.from_config(cfg).set_webhook(url)
+    except TransportError as exc:
+        _fail(exc.message)
+    out.print(f"Telegram now posts updates to {url}", highlight=False)
+
+
 @app.command()
 def serve(
     config: ConfigOpt = None,

@@ -170,7 +170,7 @@ class TelegramChannel:
         self._run(self.bot.answer_callback_query, callback_query_id, text=text[:200] or None, show_alert=alert)
 
     def set_webhook(self, url: str) -> None:
-        """Point Telegram at `recon serve` (run once; `recon chat telegram-webhook URL`)."""
+        """Point Telegram at `recon serve` (run once: `recon telegram-webhook URL`)."""
         self._run(self.bot.set_webhook, url=url, secret_token=self.secret_token,
                   allowed_updates=["message", "callback_query"])
 
