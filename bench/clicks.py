@@ -36,7 +36,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from chat_setup import SLACK_SECRET, TG_SECRET, TG_TOKEN, WECOM, chat_config, seed_break  # noqa: E402
+from chat_setup import SLACK_SECRET, TG_SECRET, TG_TOKEN, WECOM, seed_break  # noqa: E402
 from fakes import (FakeSlack, FakeTelegram, FakeWecom, free_port, slack_click_body, slack_signed,  # noqa: E402
                    telegram_click, telegram_headers, wecom_click_xml, wecom_post)
 

@@ -161,8 +161,8 @@ class Conversation:
         with self._idle:
             return self._idle.wait_for(lambda: self._pending == 0, timeout=timeout)
 
-    def command(self, platform: str, user_id: str, text: str, chat: str | None = None) -> Reply:
-        return self.commands.answer(platform, user_id, text, chat)
+    def command(self, platform: str, user_id: str, text: str, chat: str | None = None, lang: str = "en") -> Reply:
+        return self.commands.answer(platform, user_id, text, chat, lang)
 
     def click(self, platform: str, user_id: str, action: str, value: str, body: bytes, lang: str) -> Outcome:
         actor = identify(self.cfg.database.url, platform, user_id)

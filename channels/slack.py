@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -150,7 +149,7 @@ class SlackChannel:
 
     def _on_command(self, ack, command, context):
         reply = self.conversation.command(self.kind, command["user_id"], command.get("text", ""),
-                                          command.get("channel_id"))
+                                          command.get("channel_id"), self.language)
         cards = reply.cards
         ack(response_type="in_channel", text=cards[0].title, blocks=[b for c in cards for b in blocks(c)])
         channel = command.get("channel_id")
@@ -175,9 +174,3 @@ class SlackChannel:
         except TransportError as exc:
             log.error("Slack answer to a click failed: %s", exc.message)
 
-
-def parse_form_payload(body: bytes) -> dict:
-    """For tests and tools: the JSON `payload` of an interactivity request."""
-    from urllib.parse import parse_qs
-
-    return json.loads(parse_qs(body.decode())["payload"][0])

@@ -201,7 +201,7 @@ class TelegramChannel:
 
     def _on_command(self, message) -> None:
         chat = str(message.chat_id)
-        reply = self.conversation.command(self.kind, str(message.from_user.id), message.text, chat)
+        reply = self.conversation.command(self.kind, str(message.from_user.id), message.text, chat, self.language)
         for card in reply.cards:
             deliver(self.kind, "reply", lambda: self.send(chat, card))
         self.conversation.later(reply, lambda card: deliver(self.kind, "reply", lambda: self.send(chat, card)))

@@ -227,7 +227,7 @@ class WecomChannel:
 
     def _on_command(self, msg: dict) -> None:
         user = msg.get("FromUserName", "")
-        reply = self.conversation.command(self.kind, user, msg["Content"], chat=user)
+        reply = self.conversation.command(self.kind, user, msg["Content"], chat=user, lang=self.language)
         for card in reply.cards:
             deliver(self.kind, "reply", lambda: self.send(user, card))
         self.conversation.later(reply, lambda card: deliver(self.kind, "reply", lambda: self.send(user, card)))

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
 from bot.server import create_app
-from chat_setup import (SLACK_CHANNEL, SLACK_SECRET, TG_CHAT, TG_SECRET, TG_TOKEN, WECOM, WECOM_USERS, chat_config,
+from chat_setup import (SLACK_CHANNEL, SLACK_SECRET, TG_CHAT, TG_SECRET, TG_TOKEN, WECOM, chat_config,
                         people)
 from conftest import EXAMPLES
 from fakes import (FakeSlack, FakeTelegram, FakeWecom, slack_click_body, slack_command_body, slack_signed,
@@ -147,7 +146,7 @@ base_url = "{wecom.base_url}"
                             wecom_text_xml(WECOM["corp_id"], WECOM["agent_id"], "bob", "/recon 2026-11-20"))
         client.post("/wecom/callback", params=wq, content=wb)
         assert client.app.state.conversation.drain()
-        assert wecom.called("message/send")[-1]["markdown"]["content"].startswith("**demo-shop · 2026-11-20**\n> alipay")
+        assert wecom.called("message/send")[-1]["markdown"]["content"].startswith("**demo-shop · 2026-11-20**\n> alipay: 我方 ")
 
     with Session(get_engine(url)) as s:
         assert s.get(Break, bid).status == "adjusted"

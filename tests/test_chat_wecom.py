@@ -113,7 +113,7 @@ def test_text_command_is_answered_with_a_message(client, wecom):
     assert post(client, wecom_text_xml(CORP, AGENT, "alice", "/recon pending")).status_code == 200
     [sent] = wecom.called("message/send")
     assert (sent["touser"], sent["msgtype"], sent["agentid"]) == ("alice", "markdown", AGENT)
-    assert sent["markdown"]["content"] == "**Open breaks**\nNothing open."
+    assert sent["markdown"]["content"] == "**待处理差异**\n没有待处理差异。"  # WeCom answers in Chinese
 
 
 @pytest.mark.parametrize("case", ["forged", "stale", "replayed", "wrong_key", "not_xml"])
