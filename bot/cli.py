@@ -173,7 +173,8 @@ def users_add(
     name: str,
     role: Annotated[str, typer.Option(help="viewer | reviewer | approver | admin")] = "reviewer",
     merchants: Annotated[str, typer.Option(help="Comma-separated merchant ids, or * for all.")] = "*",
-    limit: Annotated[Optional[str], typer.Option(help="Largest adjustment this user may approve (major units).")] = None,
+    limit: Annotated[Optional[str], typer.Option(
+        help="Largest adjustment this user may approve (major units).")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Add a user."""

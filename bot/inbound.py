@@ -40,6 +40,7 @@ KEEP_SEEN = timedelta(days=2)  # Telegram callbacks carry no time: keep their id
 # out of the interpreter.
 WORKERS = 4
 ANSWERS_FIRST = 0.5  # seconds a job may wait for the answers in flight
+QUIET = 0.02  # ... and for this long without one (the burst is over)
 
 
 def request_hash(body: bytes) -> str:
@@ -116,6 +117,7 @@ class Conversation:
         self.max_age = cfg.chat.server.max_age_seconds
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="recon-work")
         self._answering = 0
+        self._last_answer = 0.0
         self._quiet = threading.Condition()
         self._pending = 0
         self._idle = threading.Condition()
@@ -130,19 +132,30 @@ class Conversation:
         finally:
             with self._quiet:
                 self._answering -= 1
+                self._last_answer = time.monotonic()
                 if not self._answering:
                     self._quiet.notify_all()
+
+    def _wait_for_quiet(self) -> None:
+        """Until no answer has been in flight for QUIET seconds (a burst is over), or
+        ANSWERS_FIRST seconds at most."""
+        deadline = time.monotonic() + ANSWERS_FIRST
+        with self._quiet:
+            while (now := time.monotonic()) < deadline:
+                idle = now - self._last_answer
+                if self._answering == 0 and idle >= QUIET:
+                    return
+                self._quiet.wait(min(deadline - now, QUIET - idle if self._answering == 0 else deadline - now))
 
     def submit(self, fn: Callable, *args) -> None:
         """Do `fn(*args)` after the platform has been answered; failures are logged.
 
         Platforms give an answer seconds at most (Slack 3 s, WeCom 5 s), and the work shares
-        one interpreter with the answers: during a burst of clicks a job starts when no
-        answer is being prepared, or after ANSWERS_FIRST seconds at the latest.
+        one interpreter with the answers: during a burst of clicks a job starts once no
+        answer has been prepared for QUIET seconds, or after ANSWERS_FIRST at the latest.
         """
         def run():
-            with self._quiet:
-                self._quiet.wait_for(lambda: self._answering == 0, timeout=ANSWERS_FIRST)
+            self._wait_for_quiet()
             try:
                 fn(*args)
             except Exception:

@@ -44,7 +44,8 @@ def _unposted(url: str, merchant_id: str, kind: str, target: str) -> list[Break]
         return list(s.execute(q.order_by(func.abs(Break.difference).desc(), Break.id)).scalars())
 
 
-def notify(cfg: Config, channels: dict[str, Channel], merchant_id: str, max_cards: int | None = None) -> list[MessageRef]:
+def notify(cfg: Config, channels: dict[str, Channel], merchant_id: str,
+           max_cards: int | None = None) -> list[MessageRef]:
     url = cfg.database.url
     max_cards = max_cards or cfg.chat.max_cards_per_run
     workflow = Workflow(cfg)

@@ -117,6 +117,7 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None) -> None
     sys.setswitchinterval(0.001)
     server = cfg.chat.server
     trusted = server.forwarded_allow_ips
-    uvicorn.run(create_app(cfg, run_in_subprocess=True), host=host or server.host, port=server.port if port is None else port,
+    uvicorn.run(create_app(cfg, run_in_subprocess=True), host=host or server.host,
+                port=server.port if port is None else port,
                 proxy_headers=bool(trusted), forwarded_allow_ips=",".join(trusted) if trusted else None,
                 log_level="info", access_log=False)

@@ -151,8 +151,8 @@ def redeem_link_code(url: str, code: str, platform: str, platform_user_id: str) 
         if won != 1:
             raise UserError("that code is unknown, used or expired: ask an admin for a new one")
         user_id = s.execute(select(LinkCode.user_id).where(LinkCode.code_hash == _hash(code))).scalar_one()
-        existing = s.execute(select(ChatIdentity).where(ChatIdentity.platform == platform,
-                                                        ChatIdentity.platform_user_id == platform_user_id)).scalars().first()
+        existing = s.execute(select(ChatIdentity).where(
+            ChatIdentity.platform == platform, ChatIdentity.platform_user_id == platform_user_id)).scalars().first()
         if existing is not None:
             s.rollback()
             raise UserError("this account is linked to a user already")

@@ -48,8 +48,9 @@ def _mrkdwn(text: str) -> str:
 def blocks(card: Card) -> list[dict]:
     out: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": card.title[:150], "emoji": True}}]
     for i in range(0, len(card.fields), MAX_FIELDS_PER_SECTION):
+        chunk = card.fields[i:i + MAX_FIELDS_PER_SECTION]
         out.append({"type": "section", "fields": [
-            {"type": "mrkdwn", "text": f"*{_mrkdwn(k)}*\n{_mrkdwn(v)}"} for k, v in card.fields[i:i + MAX_FIELDS_PER_SECTION]]})
+            {"type": "mrkdwn", "text": f"*{_mrkdwn(k)}*\n{_mrkdwn(v)}"} for k, v in chunk]})
     if card.text:
         out.append({"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn(card.text)[:3000]}})
     if card.evidence:

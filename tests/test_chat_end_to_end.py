@@ -39,7 +39,8 @@ def test_recon_run_posts_cards_and_one_signed_click_per_platform_approves_once(t
     cfg = chat_config(url, slack=slack, telegram=tg, wecom=wecom)
     # the same configuration as a file, with the secrets in the environment, for the real CLI
     chat = cfg.chat
-    env = {"SLACK_SIGNING_SECRET": SLACK_SECRET, "TELEGRAM_SECRET": TG_SECRET, "WECOM_AES_KEY": WECOM["encoding_aes_key"]}
+    env = {"SLACK_SIGNING_SECRET": SLACK_SECRET, "TELEGRAM_SECRET": TG_SECRET,
+           "WECOM_AES_KEY": WECOM["encoding_aes_key"]}
     routes = "\n".join(f'[[chat.routes]]\nmerchant = "{r.merchant}"\nchannel = "{r.channel}"\ntarget = "{r.target}"'
                        for r in chat.routes)
     (tmp_path / "recon.toml").write_text(f"""
@@ -146,7 +147,8 @@ base_url = "{wecom.base_url}"
                             wecom_text_xml(WECOM["corp_id"], WECOM["agent_id"], "bob", "/recon 2026-11-20"))
         client.post("/wecom/callback", params=wq, content=wb)
         assert client.app.state.conversation.drain()
-        assert wecom.called("message/send")[-1]["markdown"]["content"].startswith("**demo-shop · 2026-11-20**\n> alipay: 我方 ")
+        answer = wecom.called("message/send")[-1]["markdown"]["content"]
+        assert answer.startswith("**demo-shop · 2026-11-20**\n> alipay: 我方 ")  # in Chinese on WeCom
 
     with Session(get_engine(url)) as s:
         assert s.get(Break, bid).status == "adjusted"

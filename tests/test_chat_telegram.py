@@ -82,7 +82,8 @@ def test_a_double_click_approves_once(client, tg):
     post(client, telegram_click(30, f"approve|{bid}:1", user_id=1001))
     post(client, telegram_click(31, f"approve|{bid}:1", user_id=1002))
     first, second = tg.called("answerCallbackQuery")
-    assert first["text"].startswith("Approved by alice") and second["text"].startswith("Already done: Approved by alice")
+    assert first["text"].startswith("Approved by alice")
+    assert second["text"].startswith("Already done: Approved by alice")
     assert len(tg.called("editMessageText")) == 2  # the loser's card is refreshed too
 
 
