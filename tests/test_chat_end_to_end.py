@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,61 @@ def test_healthz_and_metrics(db_url):
         text = client.get("/metrics").text
         assert "# TYPE recon_inbound_requests_total counter" in text
         assert client.post("/slack/events").status_code == 404  # no endpoint for an unconfigured platform
+
+
+def test_recon_serve_as_its_own_process(tmp_path):
+    """The real entry point: pooled SQLite, uvicorn, a proxy trusted, one signed click."""
+    import httpx
+
+    from fakes import free_port
+    from chat_setup import seed_break
+    from models.db import upgrade
+
+    slack = FakeSlack()
+    url = f"sqlite:///{tmp_path / 'recon.db'}"
+    upgrade(url)
+    people(url)
+    bid = seed_break(url, -3200)
+    port = free_port()
+    (tmp_path / "recon.toml").write_text(f"""
+[database]
+url = "{url}"
+[[merchants]]
+id = "demo-shop"
+name = "Demo"
+[chat.server]
+port = {port}
+forwarded_allow_ips = ["127.0.0.1"]
+[chat.slack]
+bot_token = "xoxb-fake"
+signing_secret = "{SLACK_SECRET}"
+base_url = "{slack.base_url}"
+""", encoding="utf-8")
+    proc = subprocess.Popen([RECON, "serve", "--config", str(tmp_path / "recon.toml")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(150):
+            try:
+                if httpx.get(base + "/healthz", timeout=1).json() == {"status": "ok", "platforms": ["slack"]}:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("recon serve did not come up")
+        body = slack_click_body("recon.approve.0", f"{bid}:1", ts="1764000009.000100")
+        r = httpx.post(base + "/slack/events", content=body, headers={**slack_signed(SLACK_SECRET, body),
+                                                                     "X-Forwarded-For": "203.0.113.7"})
+        assert r.status_code == 200
+        [upd] = slack.wait_for("chat.update")
+        assert (upd["channel"], upd["ts"]) == (SLACK_CHANNEL, "1764000009.000100")
+        forged = httpx.post(base + "/slack/events", content=body,
+                            headers={**slack_signed("wrong", body), "X-Forwarded-For": "203.0.113.7"})
+        assert forged.status_code == 401
+        assert 'outcome="accepted",platform="slack"} 1.0' in httpx.get(base + "/metrics").text
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=15)
+        slack.close()
+    # logged, with the client's address as the trusted proxy (127.0.0.1) forwarded it
+    assert "refused slack request from 203.0.113.7: forged" in err
