@@ -153,7 +153,9 @@ class TelegramChannel:
         except TelegramError as exc:
             if any(d in str(exc).lower() for d in BENIGN_DESCRIPTIONS):
                 return None
-            raise _transport_error(exc) from None
+            err = _transport_error(exc)
+            err.message = err.message.replace(self.bot.token, "<token>")  # the token rides in every URL
+            raise err from None
 
     # -- outbound ----------------------------------------------------------------------
     def send(self, target: str, card: Card) -> MessageRef:
