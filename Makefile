@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_day.py
 	$(BIN)/python bench/formats.py
+	$(BIN)/python bench/clicks.py
 
 accuracy: $(STAMP)
 	$(BIN)/python bench/accuracy.py

@@ -1,4 +1,7 @@
-"""Platform-neutral cards: what a break looks like before any chat platform renders it."""
+"""Platform-neutral cards: what a break (or a command's answer) looks like before any chat
+platform renders it. English or Chinese (WeCom's default); every button carries only an
+opaque "break id:version[:argument]", never an amount to act on.
+"""
 
 from __future__ import annotations
 
@@ -18,13 +21,43 @@ TITLES = {
     "duplicate_record": "Duplicate row 重复记录 (note)",
     "late": "Late statement 账单未到",
 }
+TITLES_ZH = {
+    "short": "短款", "long": "长款", "amount_mismatch": "错账", "status_mismatch": "状态不符",
+    "duplicate_charge": "重复扣款", "fee_mismatch": "手续费不符", "fx_difference": "汇兑差异",
+    "suggested_match": "待确认匹配", "duplicate_record": "重复记录",
+}
+
+WORDS = {
+    "en": {
+        "Merchant": "Merchant", "Day": "Day", "Source": "Source", "Order": "Order", "Channel txn": "Channel txn",
+        "Our books": "Our books", "Channel": "Channel", "Difference": "Difference", "Status": "Status",
+        "Assigned": "Assigned to", "Approvals": "Approvals", "Snoozed": "Snoozed until",
+        "approve": "Approve adjustment", "assign_me": "Assign to me", "assign_to": "Assign to…",
+        "snooze": "Snooze 1 day", "resolve": "Resolve", "cancel": "Back",
+        "confirm": "Approve an adjustment of {amount}?", "pick": "Assign to whom?",
+        "in_transit": "in transit", "open": "open", "adjusted": "adjusted", "resolved": "resolved",
+        "cleared": "cleared", "note": "note",
+    },
+    "zh": {
+        "Merchant": "商户", "Day": "业务日", "Source": "渠道", "Order": "订单号", "Channel txn": "渠道流水号",
+        "Our books": "我方账面", "Channel": "渠道金额", "Difference": "差额", "Status": "状态",
+        "Assigned": "处理人", "Approvals": "审批", "Snoozed": "暂缓至",
+        "approve": "批准调账", "assign_me": "指派给我", "assign_to": "指派给…",
+        "snooze": "暂缓一天", "resolve": "标记已解决", "cancel": "返回",
+        "confirm": "确认批准 {amount} 的调账？", "pick": "指派给谁？",
+        "in_transit": "在途", "open": "待处理", "adjusted": "已调账", "resolved": "已解决",
+        "cleared": "已清除", "note": "提示",
+    },
+}
 
 
 @dataclass(frozen=True)
 class Button:
-    action: str  # approve | assign | snooze | resolve
+    action: str  # approve | assign_me | assign_to | snooze | resolve | cancel
     label: str
-    value: str  # opaque: break id and version, never an amount
+    value: str  # opaque: "break id:version[:argument]", never an amount
+    confirm: str | None = None  # ask before acting (Slack confirm dialog)
+    style: str = ""  # primary | danger | "" (platforms that know styles use it)
 
 
 @dataclass(frozen=True)
@@ -36,6 +69,19 @@ class Card:
     text: str
     evidence: list[str]
     buttons: list[Button] = field(default_factory=list)
+    note: str = ""  # the outcome line, e.g. "Approved by alice at 10:42 UTC"
+
+
+@dataclass(frozen=True)
+class CardState:
+    """What the workflow knows beyond the break row (bot/actions.py fills it in)."""
+
+    approvals: tuple[str, ...] = ()  # names of the approvers so far
+    needed: int = 1  # approvals needed for this amount
+    assignee: str | None = None
+    confirm_from: int | None = None  # minor units; ask for confirmation at or above
+    note: str = ""
+    picker: tuple[tuple[int, str], ...] = ()  # (user id, name): "Assign to…" is open
 
 
 def _minor(value: str | None, currency: str) -> int | None:
@@ -56,34 +102,64 @@ def short_path(path: str) -> str:
         return path
 
 
-def break_card(b: dict) -> Card:
-    """`b` is a break as `core.breaks.as_dict` returns it."""
-    cur = b["currency"]
-    status = "in transit" if b["status"] == "in_transit" else b["status"]
-    fields = [
-        ("Merchant", b["merchant"]),
-        ("Day", b["day"]),
-        ("Source", b["source"]),
-        ("Order", b["order_id"] or "—"),
-        ("Channel txn", b["txn_id"] or "—"),
-        ("Our books", display(_minor(b["internal_amount"], cur), cur)),
-        ("Channel", display(_minor(b["channel_amount"], cur), cur)),
-        ("Difference", display(_minor(b["difference"], cur), cur)),
-        ("Status", status),
-    ]
+def break_buttons(b: dict, state: CardState, lang: str) -> list[Button]:
+    w = WORDS[lang]
     ref = f"{b['id']}:{b['version']}"
-    buttons = [] if b["status"] != "open" else [
-        Button("approve", "Approve adjustment", ref),
-        Button("assign", "Assign to me", ref),
-        Button("resolve", "Resolve", ref),
+    if b["status"] != "open":
+        return []
+    if state.picker:
+        return [Button("assign_to", name, f"{ref}:{uid}") for uid, name in state.picker[:5]] + \
+               [Button("cancel", w["cancel"], ref)]
+    cur = b["currency"]
+    diff = _minor(b["difference"], cur) or 0
+    buttons = []
+    if diff:
+        label = w["approve"] + (f" ({len(state.approvals)}/{state.needed})" if state.needed > 1 else "")
+        ask = None
+        if state.confirm_from is not None and abs(diff) >= state.confirm_from:
+            ask = w["confirm"].format(amount=display(abs(diff), cur))
+        buttons.append(Button("approve", label, ref, confirm=ask, style="primary"))
+    buttons += [Button("assign_me", w["assign_me"], ref), Button("assign_to", w["assign_to"], ref),
+                Button("snooze", w["snooze"], ref), Button("resolve", w["resolve"], ref)]
+    return buttons
+
+
+def break_card(b: dict, lang: str = "en", state: CardState = CardState()) -> Card:
+    """`b` is a break as `core.breaks.as_dict` returns it."""
+    w = WORDS[lang]
+    cur = b["currency"]
+    fields = [
+        (w["Merchant"], b["merchant"]),
+        (w["Day"], b["day"]),
+        (w["Source"], b["source"]),
+        (w["Order"], b["order_id"] or "—"),
+        (w["Channel txn"], b["txn_id"] or "—"),
+        (w["Our books"], display(_minor(b["internal_amount"], cur), cur)),
+        (w["Channel"], display(_minor(b["channel_amount"], cur), cur)),
+        (w["Difference"], display(_minor(b["difference"], cur), cur)),
+        (w["Status"], w.get(b["status"], b["status"])),
     ]
+    if state.assignee:
+        fields.append((w["Assigned"], state.assignee))
+    if state.needed > 1 and b["status"] == "open":
+        fields.append((w["Approvals"], f"{len(state.approvals)}/{state.needed}"
+                       + (f" ({', '.join(state.approvals)})" if state.approvals else "")))
+    if b.get("snoozed_until"):
+        fields.append((w["Snoozed"], b["snoozed_until"]))
+    titles = TITLES_ZH if lang == "zh" else TITLES
     return Card(
         key=f"break:{b['id']}",
-        title=f"#{b['id']} {TITLES.get(b['type'], b['type'])}",
-        severity="info" if b["status"] == "in_transit" or b.get("severity") == "muted" else "warning",
+        title=f"#{b['id']} {titles.get(b['type'], b['type'])}",
+        severity="info" if b["status"] in ("in_transit", "note") or b.get("severity") == "muted" else "warning",
         fields=fields,
-        text=b["explanation"],
+        text=(w["pick"] if state.picker else b["explanation"]),
         evidence=[f"{e['side']}: {short_path(e['file'])}" + (f":{e['line']}" if e["line"] is not None else "")
                   for e in b["evidence"]],
-        buttons=buttons,
+        buttons=break_buttons(b, state, lang),
+        note=state.note,
     )
+
+
+def text_card(title: str, lines: list[str], fields: list[tuple[str, str]] | None = None, key: str = "reply") -> Card:
+    """A command's answer: a title, optional key-value lines and plain lines, no buttons."""
+    return Card(key=key, title=title, severity="info", fields=fields or [], text="\n".join(lines), evidence=[])

@@ -7,6 +7,9 @@ Contract other issues and the docs rely on:
   recon run [--day YYYY-MM-DD] [--merchant M]
   recon breaks [--day D] [--format table|csv|json]
   recon pull [--day D] [--merchant M] [--source S]... [--folder]
+  recon users add|list|link ...     people, roles, chat accounts
+  recon approve|assign|resolve BREAK ...   the card buttons, from the console
+  recon serve [--host H] [--port P]         inbound endpoints for Slack, Telegram, WeCom
 Every command takes `--config PATH` (or RECON_CONFIG); without one, embedded defaults.
 Errors are printed as one clear line each and the exit code is non-zero.
 """
@@ -41,6 +44,8 @@ from models import db
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="reconbot: reconcile payment channels against your orders.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
+users_app = typer.Typer(no_args_is_help=True, help="People who act on breaks, and their chat accounts.")
+app.add_typer(users_app, name="users")
 
 out = Console()
 err = Console(stderr=True)
@@ -167,12 +172,182 @@ def run(
     config: ConfigOpt = None,
     merchant: MerchantOpt = None,
     day: Annotated[Optional[str], typer.Option(help="Business day (default: yesterday, merchant time).")] = None,
+    notify: Annotated[bool, typer.Option(help="Send the open breaks to the merchant's chat routes.")] = True,
 ) -> None:
     """Reconcile one business day for a merchant."""
     cfg = _load(config)
     m = _merchant(cfg, merchant)
     summary = run_with_progress(cfg, m, _day(day, m.timezone), err)
     print_summary(out, summary)
+    if notify:
+        from bot.notify import notify as send_cards
+
+        send_cards(cfg, _channels(cfg), m.id)
+
+
+def _channels(cfg: Config) -> dict:
+    import channels
+
+    built = channels.build(cfg)
+    if "console" in built:
+        built["console"].console = out
+    return built
+
+
+ActorOpt = Annotated[Optional[str], typer.Option("--as", help="Act as this reconbot user (else the one linked to "
+                                                 "your login: recon users link NAME --platform console --id $USER).")]
+
+
+@users_app.command("add")
+def users_add(
+    name: str,
+    role: Annotated[str, typer.Option(help="viewer | reviewer | approver | admin")] = "reviewer",
+    merchants: Annotated[str, typer.Option(help="Comma-separated merchant ids, or * for all.")] = "*",
+    limit: Annotated[Optional[str], typer.Option(
+        help="Largest adjustment this user may approve (major units).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Add a user."""
+    from bot.users import UserError, add_user
+
+    cfg = _load(config)
+    try:
+        u = add_user(cfg.database.url, name, role, merchants, limit)
+    except UserError as exc:
+        _fail(str(exc), 2)
+    out.print(f"added {u.name}: {u.role}, merchants {','.join(u.merchants)}, "
+              f"approval limit {u.approval_limit if u.approval_limit is not None else 'none'}", highlight=False)
+
+
+@users_app.command("list")
+def users_list(config: ConfigOpt = None) -> None:
+    """List users with their roles, scopes, limits and linked chat accounts."""
+    from bot.users import list_users
+
+    cfg = _load(config)
+    t = Table()
+    for col in ("user", "role", "merchants", "approval limit", "linked accounts"):
+        t.add_column(col)
+    for u, linked in list_users(cfg.database.url):
+        t.add_row(u.name, u.role, ",".join(u.merchants), str(u.approval_limit or "—"), ", ".join(linked) or "—")
+    out.print(t)
+
+
+@users_app.command("link")
+def users_link(
+    name: str,
+    platform: Annotated[Optional[str], typer.Option(help="console | slack | telegram | wecom")] = None,
+    id: Annotated[Optional[str], typer.Option("--id", help="The user's id on that platform.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Link a chat account to a user: directly (--platform, --id), or print a one-time code
+    the user types in the chat as /recon link CODE."""
+    from bot.users import UserError, link_identity, new_link_code
+
+    cfg = _load(config)
+    try:
+        if platform or id:
+            if not (platform and id):
+                _fail("give both --platform and --id, or neither (to get a code)", 2)
+            link_identity(cfg.database.url, name, platform, id)
+            out.print(f"{platform}:{id} now acts as {name}", highlight=False)
+            return
+        code = new_link_code(cfg.database.url, name, cfg.chat.link_code_minutes)
+    except UserError as exc:
+        _fail(str(exc), 2)
+    out.print(f"{name} types this in Slack, Telegram or WeCom within {cfg.chat.link_code_minutes} minutes:\n"
+              f"  /recon link {code}", highlight=False)
+
+
+def _console_act(config, break_id: int, action: str, as_user: str | None, arg: str | None = None) -> None:
+    import getpass
+
+    from bot.actions import Click, Workflow
+    from bot.notify import refresh
+    from bot.users import UserError, get_user, identify
+    from models.tables import Break
+
+    cfg = _load(config)
+    url = cfg.database.url
+    try:
+        actor = get_user(url, as_user) if as_user else identify(url, "console", getpass.getuser())
+    except UserError as exc:
+        _fail(str(exc), 2)
+    if actor is None:
+        _fail(f"who is acting? pass --as NAME, or link your login once: "
+              f"recon users link NAME --platform console --id {getpass.getuser()}", 2)
+    from sqlmodel import Session
+
+    with Session(db.get_engine(url)) as s:
+        b = s.get(Break, break_id)
+        version = b.version if b else 0
+    workflow = Workflow(cfg)
+    outcome = workflow.act(actor, Click(action, break_id, version, arg, "console"))
+    if outcome.card is not None:
+        from channels.console import ConsoleChannel
+
+        ConsoleChannel(out).send("", outcome.card)
+    if outcome.status in ("refused", "lost", "stale"):
+        _fail(outcome.message, 1)
+    out.print(outcome.message, highlight=False)
+    refresh(cfg, _channels(cfg), break_id)
+
+
+@app.command()
+def approve(break_id: Annotated[int, typer.Argument(metavar="BREAK")], config: ConfigOpt = None,
+            as_: ActorOpt = None) -> None:
+    """Approve a break's adjustment (as the card's button does)."""
+    _console_act(config, break_id, "approve", as_)
+
+
+@app.command()
+def assign(break_id: Annotated[int, typer.Argument(metavar="BREAK")], user: str, config: ConfigOpt = None,
+           as_: ActorOpt = None) -> None:
+    """Assign a break to a user."""
+    from bot.users import UserError, get_user
+
+    cfg = _load(config)
+    try:
+        target = get_user(cfg.database.url, user)
+    except UserError as exc:
+        _fail(str(exc), 2)
+    _console_act(config, break_id, "assign_to", as_, str(target.id))
+
+
+@app.command()
+def resolve(break_id: Annotated[int, typer.Argument(metavar="BREAK")], config: ConfigOpt = None,
+            as_: ActorOpt = None) -> None:
+    """Mark a break resolved."""
+    _console_act(config, break_id, "resolve", as_)
+
+
+@app.command("telegram-webhook")
+def telegram_webhook(url: Annotated[str, typer.Argument(help="Public HTTPS URL of /telegram/webhook.")],
+                     config: ConfigOpt = None) -> None:
+    """Point Telegram at `recon serve` (setWebhook with the configured secret_token)."""
+    from bot.transport import TransportError
+    from channels.telegram import TelegramChannel
+
+    cfg = _load(config, schema=False)
+    if cfg.chat.telegram is None:
+        _fail("no [chat.telegram] section in the configuration", 2)
+    try:
+        TelegramChannel.from_config(cfg).set_webhook(url)
+    except TransportError as exc:
+        _fail(exc.message)
+    out.print(f"Telegram now posts updates to {url}", highlight=False)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[Optional[str], typer.Option(help="Listen address (default: [chat.server] host).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default: [chat.server] port).")] = None,
+) -> None:
+    """Serve the inbound endpoints for Slack, Telegram and WeCom, /healthz and /metrics."""
+    from bot.server import serve as run_server
+
+    run_server(_load(config), host, port)
 
 
 def run_with_progress(cfg, merchant, day, console: Console) -> RunSummary:

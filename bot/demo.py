@@ -91,5 +91,5 @@ def run_demo(output: Path, console: Console) -> None:
     console.print(Rule(f"{len(rows)} breaks to look at"))
     channel = ConsoleChannel(console)
     for row in rows:
-        channel.send(break_card(row))
+        channel.send("", break_card(row))
     console.print(f"List them again with: recon breaks --config {output / 'recon.toml'}", highlight=False)

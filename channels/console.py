@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from bot.cards import Card
-
-
-@dataclass(frozen=True)
-class MessageRef:
-    channel: str
-    message_id: str
+from bot.transport import MessageRef
 
 
 class ConsoleChannel:
     kind = "console"
+    language = "en"
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
         self._sent = 0
 
-    def send(self, card: Card) -> MessageRef:
+    @classmethod
+    def from_config(cls, cfg, conversation=None) -> "ConsoleChannel":
+        return cls()
+
+    def send(self, target: str, card: Card) -> MessageRef:
         self._sent += 1
         self.console.print(self._render(card))
-        return MessageRef(self.kind, str(self._sent))
+        return MessageRef(self.kind, target, str(self._sent))
 
     def update(self, ref: MessageRef, card: Card) -> None:
         self.console.print(self._render(card, updated=True))
@@ -43,6 +41,8 @@ class ConsoleChannel:
         body.add_row(grid)
         body.add_row(Text(""))
         body.add_row(Text(card.text))
+        if card.note:
+            body.add_row(Text(card.note, style="bold green"))
         for ev in card.evidence:
             body.add_row(Text(f"  ↳ {ev}", style="dim"))
         if card.buttons:

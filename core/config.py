@@ -210,12 +210,74 @@ class PolicyConfig(_Strict):
 
 class ChatRoute(_Strict):
     merchant: str = "*"
-    channel: Literal["console", "wecom", "slack", "telegram"] = "console"
+    channel: Literal["console", "wecom", "wecom_robot", "slack", "telegram"] = "console"
     target: str = ""
+
+
+class ServerConfig(_Strict):
+    """`recon serve`: where it listens and which proxy it believes."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # X-Forwarded-For/-Proto are honoured only from these addresses (empty: never)
+    forwarded_allow_ips: list[str] = []
+    # inbound requests older than this are refused; replays within it are caught by id
+    max_age_seconds: int = Field(default=300, ge=30, le=3600)
+
+
+class SlackConfig(_Strict):
+    bot_token: str
+    signing_secret: str
+    base_url: str = "https://slack.com/api/"
+    language: Literal["en", "zh"] = "en"
+
+
+class TelegramConfig(_Strict):
+    bot_token: str
+    # sent back by Telegram in X-Telegram-Bot-Api-Secret-Token (setWebhook secret_token)
+    secret_token: str = Field(pattern=r"^[A-Za-z0-9_-]{16,256}$")
+    base_url: str = "https://api.telegram.org/bot"
+    language: Literal["en", "zh"] = "en"
+
+
+class WecomConfig(_Strict):
+    corp_id: str
+    agent_id: int
+    secret: str
+    # callback URL settings of the app (接收消息服务器配置): Token and EncodingAESKey
+    token: str
+    encoding_aes_key: str = Field(pattern=r"^[A-Za-z0-9]{43}$")
+    base_url: str = "https://qyapi.weixin.qq.com/cgi-bin/"
+    language: Literal["en", "zh"] = "zh"
 
 
 class ChatConfig(_Strict):
     routes: list[ChatRoute] = [ChatRoute()]
+    # an adjustment of at least this much (major units of the break's currency) needs two
+    # different approvers
+    two_approvers_from: Decimal = Decimal("10000")
+    # Slack asks "are you sure?" before approving at least this much
+    confirm_from: Decimal = Decimal("1000")
+    # how long a `recon users link` code stays valid
+    link_code_minutes: int = Field(default=15, ge=1, le=1440)
+    # per route and run: more new open breaks than this go out as one digest card
+    max_cards_per_run: int = Field(default=5, ge=1, le=50)
+    server: ServerConfig = ServerConfig()
+    slack: SlackConfig | None = None
+    telegram: TelegramConfig | None = None
+    wecom: WecomConfig | None = None
+
+    @model_validator(mode="after")
+    def _routes_have_platforms(self):
+        for r in self.routes:
+            platform = "wecom" if r.channel == "wecom_robot" else r.channel
+            if platform in ("slack", "telegram") and getattr(self, platform) is None:
+                raise ValueError(f"a route uses {r.channel} but there is no [chat.{platform}] section")
+            if r.channel == "wecom" and self.wecom is None:
+                raise ValueError("a route uses wecom but there is no [chat.wecom] section")
+            if r.channel != "console" and not r.target:
+                raise ValueError(f"a {r.channel} route needs a target (chat, channel, user or robot key)")
+        return self
 
 
 class Config(_Strict):

@@ -36,12 +36,19 @@ def decide(finding: dict, source: str, cfg, currency: str) -> Decision:
     if (finding["status"] != "open" or finding["type"] not in cfg.policy.auto_types or diff == 0
             or abs(diff) >= to_minor(cfg.tolerance.auto_adjust_below, currency)):
         return Decision(severity, None, finding["status"])
-    # The channel holds more than our books (diff > 0): debit the channel's clearing account,
-    # credit the difference account; the other way round when it holds less.
-    clearing, difference = f"clearing:{source}", f"{finding['type']}:{source}"
-    debit, credit = (clearing, difference) if diff > 0 else (difference, clearing)
+    debit, credit = legs(finding["type"], source, diff)
     status = "applied" if cfg.policy.auto_apply else "proposed"
     reason = (f"auto-adjust {finding['type']} of {display(diff, currency)} (below "
               f"{display(to_minor(cfg.tolerance.auto_adjust_below, currency), currency)})")
     return Decision(severity, dict(amount=abs(diff), debit_account=debit, credit_account=credit, reason=reason,
                                    status=status), "adjusted" if cfg.policy.auto_apply else "open")
+
+
+def legs(break_type: str, source: str, diff: int) -> tuple[str, str]:
+    """(debit, credit) accounts that book a difference of `diff` (channel - ours).
+
+    The channel holds more than our books (diff > 0): debit the channel's clearing account,
+    credit the difference account; the other way round when it holds less.
+    """
+    clearing, difference = f"clearing:{source}", f"{break_type}:{source}"
+    return (clearing, difference) if diff > 0 else (difference, clearing)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Optional
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -106,6 +106,12 @@ class ReconRun(SQLModel, table=True):
     stats: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON
 
 
+# Optimistic locking: every ORM update of a break says WHERE version = <the version read>,
+# so a run and a chat action racing on one break cannot overwrite each other (the loser
+# gets StaleDataError). The code sets the new version itself (version_id_generator=False).
+_break_version = Column("version", Integer, nullable=False, default=1)
+
+
 class Break(SQLModel, table=True):
     """A typed difference between the two sides, with the evidence for it.
 
@@ -117,6 +123,7 @@ class Break(SQLModel, table=True):
         UniqueConstraint("merchant_id", "key", name="uq_break_key"),
         Index("ix_break_day", "merchant_id", "business_day"),
     )
+    __mapper_args__ = {"version_id_col": _break_version, "version_id_generator": False}
     id: Optional[int] = Field(default=None, primary_key=True)
     merchant_id: str = Field(foreign_key="merchant.id", max_length=64)
     business_day: date
@@ -138,9 +145,12 @@ class Break(SQLModel, table=True):
     evidence: str = Field(sa_column=Column(Text, nullable=False))  # JSON [{side, file, line}]
     first_run_id: int = Field(foreign_key="recon_run.id")
     last_run_id: int = Field(foreign_key="recon_run.id")
-    version: int = 1
+    version: int = Field(default=1, sa_column=_break_version)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+    # the chat workflow (bot/actions.py): who looks at it, and until when it is snoozed
+    assignee_id: Optional[int] = Field(default=None, foreign_key="app_user.id")
+    snoozed_until: Optional[datetime] = Field(default=None, sa_column=_utc_column(nullable=True))
 
 
 class Adjustment(SQLModel, table=True):
@@ -170,6 +180,80 @@ class AuditEvent(SQLModel, table=True):
     subject_type: str = Field(max_length=32)
     subject_id: str = Field(max_length=128)
     detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON
+    # chat actions: where the click came from, the amount acted on (minor units) and the
+    # SHA-256 of the exact inbound request (ties the event to the signed delivery)
+    platform: Optional[str] = Field(default=None, max_length=16)
+    amount: Optional[int] = Field(default=None, sa_column=Column(BigInteger))
+    request_hash: Optional[str] = Field(default=None, max_length=64)
+
+
+class User(SQLModel, table=True):
+    """A person who may act on breaks ("user" is a reserved word in PostgreSQL)."""
+
+    __tablename__ = "app_user"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    role: str = Field(max_length=16)  # viewer | reviewer | approver | admin
+    merchants: str = Field(default="*", max_length=1024)  # "*" or comma-separated merchant ids
+    # largest adjustment this user may approve, decimal major units of the break's currency;
+    # None: no limit
+    approval_limit: Optional[str] = Field(default=None, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+
+
+class ChatIdentity(SQLModel, table=True):
+    """A platform account (Slack user id, Telegram user id, WeCom userid) -> a reconbot user."""
+
+    __tablename__ = "chat_identity"
+    __table_args__ = (UniqueConstraint("platform", "platform_user_id", name="uq_chat_identity"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=16)
+    platform_user_id: str = Field(max_length=128)
+    user_id: int = Field(foreign_key="app_user.id")
+    linked_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+
+
+class LinkCode(SQLModel, table=True):
+    """A one-time code for `/recon link CODE`; only its SHA-256 is kept."""
+
+    __tablename__ = "link_code"
+    code_hash: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="app_user.id")
+    expires_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    used_at: Optional[datetime] = Field(default=None, sa_column=_utc_column(nullable=True))
+
+
+class BreakApproval(SQLModel, table=True):
+    """One approver's approval of a break's adjustment (two distinct ones above the threshold)."""
+
+    __tablename__ = "break_approval"
+    __table_args__ = (UniqueConstraint("break_id", "user_id", name="uq_break_approval"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    break_id: int = Field(foreign_key="break.id")
+    user_id: int = Field(foreign_key="app_user.id")
+    at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+
+
+class ChatMessage(SQLModel, table=True):
+    """Where a break's card was posted, so it can be edited in place later."""
+
+    __tablename__ = "chat_message"
+    __table_args__ = (UniqueConstraint("break_id", "channel", "target", name="uq_chat_message"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    break_id: int = Field(foreign_key="break.id")
+    channel: str = Field(max_length=16)  # registry kind
+    target: str = Field(max_length=256)  # chat / channel / user the card went to
+    message_id: str = Field(max_length=256)  # Slack ts, Telegram message_id, WeCom task_id
+    sent_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+
+
+class InboundSeen(SQLModel, table=True):
+    """Replay protection: the identity of every accepted inbound request, for a while."""
+
+    __tablename__ = "inbound_seen"
+    platform: str = Field(primary_key=True, max_length=16)
+    key: str = Field(primary_key=True, max_length=64)
+    seen_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
 
 
 class RejectedFile(SQLModel, table=True):

@@ -1,0 +1,75 @@
+"""The tiny protocol every chat platform module implements (channels/*), and the
+platform-neutral shapes of an inbound HTTP request and its answer.
+
+    send(target, card) -> MessageRef        post a card to a chat / channel / user
+    update(ref, card)                        edit that card in place
+    handle(request) -> HttpResponse          verify, parse and answer an inbound request
+
+A platform module knows its own errors (a constant table in the module) and raises
+`TransportError(message, permanent=False, retry_after=None)`; retrying is not its job
+(bot/delivery.py does it, the same way for every platform).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bot.cards import Card
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    channel: str  # registry kind
+    target: str  # chat id, channel id, WeCom user(s)
+    message_id: str  # Slack ts, Telegram message_id, WeCom task_id
+
+
+class TransportError(Exception):
+    def __init__(self, message: str, permanent: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    client: str = ""
+
+
+@dataclass
+class HttpResponse:
+    status: int = 200
+    body: bytes | str = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Refused(Exception):
+    """An inbound request that is not acted on: forged, stale, replayed or malformed."""
+
+    STATUS = {"forged": 401, "stale": 401, "replayed": 409, "malformed": 400}
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+    @property
+    def status(self) -> int:
+        return self.STATUS[self.kind]
+
+
+class Channel(Protocol):
+    kind: str
+    language: str
+
+    def send(self, target: str, card: Card) -> MessageRef: ...
+
+    def update(self, ref: MessageRef, card: Card) -> None: ...

@@ -1,0 +1,177 @@
+"""Slack: Block Kit cards with buttons, the `/recon` slash command, edits with chat.update.
+
+HTTP mode: Slack posts slash commands and button clicks (interactivity) to one URL,
+`/slack/events`. Each request is verified here before anything is read from its body: the
+timestamp must be within the window, the v0 HMAC-SHA256 signature must match (constant-time
+comparison), and the signature must not have been seen before (replay). Only then does
+slack-bolt parse and dispatch it; its listeners `ack()` at once (Slack waits 3 s at most)
+and the action's work (database, chat.update) runs after the ack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+from slack_bolt import App, BoltRequest
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.cards import Card
+from bot.delivery import deliver
+from bot.inbound import Conversation, fresh
+from bot.transport import HttpRequest, HttpResponse, MessageRef, Refused, TransportError
+
+log = logging.getLogger("reconbot.slack")
+
+# Slack's own error codes (the `error` field of a failed Web API call) that no retry fixes.
+PERMANENT_ERRORS = {
+    "channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "not_authed", "account_inactive",
+    "token_revoked", "token_expired", "missing_scope", "no_permission", "message_not_found",
+    "cant_update_message", "edit_window_closed", "msg_too_long", "invalid_blocks", "invalid_arguments",
+    "user_not_in_channel", "restricted_action",
+}
+# HTTP statuses worth another try (429 carries Retry-After, in seconds).
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+SIGNATURE_VERSION = "v0"
+MAX_FIELDS_PER_SECTION = 10  # Block Kit: a section holds at most 10 fields
+ACTION_ID = re.compile(r"^recon\.(\w+)(\.\d+)?$")
+
+
+def _mrkdwn(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def blocks(card: Card) -> list[dict]:
+    out: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": card.title[:150], "emoji": True}}]
+    for i in range(0, len(card.fields), MAX_FIELDS_PER_SECTION):
+        chunk = card.fields[i:i + MAX_FIELDS_PER_SECTION]
+        out.append({"type": "section", "fields": [
+            {"type": "mrkdwn", "text": f"*{_mrkdwn(k)}*\n{_mrkdwn(v)}"} for k, v in chunk]})
+    if card.text:
+        out.append({"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn(card.text)[:3000]}})
+    if card.evidence:
+        out.append({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": _mrkdwn("\n".join(card.evidence))[:3000]}]})
+    if card.note:
+        out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"*{_mrkdwn(card.note)}*"}]})
+    if card.buttons:
+        elements = []
+        for i, b in enumerate(card.buttons):
+            el = {"type": "button", "action_id": f"recon.{b.action}.{i}",
+                  "text": {"type": "plain_text", "text": b.label[:75], "emoji": True}, "value": b.value}
+            if b.style in ("primary", "danger"):
+                el["style"] = b.style
+            if b.confirm:
+                el["confirm"] = {"title": {"type": "plain_text", "text": "Are you sure?"},
+                                 "text": {"type": "plain_text", "text": b.confirm},
+                                 "confirm": {"type": "plain_text", "text": b.label[:30]},
+                                 "deny": {"type": "plain_text", "text": "Cancel"}}
+            elements.append(el)
+        out.append({"type": "actions", "block_id": f"recon:{card.key}", "elements": elements})
+    return out
+
+
+def _transport_error(exc: SlackApiError) -> TransportError:
+    status = exc.response.status_code
+    error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+    retry_after = exc.response.headers.get("Retry-After") or exc.response.headers.get("retry-after")
+    permanent = error in PERMANENT_ERRORS or (status not in TRANSIENT_STATUS and status >= 400
+                                              and error not in ("ratelimited", "internal_error", "fatal_error"))
+    return TransportError(f"Slack {status} {error or ''}".strip(), permanent=permanent,
+                          retry_after=float(retry_after) if retry_after else None)
+
+
+class SlackChannel:
+    kind = "slack"
+    edits_without_event = True
+
+    def __init__(self, bot_token: str, signing_secret: str, base_url: str = "https://slack.com/api/",
+                 language: str = "en", conversation: Conversation | None = None, max_age: int = 300) -> None:
+        self.language = language
+        self.signing_secret = signing_secret
+        self.max_age = max_age
+        self.conversation = conversation
+        self.client = WebClient(token=bot_token, base_url=base_url, timeout=10)
+        # Our verification (freshness, HMAC, replay) runs before Bolt sees the request, so
+        # Bolt's own check is off; Bolt parses, dispatches and acks.
+        self.app = App(client=self.client, signing_secret=signing_secret, request_verification_enabled=False,
+                       token_verification_enabled=False, process_before_response=False,
+                       # listeners only ack (and answer commands); clicks are worked in the
+                       # conversation's pool, so a burst of clicks never delays an ack
+                       listener_executor=ThreadPoolExecutor(max_workers=64, thread_name_prefix="slack-ack"),
+                       logger=log)
+        self.app.command("/recon")(self._on_command)
+        self.app.action(ACTION_ID)(self._on_action)
+
+    @classmethod
+    def from_config(cls, cfg, conversation=None) -> "SlackChannel":
+        c = cfg.chat.slack
+        return cls(c.bot_token, c.signing_secret, c.base_url, c.language, conversation, cfg.chat.server.max_age_seconds)
+
+    # -- outbound ----------------------------------------------------------------------
+    def _call(self, method: str, **payload) -> dict:
+        try:
+            return self.client.api_call(method, json=payload).data
+        except SlackApiError as exc:
+            raise _transport_error(exc) from None
+
+    def send(self, target: str, card: Card) -> MessageRef:
+        data = self._call("chat.postMessage", channel=target, text=card.title, blocks=blocks(card))
+        return MessageRef(self.kind, data.get("channel", target), data["ts"])
+
+    def update(self, ref: MessageRef, card: Card) -> None:
+        self._call("chat.update", channel=ref.target, ts=ref.message_id, text=card.title, blocks=blocks(card))
+
+    def tell(self, channel: str, user: str, text: str) -> None:
+        """A note only the clicking user sees (who won, why it was refused)."""
+        self._call("chat.postEphemeral", channel=channel, user=user, text=text)
+
+    # -- inbound -----------------------------------------------------------------------
+    def verify(self, request: HttpRequest) -> None:
+        fresh(request.headers.get("x-slack-request-timestamp"), self.max_age)
+        ts = request.headers["x-slack-request-timestamp"]
+        basestring = f"{SIGNATURE_VERSION}:{ts}:".encode() + request.body
+        expected = f"{SIGNATURE_VERSION}=" + hmac.new(self.signing_secret.encode(), basestring,
+                                                       hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, request.headers.get("x-slack-signature", "")):
+            raise Refused("forged", "Slack signature does not match")
+        self.conversation.replay.first_time(self.kind, request.headers["x-slack-signature"])
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        self.verify(request)
+        headers = {k: [v] for k, v in request.headers.items()}
+        resp = self.app.dispatch(BoltRequest(body=request.body.decode("utf-8"), headers=headers,
+                                             query=request.query, context={"raw_body": request.body}))
+        return HttpResponse(resp.status, resp.body, resp.headers.get("content-type", ["application/json"])[0])
+
+    def _on_command(self, ack, command, context):
+        reply = self.conversation.command(self.kind, command["user_id"], command.get("text", ""),
+                                          command.get("channel_id"), self.language)
+        cards = reply.cards
+        ack(response_type="in_channel", text=cards[0].title, blocks=[b for c in cards for b in blocks(c)])
+        channel = command.get("channel_id")
+        self.conversation.later(reply, lambda card: deliver(self.kind, "reply", lambda: self.send(channel, card)))
+
+    def _on_action(self, ack, body, action, context):
+        ack()  # within Slack's 3 seconds, before any work
+        self.conversation.submit(self._act, body, action, context["raw_body"])
+
+    def _act(self, body: dict, action: dict, raw_body: bytes) -> None:
+        m = ACTION_ID.match(action["action_id"])
+        user = body["user"]["id"]
+        channel = (body.get("channel") or {}).get("id") or body.get("container", {}).get("channel_id")
+        ts = (body.get("message") or {}).get("ts") or body.get("container", {}).get("message_ts")
+        outcome = self.conversation.click(self.kind, user, m.group(1), action.get("value", ""), raw_body,
+                                          self.language)
+        try:
+            if outcome.card is not None and channel and ts:
+                deliver(self.kind, "chat.update", lambda: self.update(MessageRef(self.kind, channel, ts), outcome.card))
+            if outcome.message and outcome.status not in ("applied", "picker", "shown") and channel:
+                deliver(self.kind, "ephemeral", lambda: self.tell(channel, user, outcome.message))
+        except TransportError as exc:
+            log.error("Slack answer to a click failed: %s", exc.message)
+

@@ -1,0 +1,294 @@
+"""Local fake servers that speak the platforms' real API shapes, reached through each SDK's
+base URL (slack_sdk WebClient base_url, python-telegram-bot Bot base_url, our WeCom
+client's base_url), plus the signing and encryption each platform applies to what it
+sends us. Nothing here imports reconbot.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlencode, urlparse
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+
+class FakeApi:
+    """A threaded HTTP server recording every call as (method name, payload, headers).
+
+    `fail(name, status, body, headers, times)` makes the next calls of `name` answer so.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict, dict]] = []
+        self.failures: dict[str, list[tuple[int, dict, dict]]] = {}
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # one write per response, no Nagle: otherwise every call waits for a delayed ACK
+            wbufsize = 1 << 16
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _serve(self):
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                url = urlparse(self.path)
+                name = fake.method_name(url.path)
+                payload = fake.decode(raw, self.headers.get("content-type", ""))
+                payload.update({k: v[0] for k, v in parse_qs(url.query).items()})
+                with fake.lock:
+                    fake.calls.append((name, payload, dict(self.headers)))
+                    queued = fake.failures.get(name)
+                    forced = queued.pop(0) if queued else None
+                status, body, headers = forced if forced else (200, fake.answer(name, payload), {})
+                data = json.dumps(body, ensure_ascii=False).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _serve
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @staticmethod
+    def decode(raw: bytes, content_type: str) -> dict:
+        if not raw:
+            return {}
+        if "json" in content_type:
+            return json.loads(raw)
+        return {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+
+    def fail(self, name: str, status: int, body: dict, headers: dict | None = None, times: int = 1) -> None:
+        with self.lock:
+            self.failures.setdefault(name, []).extend([(status, body, headers or {})] * times)
+
+    def called(self, name: str) -> list[dict]:
+        with self.lock:
+            return [p for n, p, _h in self.calls if n == name]
+
+    def wait_for(self, name: str, count: int = 1, timeout: float = 10.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.called(name)
+            if len(got) >= count:
+                return got
+            time.sleep(0.02)
+        raise AssertionError(f"{name} called {len(self.called(name))} times, expected {count}: "
+                             f"{[n for n, _p, _h in self.calls]}")
+
+    # per platform
+    def method_name(self, path: str) -> str:
+        raise NotImplementedError
+
+    def answer(self, name: str, payload: dict) -> dict:
+        raise NotImplementedError
+
+
+class FakeSlack(FakeApi):
+    """Slack Web API: https://slack.com/api/<method>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.base_url = f"http://127.0.0.1:{self.port}/api/"
+        self._ts = 1764000000
+
+    def method_name(self, path: str) -> str:
+        return path.rsplit("/", 1)[-1]
+
+    def answer(self, name: str, payload: dict) -> dict:
+        if name == "auth.test":
+            return {"ok": True, "url": "https://fake.slack.com/", "team": "Fake", "user": "reconbot",
+                    "team_id": "T0FAKE", "user_id": "U0BOT", "bot_id": "B0BOT"}
+        if name == "chat.postMessage":
+            with self.lock:
+                self._ts += 1
+                ts = f"{self._ts}.000100"
+            return {"ok": True, "channel": payload["channel"], "ts": ts, "message": {"ts": ts}}
+        if name == "chat.update":
+            return {"ok": True, "channel": payload["channel"], "ts": payload["ts"], "text": payload.get("text", "")}
+        if name == "chat.postEphemeral":
+            return {"ok": True, "message_ts": "1.1"}
+        return {"ok": False, "error": "unknown_method"}
+
+
+class FakeTelegram(FakeApi):
+    """Telegram Bot API: https://api.telegram.org/bot<token>/<method>."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+        self.base_url = f"http://127.0.0.1:{self.port}/bot"
+        self._message_id = 100
+
+    def method_name(self, path: str) -> str:
+        prefix, _, method = path.rpartition("/")
+        assert prefix == f"/bot{self.token}", f"token not in the path: {path}"
+        return method
+
+    def answer(self, name: str, payload: dict) -> dict:
+        if name == "getMe":
+            return {"ok": True, "result": {"id": 4242, "is_bot": True, "first_name": "recon", "username": "recon_bot"}}
+        if name in ("sendMessage", "editMessageText"):
+            with self.lock:
+                self._message_id += 1
+                mid = int(payload.get("message_id") or self._message_id)
+            chat_id = int(payload["chat_id"])
+            return {"ok": True, "result": {"message_id": mid, "date": int(time.time()),
+                                           "chat": {"id": chat_id, "type": "group" if chat_id < 0 else "private"},
+                                           "text": payload.get("text", "")}}
+        if name in ("answerCallbackQuery", "setWebhook"):
+            return {"ok": True, "result": True}
+        return {"ok": False, "error_code": 404, "description": "Not Found: method not found"}
+
+
+class FakeWecom(FakeApi):
+    """WeCom server API: https://qyapi.weixin.qq.com/cgi-bin/<path> (+ group robot webhooks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.base_url = f"http://127.0.0.1:{self.port}/cgi-bin/"
+        self.robot_url = f"http://127.0.0.1:{self.port}/cgi-bin/webhook/send?key=ROBOT-KEY"
+        self.tokens_issued = 0
+
+    def method_name(self, path: str) -> str:
+        return path.removeprefix("/cgi-bin/")
+
+    def answer(self, name: str, payload: dict) -> dict:
+        if name == "gettoken":
+            with self.lock:
+                self.tokens_issued += 1
+                n = self.tokens_issued
+            return {"errcode": 0, "errmsg": "ok", "access_token": f"ACCESS-{n}", "expires_in": 7200}
+        if name == "message/send":
+            return {"errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": f"msg{len(self.calls)}"}
+        if name == "message/update_template_card":
+            return {"errcode": 0, "errmsg": "ok", "invaliduser": []}
+        if name == "webhook/send":
+            return {"errcode": 0, "errmsg": "ok"}
+        return {"errcode": 404, "errmsg": "unknown"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- what the platforms do to the requests they send us ----------------------------------
+
+def slack_signed(secret: str, body: bytes, timestamp: int | None = None) -> dict:
+    """Slack's v0 signature: HMAC-SHA256 of "v0:{timestamp}:{body}" with the signing secret."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    sig = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig,
+            "Content-Type": "application/x-www-form-urlencoded"}
+
+
+def slack_command_body(text: str, user: str = "U0ALICE", channel: str = "C0FIN") -> bytes:
+    return urlencode({"token": "legacy", "team_id": "T0FAKE", "team_domain": "fake", "channel_id": channel,
+                      "channel_name": "finance", "user_id": user, "user_name": user.lower(), "command": "/recon",
+                      "text": text, "api_app_id": "A0RECON", "response_url": "https://hooks.slack.test/x",
+                      "trigger_id": "1.2.3"}).encode()
+
+
+def slack_click_body(action_id: str, value: str, user: str = "U0ALICE", channel: str = "C0FIN",
+                     ts: str = "1764000001.000100") -> bytes:
+    payload = {
+        "type": "block_actions", "user": {"id": user, "username": user.lower(), "team_id": "T0FAKE"},
+        "api_app_id": "A0RECON", "token": "legacy", "team": {"id": "T0FAKE", "domain": "fake"},
+        "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False},
+        "trigger_id": "1.2.3", "channel": {"id": channel, "name": "finance"},
+        "message": {"type": "message", "ts": ts, "text": "card", "user": "U0BOT"},
+        "response_url": "https://hooks.slack.test/actions/x",
+        "actions": [{"action_id": action_id, "block_id": "recon:break:1", "value": value, "type": "button",
+                     "action_ts": f"{time.time():.6f}", "text": {"type": "plain_text", "text": "x"}}],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def telegram_headers(secret: str) -> dict:
+    return {"X-Telegram-Bot-Api-Secret-Token": secret, "Content-Type": "application/json"}
+
+
+def telegram_command(update_id: int, text: str, user_id: int = 1001, chat_id: int = -100500,
+                     date: int | None = None) -> bytes:
+    return json.dumps({"update_id": update_id, "message": {
+        "message_id": 7, "date": int(time.time()) if date is None else date, "text": text,
+        "from": {"id": user_id, "is_bot": False, "first_name": "Alice"},
+        "chat": {"id": chat_id, "type": "supergroup", "title": "Finance"},
+        "entities": [{"type": "bot_command", "offset": 0, "length": 6}]}}).encode()
+
+
+def telegram_click(update_id: int, data: str, user_id: int = 1001, chat_id: int = -100500,
+                   message_id: int = 101) -> bytes:
+    return json.dumps({"update_id": update_id, "callback_query": {
+        "id": f"cq{update_id}", "chat_instance": "ci", "data": data,
+        "from": {"id": user_id, "is_bot": False, "first_name": "Alice"},
+        "message": {"message_id": message_id, "date": int(time.time()) - 3600, "text": "card",
+                    "chat": {"id": chat_id, "type": "supergroup", "title": "Finance"},
+                    "from": {"id": 4242, "is_bot": True, "first_name": "recon"}}}}).encode()
+
+
+def wecom_encrypt(plain_xml: str, aes_key: str, corp_id: str) -> str:
+    """WeCom's message encryption: AES-256-CBC, key = base64(EncodingAESKey + "="), IV = key[:16],
+    plaintext = 16 random bytes + 4-byte length + message + corp id, PKCS#7 to 32 bytes."""
+    key = base64.b64decode(aes_key + "=")
+    msg = plain_xml.encode()
+    raw = os.urandom(16) + struct.pack(">I", len(msg)) + msg + corp_id.encode()
+    pad = 32 - len(raw) % 32
+    raw += bytes([pad]) * pad
+    enc = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
+    return base64.b64encode(enc.update(raw) + enc.finalize()).decode()
+
+
+def wecom_signature(token: str, timestamp: str, nonce: str, data: str) -> str:
+    return hashlib.sha1("".join(sorted([token, timestamp, nonce, data])).encode()).hexdigest()
+
+
+def wecom_post(token: str, aes_key: str, corp_id: str, agent_id: int, plain_xml: str,
+               timestamp: int | None = None, nonce: str | None = None) -> tuple[dict, bytes]:
+    """(query, body) of an encrypted callback POST exactly as WeCom sends it."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    nonce = nonce or os.urandom(6).hex()
+    encrypted = wecom_encrypt(plain_xml, aes_key, corp_id)
+    body = (f"<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><AgentID><![CDATA[{agent_id}]]></AgentID>"
+            f"<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>").encode()
+    return {"msg_signature": wecom_signature(token, ts, nonce, encrypted), "timestamp": ts, "nonce": nonce}, body
+
+
+def wecom_click_xml(corp_id: str, agent_id: int, user: str, key: str, task_id: str, response_code: str) -> str:
+    return (f"<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>"
+            f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+            f"<Event><![CDATA[template_card_event]]></Event><EventKey><![CDATA[{key}]]></EventKey>"
+            f"<TaskId><![CDATA[{task_id}]]></TaskId><CardType><![CDATA[button_interaction]]></CardType>"
+            f"<ResponseCode><![CDATA[{response_code}]]></ResponseCode><AgentID>{agent_id}</AgentID></xml>")
+
+
+def wecom_text_xml(corp_id: str, agent_id: int, user: str, content: str, msg_id: int = 1) -> str:
+    return (f"<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>"
+            f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+            f"<Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId><AgentID>{agent_id}</AgentID></xml>")
