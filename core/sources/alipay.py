@@ -19,7 +19,7 @@ from core.sources import tabular as T
 from core.sources.base import ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day, sniff_text
 
 BANNER = "#支付宝业务明细查询"
-PERIOD = re.compile(r"起始日期：\[(\d{4})年(\d{2})月(\d{2})日")
+PERIOD = re.compile(r"起始日期[：:]\s*\[(\d{4})年(\d{2})月(\d{2})日")  # also the account statement's banner
 TOTAL = re.compile(r"#(交易|退款)合计：(-?\d+)笔，商家实收(?:退款)?共(-?[\d.,]+)元，商家优惠(?:退款)?共(-?[\d.,]+)元")
 
 COL_SETTLE = "商家实收（元）"

@@ -40,11 +40,11 @@ from datetime import date
 from decimal import Decimal
 
 from core.sources import tabular as T
+from core.sources.alipay import _period_start  # the same banner as the trade bill
 from core.sources.base import ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, decode_text, mode_day, sniff_text
 
 BANNER = "#支付宝账务明细查询"
 TRADE_BANNER = "#支付宝业务明细查询"  # the trade bill: the `alipay` source's
-PERIOD = re.compile(r"起始日期[：:]\s*\[(\d{4})年(\d{2})月(\d{2})日")
 ACCOUNT = re.compile(r"账号[：:]\s*\[([^\]]*)\]")
 TOTAL = re.compile(r"#(收入|支出)合计[：:]\s*(\d+)\s*笔[，,]\s*共\s*(-?[\d,]*\.?\d+)\s*元")
 REQUIRED = ["账务流水号", "发生时间", "收入金额", "支出金额"]
@@ -186,10 +186,3 @@ class AlipayAccountStatement(ChannelSource):
             raise ParseError(path, f"footer lacks the {' and '.join(missing)} line: the statement is truncated")
         return totals
 
-
-def _period_start(banner: list[str]) -> date | None:
-    for line in banner:
-        m = PERIOD.search(line)
-        if m:
-            return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-    return None

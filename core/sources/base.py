@@ -56,6 +56,16 @@ class ParseError(Exception):
         super().__init__(f"{where}:{what} {reason}")
 
 
+def summary_number(path, name: str, value: str, line: int):
+    """A number from a summary / footer row, or a ParseError naming it."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return Decimal(value)
+    except (ArithmeticError, InvalidOperation):
+        raise ParseError(path, "summary value is not a number", line=line, field=name, value=value) from None
+
+
 class ControlTotalError(ParseError):
     """The file's own totals (summary rows, footers) disagree with its rows."""
 

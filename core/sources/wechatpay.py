@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.sources import tabular as T
-from core.sources.base import RECORD_FIELDS, ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, first_line, mode_day
+from core.sources.base import RECORD_FIELDS, ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, first_line, mode_day, summary_number
 
 HEADER_START = "交易时间,公众账号ID,商户号"
 SUMMARY_START = "总交易单数"
@@ -176,10 +176,7 @@ class WeChatPayTradeBill(ChannelSource):
     def _check_totals(self, out: pa.Table, file, names, values, line, cols) -> dict:
         totals: dict[str, str] = {}
         for name, value in zip(names, values):
-            try:
-                stated = Decimal(value)
-            except ArithmeticError:
-                raise ParseError(file.path, "summary value is not a number", line=line, field=name, value=value) from None
+            stated = summary_number(file.path, name, value, line)
             totals[name] = value
             if name == SUMMARY_START:
                 if stated != out.num_rows:

@@ -39,7 +39,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from core.sources import tabular as T
-from core.sources.base import ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, decode_text, first_line, mode_day
+from core.sources.base import ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, decode_text, first_line, mode_day, summary_number
 
 HEADER_START = "记账时间,微信支付业务单号,资金流水单号"
 SUMMARY_START = "资金流水总笔数"
@@ -156,10 +156,7 @@ class WeChatPayFundFlowBill(ChannelSource):
                   "支出金额": (expense, "the 支出 rows add up to {}")}
         totals: dict[str, str] = {}
         for name, value in zip(names, values):
-            try:
-                stated = Decimal(value)
-            except ArithmeticError:
-                raise ParseError(file.path, "summary value is not a number", line=line, field=name, value=value) from None
+            stated = summary_number(file.path, name, value, line)
             totals[name] = value
             if name not in actual:
                 continue
