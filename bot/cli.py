@@ -35,7 +35,7 @@ from rich.table import Table
 from core import config as config_mod
 from core.breaks import list_breaks
 from core.config import Config, ConfigError
-from core.ingest import IngestError, configured_files, ingest_file
+from core.ingest import IngestError, configured_files, ingest_file, ingest_files
 from core.money import display
 from core.runs import RunSummary, run_day
 from core.sources import ParseError
@@ -126,16 +126,15 @@ def ingest(
 def ingest_many(cfg, merchant, files, day, console: Console):
     results, failures = [], []
     with _progress(console) as progress:
-        task = progress.add_task("ingesting", total=len(files))
-        for f in files:
-            progress.update(task, description=f"ingesting {f.name}")
-            try:
-                results.append(ingest_file(cfg, merchant, f, day))
-            except (ParseError, IngestError) as exc:
-                failures.append(str(exc))
-                progress.console.print(f"[red]rejected:[/red] {exc}", highlight=False)
-            progress.advance(task)
-        progress.update(task, description="ingested")
+        task = progress.add_task(f"ingesting {len(files)} files", total=len(files))
+        outcomes = ingest_files(cfg, merchant, list(files), day, on_done=lambda _p: progress.advance(task))
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                failures.append(str(outcome))
+                progress.console.print(f"[red]rejected:[/red] {outcome}", highlight=False)
+            else:
+                results.append(outcome)
+        progress.update(task, description="ingested", completed=len(files))
     return results, failures
 
 

@@ -86,6 +86,77 @@ def ingest_file(cfg: Config, merchant: MerchantConfig, path: str | Path, day: da
                         str(Path(path).resolve()) + (f"!{parsed.member}" if parsed.member else ""), sha, day)
 
 
+def ingest_files(cfg: Config, merchant: MerchantConfig, paths: list[Path], day: date | None = None,
+                 on_done=None, workers: int = 2) -> list[IngestResult | Exception]:
+    """Several files at once: known ones skipped first, the rest parsed in parallel, stored
+    one by one in the order given. -> one result (or the error) per path.
+
+    Parsing touches no database, which is what makes the threads safe: ADBC's SQLite copy and
+    Python's sqlite3 must never hold the file at the same moment (see models/db.py). Arrow and
+    DuckDB release the GIL while they read and type, so two files use both cores.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = cfg.database.url
+    out: list[IngestResult | Exception | None] = [None] * len(paths)
+    todo = []
+    for n, path in enumerate(paths):
+        try:
+            sha = _sha256(path)
+            known = store.find_file(url, merchant.id, sha)
+        except (ParseError, OSError) as exc:
+            out[n] = exc if isinstance(exc, ParseError) else ParseError(path, str(exc))
+            continue
+        if known is not None:
+            file = InputFile.read(path)
+            source_cfg, parser = identify(file, merchant)
+            out[n] = IngestResult(display_path(path), source_cfg.name, parser.format, None, 0, 0, known, True)
+        else:
+            todo.append((n, path, sha))
+
+    def parse(path):
+        file = InputFile.read(path)
+        source_cfg, parser = identify(file, merchant)
+        try:
+            return source_cfg, parser, parser.parse(file), None
+        except ParseError as exc:
+            return source_cfg, parser, None, exc
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [(n, path, sha, pool.submit(parse, path)) for n, path, sha in todo]
+        for n, path, sha, future in futures:
+            try:
+                source_cfg, parser, parsed, error = future.result()
+                if error is not None:
+                    completeness.record_rejection(url, merchant, source_cfg.name, day, str(Path(path).resolve()),
+                                                  sha, str(error))
+                    raise error
+                out[n] = store_parsed(cfg, merchant, source_cfg, parser, parsed, display_path(path),
+                                      str(Path(path).resolve()) + (f"!{parsed.member}" if parsed.member else ""),
+                                      sha, day)
+            except (ParseError, IngestError) as exc:
+                out[n] = exc
+            if on_done:
+                on_done(path)
+    for n, path in enumerate(paths):
+        if out[n] is not None and not any(p == path for _n, p, _s in todo) and on_done:
+            on_done(path)
+    return out
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise ParseError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ParseError(path, "is a folder, not a file") from None
+    return digest.hexdigest()
+
+
 def ingest_sql(cfg: Config, merchant: MerchantConfig, source_cfg, day: date) -> IngestResult:
     """Read one day of orders from the merchant's database (kind orders_sql) and store them.
 
