@@ -1,0 +1,282 @@
+"""Features of a channel transaction, in one table: name, SQL, unit, meaning, and words.
+
+A *transaction* here is a channel-side record of kind payment or refund: what the channel
+says it collected or paid back. (Our own order records mirror the same transactions; they
+are reconciled by the engine and reach the model only through the order time below.)
+
+Features are computed in DuckDB over Arrow tables read from the record store, in two
+layers:
+- a *profile* of the merchant's history (the model's training window): the usual amount
+  per channel and kind, the share of transactions per local hour and weekday, per channel,
+  each payer's habits, refunds per day. It is built by `PROFILE_SQL` when a model is
+  trained and kept with it, so scoring a day never rescans months of records;
+- *windows* over the loaded slice (the day plus the day before): how many payments a payer
+  made in the last 10 minutes / hour / 24 hours, refunds at the channel in the last hour.
+Hours and weekdays are in the merchant's time zone. Money stays integer minor units; a
+feature is a ratio, a count or a logarithm, so a float is fine there.
+
+`FEATURES` is the one place that says what each column means; `docs/anomaly.md` prints it.
+`words(row)` turns a feature's deviation into a phrase with the figures a person checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Callable
+
+import duckdb
+import pyarrow as pa
+
+from core.money import display, exponent
+from models.db import adbc_connect, is_sqlite
+
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%" if x < 0.1 else f"{100 * x:.0f}%"
+
+
+def _times(n: int, kind: str = "payment") -> str:
+    n = int(n)
+    return f"1 {kind}" if n == 1 else f"{n} {kind}s"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    sql: str  # a DuckDB expression over the joined relation in `FEATURE_SQL`
+    unit: str
+    meaning: str
+    unusual: str  # "high" | "low" | "both": which side of the usual is worth saying
+    words: Callable[[dict], str]  # row (features + context columns + `currency`) -> phrase
+
+
+def _amount_words(r: dict) -> str:
+    cur, amt, med = r["currency"], abs(r["amount"]), r["merchant_median"]
+    what = f"{r['kind']} at {r['source']}"
+    if med and amt >= med:
+        return f"{display(amt, cur)} is {amt / med:.1f}× this merchant's median {what} ({display(int(med), cur)})"
+    return f"{display(amt, cur)} is far below this merchant's usual {what} (median {display(int(med or 0), cur)})"
+
+
+def _payer_words(r: dict) -> str:
+    cur, amt, med = r["currency"], abs(r["amount"]), r["payer_median"] or 1
+    return (f"{display(amt, cur)} is {amt / med:.1f}× this payer's median ({display(int(med), cur)} over "
+            f"{int(r['payer_history'])} payments)")
+
+
+FEATURES: list[Feature] = [
+    Feature("amount_log", "ln(1 + abs_amount / {scale})", "ln(major units)",
+            "size of the transaction", "high",
+            lambda r: f"{display(abs(r['amount']), r['currency'])} is a large amount for this merchant"),
+    Feature("amount_z", "(ln(greatest(abs_amount, 1)) - pa.med) / (1.4826 * pa.mad + 0.05)", "robust z",
+            "log amount against the merchant's median and MAD for this channel and kind", "both", _amount_words),
+    Feature("payer_ratio",
+            "CASE WHEN pp.payments >= 3 THEN ln(greatest(abs_amount, 1) / pp.median_minor) ELSE 0 END",
+            "ln(ratio)", "log of the amount over this payer's median payment (0 with under 3 payments of history)",
+            "high", _payer_words),
+    Feature("hour_rarity", "-ln(coalesce(ph.share, 0) * 24 + 0.002)", "-ln(share × 24)",
+            "how rare the local hour of day is for this merchant (0 = an average hour)", "high",
+            lambda r: (f"at {r['local_time']} local time, an hour with {_pct(r['hour_share'])} of this merchant's "
+                       f"transactions")),
+    Feature("weekday_rarity", "-ln(coalesce(pd.share, 0) * 7 + 0.01)", "-ln(share × 7)",
+            "how rare the local weekday is for this merchant (0 = an average day)", "high",
+            lambda r: f"on a {WEEKDAYS[r['dow'] - 1]}, a day with {_pct(r['dow_share'])} of this merchant's transactions"),
+    Feature("payer_10m", "payer_10m", "transactions", "the same payer's transactions of this kind in the last "
+            "10 minutes (this one included)", "high",
+            lambda r: f"{_times(r['payer_10m'], r['kind'])} from the same payer in 10 minutes"),
+    Feature("payer_1h", "payer_1h", "transactions", "the same payer's transactions of this kind in the last hour",
+            "high", lambda r: f"{_times(r['payer_1h'], r['kind'])} from the same payer in an hour"),
+    Feature("payer_24h", "payer_24h", "transactions", "the same payer's transactions of this kind in the last 24 "
+            "hours", "high", lambda r: f"{_times(r['payer_24h'], r['kind'])} from the same payer in 24 hours"),
+    Feature("same_amount_1h", "same_amount_1h", "transactions",
+            "the same payer's transactions of this kind and exact amount in the last hour (duplicate charges)", "high",
+            lambda r: (f"{_times(r['same_amount_1h'], r['kind'])} of {display(abs(r['amount']), r['currency'])} "
+                       f"from the same payer within an hour")),
+    Feature("payer_refund_ratio",
+            "(coalesce(pp.refunds, 0) + payer_refunds_24h) / (2 + coalesce(pp.payments, 0) + payer_payments_24h)",
+            "refunds per payment", "the payer's refunds over their payments, history and last 24 hours (two "
+            "payments added below the line so a first refund is not a 100% ratio)", "high",
+            lambda r: f"this payer's refunds are {_pct(r['payer_refund_ratio'])} of their payments"),
+    Feature("refund_burst_1h",
+            "CASE WHEN is_ref = 1 THEN (channel_1h - {expected}) / sqrt({expected} + 1) ELSE 0 END", "Poisson z",
+            "refunds at this channel within 30 minutes either side, against the number usual for that hour and "
+            "weekday (refund spikes; 0 for payments)", "high",
+            lambda r: (f"{_times(r['channel_1h'], r['kind'])} at {r['source']} within the hour (usually "
+                       f"{r['channel_expected']:.1f} at that hour)")),
+    Feature("fee_rate_dev",
+            "CASE WHEN is_pay = 1 AND rc.rate IS NOT NULL AND amount - discount > 0 "
+            "THEN (fee / (amount - discount) - rc.rate) * 10000 ELSE 0 END", "basis points",
+            "the fee charged as a rate of the amount, minus the source's rate card (fee_rate)", "both",
+            lambda r: (f"fee {display(r['fee'], r['currency'])} is {100 * r['fee_rate']:.2f}% of the amount; the "
+                       f"rate card says {100 * r['rate_card']:.2f}%")),
+    Feature("channel_rarity", "-ln(coalesce(pc.share, 0) + 0.001)", "-ln(share)",
+            "how rarely this merchant is paid through this channel", "high",
+            lambda r: f"paid through {r['source']}, which carries {_pct(r['channel_share'])} of this merchant's transactions"),
+    Feature("order_delay", "CASE WHEN o_ts IS NULL THEN 0 ELSE ln(1 + abs(epoch(ts) - epoch(o_ts)) / 60) END",
+            "ln(1 + minutes)", "time between our order and the channel's payment (0 when no order of ours is loaded)",
+            "high", lambda r: f"the channel's payment came {_duration(r['order_delay_s'])} after our order"),
+]
+FEATURE_NAMES = [f.name for f in FEATURES]
+BY_NAME = {f.name: f for f in FEATURES}
+
+
+def _duration(seconds: float | None) -> str:
+    s = abs(seconds or 0)
+    if s >= 86400:
+        return f"{s / 86400:.1f} days"
+    if s >= 3600:
+        return f"{s / 3600:.1f} hours"
+    return f"{s / 60:.0f} minutes"
+
+
+# -- the relations ----------------------------------------------------------------------
+
+# Windows over the loaded slice. RANGE frames are by time; counts include the row itself.
+WINDOW_SQL = """
+CREATE OR REPLACE TEMP TABLE w AS
+WITH b AS (
+    SELECT t.*, CAST(t.occurred_at AS TIMESTAMP) AS ts, CAST(t.business_day AS DATE) AS day,
+           timezone('{tz}', CAST(t.occurred_at AS TIMESTAMP)::TIMESTAMPTZ) AS local_ts,
+           CAST(t.kind = 'payment' AS INTEGER) AS is_pay, CAST(t.kind = 'refund' AS INTEGER) AS is_ref,
+           abs(t.amount) AS abs_amount
+    FROM (SELECT * REPLACE (nullif(payer, '') AS payer, nullif(order_id, '') AS order_id) FROM tx) t)
+SELECT b.*, hour(local_ts) AS hr, isodow(local_ts) AS dow,
+    CASE WHEN payer IS NULL THEN 1 ELSE count(*) OVER (PARTITION BY payer, kind ORDER BY ts
+         RANGE BETWEEN INTERVAL 10 MINUTE PRECEDING AND CURRENT ROW) END AS payer_10m,
+    CASE WHEN payer IS NULL THEN 1 ELSE count(*) OVER (PARTITION BY payer, kind ORDER BY ts
+         RANGE BETWEEN INTERVAL 1 HOUR PRECEDING AND CURRENT ROW) END AS payer_1h,
+    CASE WHEN payer IS NULL THEN 1 ELSE count(*) OVER (PARTITION BY payer, kind ORDER BY ts
+         RANGE BETWEEN INTERVAL 24 HOUR PRECEDING AND CURRENT ROW) END AS payer_24h,
+    CASE WHEN payer IS NULL THEN 0 ELSE sum(is_ref) OVER (PARTITION BY payer ORDER BY ts
+         RANGE BETWEEN INTERVAL 24 HOUR PRECEDING AND CURRENT ROW) END AS payer_refunds_24h,
+    CASE WHEN payer IS NULL THEN 0 ELSE sum(is_pay) OVER (PARTITION BY payer ORDER BY ts
+         RANGE BETWEEN INTERVAL 24 HOUR PRECEDING AND CURRENT ROW) END AS payer_payments_24h,
+    CASE WHEN payer IS NULL THEN 1 ELSE count(*) OVER (PARTITION BY payer, kind, amount ORDER BY ts
+         RANGE BETWEEN INTERVAL 1 HOUR PRECEDING AND CURRENT ROW) END AS same_amount_1h,
+    -- centred: the day is scored after the fact, so every refund of a spike sees all of it
+    count(*) OVER (PARTITION BY source, kind ORDER BY ts
+         RANGE BETWEEN INTERVAL 30 MINUTE PRECEDING AND INTERVAL 30 MINUTE FOLLOWING) AS channel_1h
+FROM b
+"""
+
+# The merchant's history, summarised once per model (from `w` over the training window).
+PROFILE_SQL = {
+    "amount": """
+        WITH x AS (SELECT source, kind, ln(greatest(abs_amount, 1)) AS v, abs_amount FROM w),
+             m AS (SELECT source, kind, median(v) AS med, median(abs_amount) AS median_minor FROM x GROUP BY ALL)
+        SELECT m.source, m.kind, m.med, median(abs(x.v - m.med)) AS mad, any_value(m.median_minor) AS median_minor
+        FROM x JOIN m USING (source, kind) GROUP BY ALL""",
+    "hour": "SELECT hr, count(*) / (SELECT count(*) FROM w) AS share FROM w GROUP BY hr",
+    "dow": "SELECT dow, count(*) / (SELECT count(*) FROM w) AS share FROM w GROUP BY dow",
+    "channel": "SELECT source, count(*) / (SELECT count(*) FROM w) AS share FROM w GROUP BY source",
+    "payer": """SELECT payer, sum(is_pay) AS payments, sum(is_ref) AS refunds,
+                       median(abs_amount) FILTER (WHERE is_pay = 1) AS median_minor
+                FROM w WHERE payer IS NOT NULL GROUP BY payer""",
+    "volume": """SELECT source, kind, count(*) / (SELECT greatest(1, count(DISTINCT day)) FROM w) AS per_day
+                 FROM w GROUP BY ALL""",
+}
+
+FEATURE_SQL = """
+SELECT w.id, w.day, w.source, w.kind, w.amount, w.fee, w.payer,
+    {features},
+    -- context for the words
+    pa.median_minor AS merchant_median, pp.median_minor AS payer_median, coalesce(pp.payments, 0) AS payer_history,
+    strftime(local_ts, '%H:%M') AS local_time, coalesce(ph.share, 0) AS hour_share, w.dow,
+    coalesce(pd.share, 0) AS dow_share, coalesce(pc.share, 0) AS channel_share, channel_1h,
+    {expected} AS channel_expected, rc.rate AS rate_card,
+    CASE WHEN amount - discount > 0 THEN fee / (amount - discount) END AS fee_rate,
+    epoch(ts) - epoch(o_ts) AS order_delay_s
+FROM (SELECT w.*, o.o_ts FROM w LEFT JOIN (
+          SELECT source, order_id, min(CAST(occurred_at AS TIMESTAMP)) AS o_ts FROM orders GROUP BY ALL) o
+      ON o.source = w.source AND o.order_id = w.order_id AND w.is_pay = 1) w
+LEFT JOIN p_amount pa ON pa.source = w.source AND pa.kind = w.kind
+LEFT JOIN p_payer pp ON pp.payer = w.payer
+LEFT JOIN p_hour ph ON ph.hr = w.hr
+LEFT JOIN p_dow pd ON pd.dow = w.dow
+LEFT JOIN p_channel pc ON pc.source = w.source
+LEFT JOIN p_volume pv ON pv.source = w.source AND pv.kind = w.kind
+LEFT JOIN rate_card rc ON rc.source = w.source
+WHERE w.day BETWEEN DATE '{first}' AND DATE '{last}'
+ORDER BY w.id
+"""
+
+# usual transactions of this kind at this channel in an hour like this one (hour x weekday)
+EXPECTED_1H = "(coalesce(pv.per_day, 0) * coalesce(ph.share, 1 / 24) * 7 * coalesce(pd.share, 1 / 7))"
+
+TX_SCHEMA = pa.schema([
+    ("id", pa.int64()), ("source", pa.string()), ("kind", pa.string()), ("amount", pa.int64()),
+    ("fee", pa.int64()), ("discount", pa.int64()), ("occurred_at", pa.timestamp("us")),
+    ("business_day", pa.date32()), ("payer", pa.string()), ("order_id", pa.string()),
+])
+ORDERS_SCHEMA = pa.schema([("source", pa.string()), ("order_id", pa.string()), ("occurred_at", pa.timestamp("us"))])
+
+
+def _lit(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _read(url: str, sql: str, schema: pa.Schema) -> pa.Table:
+    if not is_sqlite(url):
+        sql = sql.replace("BETWEEN '", "BETWEEN DATE '").replace("AND '", "AND DATE '")
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        table = cur.fetch_arrow_table()
+    if table.num_rows == 0:
+        return schema.empty_table()
+    return table
+
+
+def load_transactions(url: str, merchant_id: str, first: date, last: date) -> pa.Table:
+    """A merchant's channel payments and refunds with business day in [first, last] (narrow columns)."""
+    # '' for NULL text: ADBC's SQLite driver guesses a column's type from its first rows.
+    return _read(url, (
+        "SELECT r.id, l.source, r.kind, r.amount, r.fee, r.discount, r.occurred_at, r.business_day, "
+        "coalesce(r.payer, '') AS payer, coalesce(r.order_id, '') AS order_id "
+        "FROM record r JOIN ledger l ON l.id = r.ledger_id "
+        f"WHERE l.merchant_id = {_lit(merchant_id)} AND l.side = 'channel' AND r.kind IN ('payment', 'refund') "
+        f"AND r.business_day BETWEEN {_lit(first.isoformat())} AND {_lit(last.isoformat())}"), TX_SCHEMA)
+
+
+def load_orders(url: str, merchant_id: str, first: date, last: date) -> pa.Table:
+    """Our own payment records (source = the channel the order was paid through): order time."""
+    return _read(url, (
+        "SELECT l.source, coalesce(r.order_id, '') AS order_id, r.occurred_at "
+        "FROM record r JOIN ledger l ON l.id = r.ledger_id "
+        f"WHERE l.merchant_id = {_lit(merchant_id)} AND l.side = 'internal' AND r.kind = 'payment' "
+        f"AND r.business_day BETWEEN {_lit(first.isoformat())} AND {_lit(last.isoformat())}"), ORDERS_SCHEMA)
+
+
+def connect(tx: pa.Table, orders: pa.Table, timezone: str, rate_card: dict[str, float]) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the slice's windows (`w`) computed."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("tx", tx)
+    con.register("orders", orders)
+    con.register("rate_card", pa.table({"source": pa.array(list(rate_card), pa.string()),
+                                        "rate": pa.array(list(rate_card.values()), pa.float64())}))
+    con.execute(WINDOW_SQL.format(tz=timezone.replace("'", "")))
+    return con
+
+
+def profile(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
+    """The merchant's usual, from every row of `w` (the training window)."""
+    return {name: con.sql(sql).to_arrow_table() for name, sql in PROFILE_SQL.items()}
+
+
+def features(con: duckdb.DuckDBPyConnection, prof: dict[str, pa.Table], first: date, last: date,
+             currency: str) -> pa.Table:
+    """One row per transaction of [first, last]: id, day, the FEATURES columns and context."""
+    for name, table in prof.items():
+        con.register(f"p_{name}", table)
+    cols = ",\n    ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in FEATURES)
+    sql = FEATURE_SQL.format(features=cols, first=first.isoformat(), last=last.isoformat(), expected="{expected}")
+    sql = sql.replace("{scale}", str(10 ** exponent(currency))).replace("{expected}", EXPECTED_1H)
+    return con.sql(sql).to_arrow_table()
+
+
+def slice_for(first: date, last: date) -> tuple[date, date]:
+    """Days to load so the 24-hour windows of `first` see the day before."""
+    return first - timedelta(days=1), last
