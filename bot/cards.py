@@ -16,6 +16,7 @@ TITLES = {
     "fx_difference": "FX difference 汇兑差异",
     "suggested_match": "Suggested match 待确认匹配",
     "duplicate_record": "Duplicate row 重复记录 (note)",
+    "anomaly": "Anomaly 异常交易",
 }
 
 
@@ -70,12 +71,17 @@ def break_card(b: dict) -> Card:
         ("Difference", display(_minor(b["difference"], cur), cur)),
         ("Status", status),
     ]
+    if b.get("anomaly_score") is not None:
+        fields.append(("Anomaly score", f"{b['anomaly_score']:.2f} ({b.get('severity', 'normal')})"))
     ref = f"{b['id']}:{b['version']}"
     buttons = [] if b["status"] != "open" else [
         Button("approve", "Approve adjustment", ref),
         Button("assign", "Assign to me", ref),
         Button("resolve", "Resolve", ref),
     ]
+    if b["type"] == "anomaly" and buttons:  # nothing to adjust: a person says whether it is expected
+        buttons = [Button("expected", "Expected", ref), Button("assign", "Assign to me", ref),
+                   Button("resolve", "Resolve", ref)]
     return Card(
         key=f"break:{b['id']}",
         title=f"#{b['id']} {TITLES.get(b['type'], b['type'])}",

@@ -121,6 +121,20 @@ def _assemble(m: SyntheticMerchant, parts, rng) -> pa.Table:
     return _table(out)
 
 
+def regular(m: SyntheticMerchant, payer: str, source: str, amount_minor: int, first: date, days: int,
+            every: int = 3, hour: float = 8.5) -> pa.Table:
+    """One named payer's habit: the same small amount every few days, in the morning."""
+    n = len(range(0, days, every))
+    cols = {"source": [source] * n, "kind": ["payment"] * n, "amount": [amount_minor] * n,
+            "fee": [round(amount_minor * m.fee_rate)] * n, "payer": [payer] * n, "currency": [m.currency] * n,
+            "discount": [0] * n, "status": ["success"] * n, "line": list(range(2, n + 2))}
+    days_ = [first + timedelta(days=d) for d in range(0, days, every)]
+    cols["business_day"] = days_
+    cols["occurred_at"] = [_local(m, d, hour * 3600 + 60 * i) for i, d in enumerate(days_)]
+    cols["ref"] = cols["txn_id"] = cols["order_id"] = [f"regular-{payer[-6:]}-{d:%Y%m%d}" for d in days_]
+    return _table(cols)
+
+
 # -- injected patterns ------------------------------------------------------------------
 
 PATTERNS = ("card_testing", "refund_spike", "duplicate_charge", "odd_hour_large", "fee_drift", "payer_20x")
