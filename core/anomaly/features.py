@@ -100,12 +100,15 @@ FEATURES: list[Feature] = [
             "refunds per payment", "the payer's refunds over their payments, history and last 24 hours (two "
             "payments added below the line so a first refund is not a 100% ratio)", "high",
             lambda r: f"this payer's refunds are {_pct(r['payer_refund_ratio'])} of their payments"),
-    Feature("refund_burst_1h",
-            "CASE WHEN is_ref = 1 THEN (channel_1h - {expected}) / sqrt({expected} + 1) ELSE 0 END", "Poisson z",
-            "refunds at this channel within 30 minutes either side, against the number usual for that hour and "
-            "weekday (refund spikes; 0 for payments)", "high",
-            lambda r: (f"{_times(r['channel_1h'], r['kind'])} at {r['source']} within the hour (usually "
-                       f"{r['channel_expected']:.1f} at that hour)")),
+    Feature("refund_burst",
+            "CASE WHEN is_ref = 1 THEN (channel_30m - {expected}) / sqrt({expected} + 1) ELSE 0 END", "Poisson z",
+            "refunds at this channel within 15 minutes either side, against the number usual for half an hour "
+            "at that hour and weekday (refund spikes; 0 for payments)", "high",
+            lambda r: (f"{_times(r['channel_30m'], r['kind'])} at {r['source']} within half an hour (usually "
+                       f"{r['channel_expected']:.1f})")),
+    Feature("order_payments", "order_payments", "payments",
+            "payments at this channel for the same order id so far (2 or more: charged again)", "high",
+            lambda r: f"payment number {int(r['order_payments'])} for order {r['order_id']} at {r['source']}"),
     Feature("fee_rate_dev",
             "CASE WHEN is_pay = 1 AND rc.rate IS NOT NULL AND amount - discount > 0 "
             "THEN (fee / (amount - discount) - rc.rate) * 10000 ELSE 0 END", "basis points",
@@ -158,7 +161,9 @@ SELECT b.*, hour(local_ts) AS hr, isodow(local_ts) AS dow,
          RANGE BETWEEN INTERVAL 1 HOUR PRECEDING AND CURRENT ROW) END AS same_amount_1h,
     -- centred: the day is scored after the fact, so every refund of a spike sees all of it
     count(*) OVER (PARTITION BY source, kind ORDER BY ts
-         RANGE BETWEEN INTERVAL 30 MINUTE PRECEDING AND INTERVAL 30 MINUTE FOLLOWING) AS channel_1h
+         RANGE BETWEEN INTERVAL 15 MINUTE PRECEDING AND INTERVAL 15 MINUTE FOLLOWING) AS channel_30m,
+    CASE WHEN is_pay = 0 OR order_id IS NULL THEN 1 ELSE row_number() OVER (PARTITION BY source, kind, order_id
+         ORDER BY ts, id) END AS order_payments
 FROM b
 """
 
@@ -185,7 +190,7 @@ SELECT w.id, w.day, w.source, w.kind, w.amount, w.fee, w.payer,
     -- context for the words
     pa.median_minor AS merchant_median, pp.median_minor AS payer_median, coalesce(pp.payments, 0) AS payer_history,
     strftime(local_ts, '%H:%M') AS local_time, coalesce(ph.share, 0) AS hour_share, w.dow,
-    coalesce(pd.share, 0) AS dow_share, coalesce(pc.share, 0) AS channel_share, channel_1h,
+    coalesce(pd.share, 0) AS dow_share, coalesce(pc.share, 0) AS channel_share, channel_30m, w.order_id,
     {expected} AS channel_expected, rc.rate AS rate_card,
     CASE WHEN amount - discount > 0 THEN fee / (amount - discount) END AS fee_rate,
     epoch(ts) - epoch(o_ts) AS order_delay_s
@@ -203,8 +208,8 @@ WHERE w.day BETWEEN DATE '{first}' AND DATE '{last}'
 ORDER BY w.id
 """
 
-# usual transactions of this kind at this channel in an hour like this one (hour x weekday)
-EXPECTED_1H = "(coalesce(pv.per_day, 0) * coalesce(ph.share, 1 / 24) * 7 * coalesce(pd.share, 1 / 7))"
+# usual transactions of this kind at this channel in half an hour like this one (hour x weekday)
+EXPECTED_30M = "(coalesce(pv.per_day, 0) * coalesce(ph.share, 1 / 24) * 7 * coalesce(pd.share, 1 / 7) / 2)"
 
 TX_SCHEMA = pa.schema([
     ("id", pa.int64()), ("source", pa.string()), ("kind", pa.string()), ("amount", pa.int64()),
@@ -273,7 +278,7 @@ def features(con: duckdb.DuckDBPyConnection, prof: dict[str, pa.Table], first: d
         con.register(f"p_{name}", table)
     cols = ",\n    ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in FEATURES)
     sql = FEATURE_SQL.format(features=cols, first=first.isoformat(), last=last.isoformat(), expected="{expected}")
-    sql = sql.replace("{scale}", str(10 ** exponent(currency))).replace("{expected}", EXPECTED_1H)
+    sql = sql.replace("{scale}", str(10 ** exponent(currency))).replace("{expected}", EXPECTED_30M)
     return con.sql(sql).to_arrow_table()
 
 

@@ -162,11 +162,11 @@ def inject(m: SyntheticMerchant, normal: pa.Table, day: date, pattern: str, seed
             add(None, source=src0, kind="payment", ref=ref, txn_id=ref, order_id=ref,
                 amount=int(rng.integers(1, 200)), fee=0, occurred_at=start + timedelta(seconds=int(rng.uniform(5, 25)) * j),
                 business_day=day, payer=f"card-{tag}")
-    elif pattern == "refund_spike":  # many refunds of today's payments within the hour
+    elif pattern == "refund_spike":  # many refunds of today's payments within a quarter of an hour
         start = _local(m, day, rng.uniform(10, 20) * 3600)
         for j, i in enumerate(rng.choice(pays, int(rng.integers(12, 18)), replace=False)):
             add(int(i), kind="refund", ref=f"R{tag}-{j}", amount=-rows["amount"][i], fee=-rows["fee"][i],
-                occurred_at=start + timedelta(seconds=int(rng.uniform(0, 3000))))
+                occurred_at=start + timedelta(seconds=int(rng.uniform(0, 900))))
     elif pattern == "duplicate_charge":  # the same order charged again a minute later
         for j, i in enumerate(rng.choice(pays, 3, replace=False)):
             add(int(i), ref=f"{tag}-{j}", txn_id=f"{tag}-{j}",
