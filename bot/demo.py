@@ -65,25 +65,26 @@ def demo_config(output: Path):
     return config_load(path)
 
 
-def _anomaly_history(cfg, merchant, console: Console) -> None:
+def anomaly_history(cfg, merchant, days: int = 60) -> str:
     """Two real days are too few to learn from: SYNTHETIC history (labelled so in the store,
-    ending before the engine's window) gives the anomaly model something to compare with."""
+    ending before the engine's window) gives the anomaly model something to compare with.
+    Trains the merchant's model on it; returns what to tell the reader."""
+    import pyarrow as pa
+
     from core.anomaly import synthetic
     from core.anomaly.training import train
 
-    import pyarrow as pa
-
     last = DAYS[0] - timedelta(days=4)
-    first = last - timedelta(days=59)
+    first = last - timedelta(days=days - 1)
     fake = synthetic.SyntheticMerchant(merchant.id, per_day=250, median_minor=3600)
     # one of the demo's real payers (order W-M001, ¥84.50 on the 20th) made a regular of ¥6.00 espressos
-    habit = synthetic.regular(fake, REGULAR_PAYER, "wechatpay", 600, first, 60)
-    history = pa.concat_tables([synthetic.normal_traffic(fake, first, 60), habit])
+    habit = synthetic.regular(fake, REGULAR_PAYER, "wechatpay", 600, first, days)
+    history = pa.concat_tables([synthetic.normal_traffic(fake, first, days), habit])
     synthetic.write(cfg.database.url, fake, history, "demo-history")
     trained = train(cfg, [merchant.id], last)
-    console.print(f"anomaly model: trained on 60 days of SYNTHETIC history ({trained[0].rows} transactions, "
-                  f"{first}..{last}), because the demo has only two real days; in it, payer "
-                  f"{REGULAR_PAYER} is a regular who pays ¥6.00", highlight=False)
+    return (f"anomaly model: trained on {days} days of SYNTHETIC history ({trained[0].rows} transactions, "
+            f"{first}..{last}), because the demo has only two real days; in it, payer {REGULAR_PAYER} is a "
+            f"regular who pays ¥6.00")
 
 
 def run_demo(output: Path, console: Console) -> None:
@@ -105,7 +106,7 @@ def run_demo(output: Path, console: Console) -> None:
     if failures:
         raise SystemExit(1)
 
-    _anomaly_history(cfg, merchant, console)
+    console.print(anomaly_history(cfg, merchant), highlight=False)
     for day in DAYS:
         summary = run_with_progress(cfg, merchant, day, console)
         print_summary(console, summary)

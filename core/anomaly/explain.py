@@ -18,6 +18,8 @@ MAX_PHRASES = 3
 # said once per group: the most deviant member speaks for it
 GROUPS = {"payer_24h": "payer", "payer_1h": "payer", "payer_10m": "payer", "amount_log": "amount",
           "amount_z": "amount"}
+# on a tie the shorter window says more ("6 payments in 10 minutes" rather than "in an hour")
+TIE_ORDER = {"payer_10m": 0, "payer_1h": 1, "payer_24h": 2}
 
 
 def deviations(row: dict, names: list[str], center: np.ndarray, spread: np.ndarray) -> list[tuple[float, str]]:
@@ -26,8 +28,8 @@ def deviations(row: dict, names: list[str], center: np.ndarray, spread: np.ndarr
         d = (float(row[name]) - float(center[i])) / float(spread[i])
         direction = BY_NAME[name].unusual
         d = abs(d) if direction == "both" else (-d if direction == "low" else d)
-        out.append((d, name))
-    return sorted(out, reverse=True)
+        out.append((round(d, 9), -TIE_ORDER.get(name, 0), name))
+    return [(d, name) for d, _tie, name in sorted(out, reverse=True)]
 
 
 def explain(row: dict, names: list[str], center: np.ndarray, spread: np.ndarray) -> str:

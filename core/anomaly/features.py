@@ -111,8 +111,10 @@ FEATURES: list[Feature] = [
             lambda r: f"payment number {int(r['order_payments'])} for order {r['order_id']} at {r['source']}"),
     Feature("fee_rate_dev",
             "CASE WHEN is_pay = 1 AND rc.rate IS NOT NULL AND amount - discount > 0 "
-            "THEN (fee / (amount - discount) - rc.rate) * 10000 ELSE 0 END", "basis points",
-            "the fee charged as a rate of the amount, minus the source's rate card (fee_rate)", "both",
+            "AND abs(fee - round((amount - discount) * rc.rate)) > 1 "
+            "THEN (fee - round((amount - discount) * rc.rate)) / (amount - discount) * 10000 ELSE 0 END",
+            "basis points", "the fee charged beyond the rate card's (fee_rate) fee, as a rate of the amount; "
+            "0 within one minor unit of rounding", "both",
             lambda r: (f"fee {display(r['fee'], r['currency'])} is {100 * r['fee_rate']:.2f}% of the amount; the "
                        f"rate card says {100 * r['rate_card']:.2f}%")),
     Feature("channel_rarity", "-ln(coalesce(pc.share, 0) + 0.001)", "-ln(share)",
