@@ -260,3 +260,12 @@ def test_a_run_scores_records_and_breaks_alerts_on_a_clean_outlier_and_feedback_
     assert statuses["W-M001"] == "expected"
     with pytest.raises(FeedbackError, match="not an anomaly alert"):
         mark_expected(db_url, scored["W-1010"]["id"], "alice")
+
+
+def test_every_feature_is_documented():
+    from pathlib import Path
+
+    from core.anomaly.features import FEATURES
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "anomaly.md").read_text(encoding="utf-8")
+    assert [f.name for f in FEATURES if f"| `{f.name}` | {f.unit} | {f.meaning} |" not in doc] == []
