@@ -43,7 +43,8 @@ def main() -> int:
     ap.add_argument("--train-n", type=int, default=100_000)
     args = ap.parse_args()
     load = os.getloadavg()[0]
-    print(f"anomaly-bench · {os.cpu_count()} cores · load {load:.1f} · SYNTHETIC data")
+    print(f"anomaly-bench · {os.cpu_count()} cores · load {load:.1f} (a load above the core count slows every "
+          f"figure: compare CPU seconds) · SYNTHETIC data")
     big = S.SyntheticMerchant("bench-score", per_day=args.score_n)
     hist = S.SyntheticMerchant("bench-train", per_day=args.train_n)
     misses = []
@@ -64,13 +65,13 @@ def main() -> int:
                 {"name": "alipay", "kind": "alipay", "fee_rate": "0.006"}]} for m in (hist, big)],
         })
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         trained = train(cfg, ["bench-train"], DAY - timedelta(days=1))
-        took = time.perf_counter() - t0
+        took, cpu = time.perf_counter() - t0, time.process_time() - c0
         own = trained[0]
         ok = took <= 60 * (args.train_days * args.train_n) / 6_000_000
         print(f"training: {own.rows:,} transactions ({args.train_days} days x ~{args.train_n:,}) in {took:.1f} s "
-              f"(own model + pooled) · target 60 s for 6M: {'PASS' if ok else 'MISS'}")
+              f"wall, {cpu:.1f} s CPU (own model + pooled) · target 60 s for 6M: {'PASS' if ok else 'MISS'}")
         misses += [] if ok else ["training"]
 
         # the scoring day's merchant gets a model from the day before (its profile is what scoring joins)
@@ -78,6 +79,7 @@ def main() -> int:
         M.forget()
         merchant = cfg.merchant("bench-score")
         steps = {}
+        c0 = time.process_time()
         t0 = t = time.perf_counter()
         model = M.for_merchant(url, merchant.id)
         steps["load model"] = time.perf_counter() - t
@@ -87,7 +89,7 @@ def main() -> int:
         orders = F.load_orders(url, merchant.id, lo, hi)
         steps[f"read {tx.num_rows:,} rows (2 days)"] = time.perf_counter() - t
         t = time.perf_counter()
-        con = F.connect(tx, orders, merchant.timezone, rate_card(merchant))
+        con = F.connect(tx, orders, merchant.timezone, rate_card(merchant), lo, hi)
         steps["windows"] = time.perf_counter() - t
         t = time.perf_counter()
         table = F.features(con, model.profiles[merchant.id], DAY, DAY, merchant.currency)
@@ -95,7 +97,7 @@ def main() -> int:
         t = time.perf_counter()
         s = M.score(model, M.matrix(table, model.features))
         steps[f"forest ({model.forest.n_estimators} trees)"] = time.perf_counter() - t
-        scoring = time.perf_counter() - t0
+        scoring, cpu = time.perf_counter() - t0, time.process_time() - c0
         t = time.perf_counter()
         import pyarrow as pa
 
@@ -105,8 +107,8 @@ def main() -> int:
             print(f"  {name:<32}{sec:6.2f} s")
         per_m = scoring * 1_000_000 / max(1, table.num_rows)
         ok = per_m <= 10
-        print(f"scoring: {table.num_rows:,} transactions incl. reading and features in {scoring:.1f} s "
-              f"({per_m:.1f} s per million; target 10 s, aim 5 s): {'PASS' if ok else 'MISS'}; "
+        print(f"scoring: {table.num_rows:,} transactions incl. reading and features in {scoring:.1f} s wall, "
+              f"{cpu:.1f} s CPU ({per_m:.1f} s per million; target 10 s, aim 5 s): {'PASS' if ok else 'MISS'}; "
               f"with writing the scores {scoring + steps['write scores (upsert)']:.1f} s")
         misses += [] if ok else ["scoring"]
     print("PASS" if not misses else f"MISS: {', '.join(misses)}")

@@ -23,7 +23,7 @@ feature is a ratio, a count or a logarithm, so a float is fine there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Callable
 
 import duckdb
@@ -141,71 +141,89 @@ def _duration(seconds: float | None) -> str:
 
 # -- the relations ----------------------------------------------------------------------
 
-# The slice's rows with local time and integer keys for the windows (hashes of the groups).
+# The slice's rows with local time and one sortable integer per window group: the group's
+# hash in the high bits, minutes since {t0} in the low {bits} bits. {t0} is the minute two
+# days before the slice's first day began (room for time zones ahead of UTC); the hash keeps
+# 64 - {bits} bits, so two payers colliding is negligible at millions of rows.
 BASE_SQL = """
 CREATE OR REPLACE TEMP TABLE b AS
-SELECT t.*, CAST(t.occurred_at AS TIMESTAMP) AS ts, CAST(t.business_day AS DATE) AS day,
+WITH t AS (
+    SELECT *, CAST(epoch(CAST(occurred_at AS TIMESTAMP)) // 60 AS BIGINT) AS t_abs
+    FROM (SELECT * REPLACE (nullif(payer, '') AS payer, nullif(order_id, '') AS order_id) FROM tx))
+SELECT t.* EXCLUDE (t_abs), CAST(t.occurred_at AS TIMESTAMP) AS ts, CAST(t.business_day AS DATE) AS day,
        timezone('{tz}', CAST(t.occurred_at AS TIMESTAMP)::TIMESTAMPTZ) AS local_ts,
        CAST(t.kind = 'payment' AS INTEGER) AS is_pay, CAST(t.kind = 'refund' AS INTEGER) AS is_ref,
-       abs(t.amount) AS abs_amount,
-       CAST(epoch(CAST(t.occurred_at AS TIMESTAMP)) AS BIGINT) AS t_s,
-       hash(t.payer, t.kind) AS k_payer_kind, hash(t.payer, 'refund') AS k_payer_ref,
-       hash(t.payer, 'payment') AS k_payer_pay, hash(t.payer, t.kind, t.amount) AS k_amount,
-       hash(t.source, t.kind) AS k_channel, hash(t.source, t.kind, t.order_id) AS k_order
-FROM (SELECT * REPLACE (nullif(payer, '') AS payer, nullif(order_id, '') AS order_id) FROM tx) t
+       abs(t.amount) AS abs_amount, t.payer IS NULL AS no_payer, t.order_id IS NULL AS no_order,
+       hour(timezone('{tz}', CAST(t.occurred_at AS TIMESTAMP)::TIMESTAMPTZ)) AS hr,
+       isodow(timezone('{tz}', CAST(t.occurred_at AS TIMESTAMP)::TIMESTAMPTZ)) AS dow,
+       CAST(t_abs - {t0} AS UBIGINT) AS t_min,
+       ((hash(t.payer) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_payer,
+       ((hash(t.payer, t.kind, t.amount) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_amount,
+       ((hash(t.source, t.kind) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_channel,
+       ((hash(t.source, t.kind, t.order_id) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_order
+FROM t
 """
 
-# Time windows over the loaded slice: (column, group key, counted rows, seconds before, seconds
-# after). A count includes the row itself and rows in the same second. DuckDB's RANGE frames
-# took 16.7 s for these on a million rows; sorted (key, time) integers and numpy's
-# searchsorted take well under a second.
+# Time windows over the loaded slice, to the minute: (column, group key, counted rows, minutes
+# before, minutes after). "same kind" counts payments for a payment and refunds for a refund.
+# A count includes the row itself. DuckDB's RANGE frames took 16.7 s for these on a million
+# rows; one argsort per key and numpy's searchsorted take about a second.
 WINDOWS = [
-    ("payer_10m", "k_payer_kind", None, 600, 0),  # the payer's transactions of this kind
-    ("payer_1h", "k_payer_kind", None, 3600, 0),
-    ("payer_24h", "k_payer_kind", None, 86400, 0),
-    ("payer_refunds_24h", "k_payer_ref", "is_ref", 86400, 0),  # the payer's refunds, whatever this row is
-    ("payer_payments_24h", "k_payer_pay", "is_pay", 86400, 0),
-    ("same_amount_1h", "k_amount", None, 3600, 0),
+    ("payer_10m", "k_payer", "same kind", 10, 0),
+    ("payer_1h", "k_payer", "same kind", 60, 0),
+    ("payer_24h", "k_payer", "same kind", 1440, 0),
+    ("payer_refunds_24h", "k_payer", "is_ref", 1440, 0),  # the payer's refunds, whatever this row is
+    ("payer_payments_24h", "k_payer", "is_pay", 1440, 0),
+    ("same_amount_1h", "k_amount", None, 60, 0),
     # centred: the day is scored after the fact, so every refund of a spike sees all of it
-    ("channel_30m", "k_channel", None, 900, 900),
+    ("channel_30m", "k_channel", None, 15, 15),
     ("order_payments", "k_order", None, 10**9, 0),  # the order's payments at this channel so far
 ]
 NO_PAYER = {"payer_10m": 1, "payer_1h": 1, "payer_24h": 1, "payer_refunds_24h": 0, "payer_payments_24h": 0,
             "same_amount_1h": 1}
 
 
-def _windows(b: pa.Table) -> pa.Table:
-    """`b` with the WINDOWS columns added.
+def time_bits(first, last) -> int:
+    """Low bits that hold the minutes of a slice from the day before `first` to `last`, with room."""
+    return int((((last - first).days + 4) * 1440).bit_length())
 
-    Per group key: rows sorted by (key, time) once (lexsort), dense key ids from that order,
-    so `id * 2^34 + seconds` is a sorted int64 array; a window count is then two
-    searchsorted calls with queries in the same (sorted) order, scattered back to the rows.
-    """
-    t = b["t_s"].to_numpy()
-    t = t - (t.min() if len(t) else 0)
-    span = np.int64(1) << 34  # seconds: centuries of room under the key
-    no_payer = b["payer"].is_null().to_numpy(zero_copy_only=False)
-    no_order = b["order_id"].is_null().to_numpy(zero_copy_only=False)
-    is_pay = b["is_pay"].to_numpy().astype(bool)
-    sorted_by = {}
+
+def _windows(b: dict[str, np.ndarray], bits: int) -> pa.Table:
+    """The WINDOWS columns for the rows of `b` (numpy columns of the base table): per key one
+    argsort of the (group, minute) integers; a window count is two searchsorted calls with
+    the queries in sorted order, scattered back to the rows. Bounds are clamped to the
+    group's own range of integers."""
+    t = b["t_min"].astype(np.uint64)
+    top = np.uint64((1 << bits) - 1)
+    is_pay, is_ref = b["is_pay"].astype(bool), b["is_ref"].astype(bool)
+    no_payer, no_order = b["no_payer"].astype(bool), b["no_order"].astype(bool)
+    cache: dict = {}
+    out = {}
+
+    def count(key: str, member, before: int, after: int) -> np.ndarray:
+        if key not in cache:
+            v = b[key]
+            order = np.argsort(v, kind="stable")
+            cache[key] = (order, v[order], t[order])
+        order, v, ts = cache[key]
+        members = v if member is None else v[member[order]]
+        lo = v - np.minimum(ts, np.uint64(before))
+        hi = v + np.minimum(top - ts, np.uint64(after))
+        n = np.empty(len(v), np.int64)
+        n[order] = np.searchsorted(members, hi, "right") - np.searchsorted(members, lo, "left")
+        return n
+
     for name, key, member, before, after in WINDOWS:
-        if key not in sorted_by:
-            h = b[key].to_numpy()
-            order = np.lexsort((t, h))
-            hs = h[order]
-            dense = np.concatenate(([0], np.cumsum(hs[1:] != hs[:-1]))).astype(np.int64) if len(hs) else hs
-            sorted_by[key] = (order, dense * span + t[order])
-        order, q = sorted_by[key]
-        v = q if member is None else q[b[member].to_numpy().astype(bool)[order]]
-        n_sorted = np.searchsorted(v, q + after, "right") - np.searchsorted(v, q - before, "left")
-        n = np.empty_like(n_sorted)
-        n[order] = n_sorted
+        if member == "same kind":
+            n = np.where(is_pay, count(key, is_pay, before, after), count(key, is_ref, before, after))
+        else:
+            n = count(key, None if member is None else {"is_pay": is_pay, "is_ref": is_ref}[member], before, after)
         if name in NO_PAYER:
             n = np.where(no_payer, NO_PAYER[name], n)
         if name == "order_payments":
             n = np.where(no_order | ~is_pay, 1, n)
-        b = b.append_column(name, pa.array(n, pa.int64()))
-    return b
+        out[name] = pa.array(n, pa.int64())
+    return pa.table(out)
 
 
 # The merchant's history, summarised once per model (from `w` over the training window).
@@ -295,20 +313,22 @@ def load_orders(url: str, merchant_id: str, first: date, last: date) -> pa.Table
         f"AND r.business_day BETWEEN {_lit(first.isoformat())} AND {_lit(last.isoformat())}"), ORDERS_SCHEMA)
 
 
-def connect(tx: pa.Table, orders: pa.Table, timezone: str, rate_card: dict[str, float]) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the slice's windows (`w`) computed."""
+def connect(tx: pa.Table, orders: pa.Table, timezone: str, rate_card: dict[str, float],
+            first: date, last: date) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the windows (`w`) of the slice loaded for days [first, last]."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("tx", tx)
     con.register("orders", orders)
     con.register("rate_card", pa.table({"source": pa.array(list(rate_card), pa.string()),
                                         "rate": pa.array(list(rate_card.values()), pa.float64())}))
-    con.execute(BASE_SQL.format(tz=timezone.replace("'", "")))
-    w = _windows(con.sql("SELECT * FROM b").to_arrow_table())
-    con.execute("DROP TABLE b")
-    con.register("w_in", w)
-    con.execute("CREATE TEMP TABLE w AS SELECT *, hour(local_ts) AS hr, isodow(local_ts) AS dow FROM w_in")
-    con.unregister("w_in")
+    bits = time_bits(first, last)
+    t0 = (datetime.combine(first, datetime.min.time()) - timedelta(days=2) - datetime(1970, 1, 1)) // timedelta(minutes=1)
+    con.execute(BASE_SQL.format(tz=timezone.replace("'", ""), bits=bits, t0=t0))
+    keys = ["t_min", "is_pay", "is_ref", "no_payer", "no_order", "k_payer", "k_amount", "k_channel", "k_order"]
+    con.register("win", _windows(con.sql(f"SELECT {', '.join(keys)} FROM b").fetchnumpy(), bits))
+    # row i of `win` belongs to row i of `b` (a table scan keeps insertion order)
+    con.execute(f"CREATE TEMP VIEW w AS SELECT b.* EXCLUDE ({', '.join(keys[3:])}), win.* FROM b POSITIONAL JOIN win")
     return con
 
 

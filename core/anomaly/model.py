@@ -42,7 +42,7 @@ ALERT_SHARE_OF_TARGET = 0.4
 OUT_OF_RANGE_SCALE = 2.5  # spreads beyond the training range that close ~63% of the gap to 1
 URGENT_SHARE = 0.1
 MAX_SAMPLES = 256
-THRESHOLD_SAMPLE = 400_000  # training rows scored to place the thresholds
+THRESHOLD_SAMPLE = 200_000  # training rows scored to place the thresholds (80 above a 0.04% cut)
 POOLED = "*"
 
 

@@ -56,7 +56,7 @@ def score(cfg: Config, merchant: MerchantConfig, first: date, last: date, model:
         return None
     lo, hi = F.slice_for(first, last)
     con = F.connect(F.load_transactions(url, merchant.id, lo, hi), F.load_orders(url, merchant.id, lo, hi),
-                    merchant.timezone, rate_card(merchant))
+                    merchant.timezone, rate_card(merchant), lo, hi)
     prof = model.profiles.get(merchant.id) or F.profile(con)  # a merchant new since training: its own slice
     table = F.features(con, prof, first, last, merchant.currency)
     con.close()

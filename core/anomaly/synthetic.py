@@ -206,8 +206,9 @@ def write(url: str, m: SyntheticMerchant, records: pa.Table, label: str) -> None
     from core import store
     from core.config import MerchantConfig
 
-    store.ensure_merchant(url, MerchantConfig(id=m.id, name=f"{m.id} (synthetic)", timezone=m.timezone,
-                                              currency=m.currency))
+    if not store.find_ledgers(url, m.id):  # a real merchant (the demo's) keeps its own name
+        store.ensure_merchant(url, MerchantConfig(id=m.id, name=f"{m.id} (synthetic)", timezone=m.timezone,
+                                                  currency=m.currency))
     sources = sorted(set(records["source"].to_pylist()))
     ledgers = store.ledger_ids(url, m.id, {(s, "channel") for s in sources})
     for s in sources:
