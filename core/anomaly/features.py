@@ -154,8 +154,7 @@ SELECT t.* EXCLUDE (t_abs), CAST(t.occurred_at AS TIMESTAMP) AS ts, CAST(t.busin
        timezone('{tz}', CAST(t.occurred_at AS TIMESTAMP)::TIMESTAMPTZ) AS local_ts,
        CAST(t.kind = 'payment' AS INTEGER) AS is_pay, CAST(t.kind = 'refund' AS INTEGER) AS is_ref,
        abs(t.amount) AS abs_amount, t.payer IS NULL AS no_payer, t.order_id IS NULL AS no_order,
-       hour(timezone('{tz}', CAST(t.occurred_at AS TIMESTAMP)::TIMESTAMPTZ)) AS hr,
-       isodow(timezone('{tz}', CAST(t.occurred_at AS TIMESTAMP)::TIMESTAMPTZ)) AS dow,
+       hour(local_ts) AS hr, isodow(local_ts) AS dow,  -- DuckDB: an alias of this SELECT
        CAST(t_abs - {t0} AS UBIGINT) AS t_min,
        ((hash(t.payer) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_payer,
        ((hash(t.payer, t.kind, t.amount) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_amount,

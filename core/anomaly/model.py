@@ -16,7 +16,8 @@ charge is a little out of range on two features at once, which ordinary traffic 
     score = 1 - (1 - s) * exp(-excess / OUT_OF_RANGE_SCALE)
 which is s itself inside the range and tends to 1 far outside it. The alert threshold is the
 (1 - ALERT_SHARE_OF_TARGET × target_alert_rate) quantile of the training scores: ordinary
-traffic alone fills 40% of the alert budget, the rest is left for what is new.
+traffic alone fills 30% of the alert budget, the rest is left for what is new (and for days
+that differ from the training window).
 The urgent threshold is ten times rarer.
 """
 
@@ -38,7 +39,7 @@ from sqlmodel import Session
 from models.db import get_engine
 from models.tables import AnomalyModel
 
-ALERT_SHARE_OF_TARGET = 0.4
+ALERT_SHARE_OF_TARGET = 0.3
 OUT_OF_RANGE_SCALE = 2.5  # spreads beyond the training range that close ~63% of the gap to 1
 URGENT_SHARE = 0.1
 MAX_SAMPLES = 256
