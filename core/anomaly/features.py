@@ -109,8 +109,10 @@ FEATURES: list[Feature] = [
             lambda r: (f"{_times(r['channel_30m'], r['kind'])} at {r['source']} within half an hour (usually "
                        f"{r['channel_expected']:.1f})")),
     Feature("order_payments", "order_payments", "payments",
-            "payments at this channel for the same order id so far (2 or more: charged again)", "high",
-            lambda r: f"payment number {int(r['order_payments'])} for order {r['order_id']} at {r['source']}"),
+            "payments at this channel of this amount for the same order id so far (2 or more: charged again; "
+            "the parts of a split payment differ in amount)", "high",
+            lambda r: (f"payment number {int(r['order_payments'])} of {display(abs(r['amount']), r['currency'])} "
+                       f"for order {r['order_id']} at {r['source']}")),
     Feature("fee_rate_dev",
             "CASE WHEN is_pay = 1 AND rc.rate IS NOT NULL AND amount - discount > 0 "
             "AND abs(fee - round((amount - discount) * rc.rate)) > 1 "
@@ -159,7 +161,7 @@ SELECT t.* EXCLUDE (t_abs), CAST(t.occurred_at AS TIMESTAMP) AS ts, CAST(t.busin
        ((hash(t.payer) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_payer,
        ((hash(t.payer, t.kind, t.amount) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_amount,
        ((hash(t.source, t.kind) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_channel,
-       ((hash(t.source, t.kind, t.order_id) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_order
+       ((hash(t.source, t.kind, t.order_id, t.amount) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_order
 FROM t
 """
 
@@ -176,7 +178,7 @@ WINDOWS = [
     ("same_amount_1h", "k_amount", None, 60, 0),
     # centred: the day is scored after the fact, so every refund of a spike sees all of it
     ("channel_30m", "k_channel", None, 15, 15),
-    ("order_payments", "k_order", None, 10**9, 0),  # the order's payments at this channel so far
+    ("order_payments", "k_order", None, 10**9, 0),  # the order's payments of this amount so far
 ]
 NO_PAYER = {"payer_10m": 1, "payer_1h": 1, "payer_24h": 1, "payer_refunds_24h": 0, "payer_payments_24h": 0,
             "same_amount_1h": 1}
