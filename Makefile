@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench accuracy install clean
+.PHONY: demo test bench accuracy anomaly-eval anomaly-bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ bench: $(STAMP)
 
 accuracy: $(STAMP)
 	$(BIN)/python bench/accuracy.py
+
+anomaly-eval: $(STAMP)
+	$(BIN)/python bench/anomaly_eval.py
+
+anomaly-bench: $(STAMP)
+	$(BIN)/python bench/anomaly_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache reconbot.db demo-output

@@ -20,11 +20,12 @@ TITLES = {
     "suggested_match": "Suggested match 待确认匹配",
     "duplicate_record": "Duplicate row 重复记录 (note)",
     "late": "Late statement 账单未到",
+    "anomaly": "Anomaly 异常交易",
 }
 TITLES_ZH = {
     "short": "短款", "long": "长款", "amount_mismatch": "错账", "status_mismatch": "状态不符",
     "duplicate_charge": "重复扣款", "fee_mismatch": "手续费不符", "fx_difference": "汇兑差异",
-    "suggested_match": "待确认匹配", "duplicate_record": "重复记录",
+    "suggested_match": "待确认匹配", "duplicate_record": "重复记录", "anomaly": "异常交易",
 }
 
 WORDS = {
@@ -32,6 +33,7 @@ WORDS = {
         "Merchant": "Merchant", "Day": "Day", "Source": "Source", "Order": "Order", "Channel txn": "Channel txn",
         "Our books": "Our books", "Channel": "Channel", "Difference": "Difference", "Status": "Status",
         "Assigned": "Assigned to", "Approvals": "Approvals", "Snoozed": "Snoozed until",
+        "Anomaly score": "Anomaly score",
         "approve": "Approve adjustment", "assign_me": "Assign to me", "assign_to": "Assign to…",
         "snooze": "Snooze 1 day", "resolve": "Resolve", "cancel": "Back",
         "confirm": "Approve an adjustment of {amount}?", "pick": "Assign to whom?",
@@ -41,7 +43,7 @@ WORDS = {
     "zh": {
         "Merchant": "商户", "Day": "业务日", "Source": "渠道", "Order": "订单号", "Channel txn": "渠道流水号",
         "Our books": "我方账面", "Channel": "渠道金额", "Difference": "差额", "Status": "状态",
-        "Assigned": "处理人", "Approvals": "审批", "Snoozed": "暂缓至",
+        "Assigned": "处理人", "Approvals": "审批", "Snoozed": "暂缓至", "Anomaly score": "异常分",
         "approve": "批准调账", "assign_me": "指派给我", "assign_to": "指派给…",
         "snooze": "暂缓一天", "resolve": "标记已解决", "cancel": "返回",
         "confirm": "确认批准 {amount} 的调账？", "pick": "指派给谁？",
@@ -113,7 +115,8 @@ def break_buttons(b: dict, state: CardState, lang: str) -> list[Button]:
     cur = b["currency"]
     diff = _minor(b["difference"], cur) or 0
     buttons = []
-    if diff:
+    # an anomaly has nothing to adjust: a person looks (`recon anomaly expected` records "expected")
+    if diff and b["type"] != "anomaly":
         label = w["approve"] + (f" ({len(state.approvals)}/{state.needed})" if state.needed > 1 else "")
         ask = None
         if state.confirm_from is not None and abs(diff) >= state.confirm_from:
@@ -146,6 +149,8 @@ def break_card(b: dict, lang: str = "en", state: CardState = CardState()) -> Car
                        + (f" ({', '.join(state.approvals)})" if state.approvals else "")))
     if b.get("snoozed_until"):
         fields.append((w["Snoozed"], b["snoozed_until"]))
+    if b.get("anomaly_score") is not None:
+        fields.append((w["Anomaly score"], f"{b['anomaly_score']:.2f} ({b.get('severity', 'normal')})"))
     titles = TITLES_ZH if lang == "zh" else TITLES
     return Card(
         key=f"break:{b['id']}",

@@ -10,6 +10,8 @@ Contract other issues and the docs rely on:
   recon users add|list|link ...     people, roles, chat accounts
   recon approve|assign|resolve BREAK ...   the card buttons, from the console
   recon serve [--host H] [--port P]         inbound endpoints for Slack, Telegram, WeCom
+  recon model train [--merchant M] [--until YYYY-MM-DD]     (docs/anomaly.md)
+  recon anomaly expected BREAK [--by NAME] [--note TEXT]
 Every command takes `--config PATH` (or RECON_CONFIG); without one, embedded defaults.
 Errors are printed as one clear line each and the exit code is non-zero.
 """
@@ -46,6 +48,10 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
 users_app = typer.Typer(no_args_is_help=True, help="People who act on breaks, and their chat accounts.")
 app.add_typer(users_app, name="users")
+model_app = typer.Typer(no_args_is_help=True, help="The anomaly model (Isolation Forest).")
+app.add_typer(model_app, name="model")
+anomaly_app = typer.Typer(no_args_is_help=True, help="Verdicts on anomaly alerts.")
+app.add_typer(anomaly_app, name="anomaly")
 
 out = Console()
 err = Console(stderr=True)
@@ -368,6 +374,11 @@ def print_summary(console: Console, s: RunSummary) -> None:
                   f"{x.matched_pct:.1f}%", breaks, str(x.in_transit))
     console.print(t)
     console.print(f"breaks: {s.created} new, {s.updated} updated, {s.cleared} cleared", highlight=False)
+    a = s.anomaly
+    if a is not None:
+        console.print(f"anomaly model {a.model}: {a.scored} transactions scored, {a.alerts} open alerts "
+                      f"({a.new_alerts} new), {a.breaks_scored} breaks scored, {a.breaks_raised} raised to urgent",
+                      highlight=False)
 
 
 @app.command()
@@ -480,6 +491,45 @@ def print_backtest(console: Console, days, currency: str) -> None:
                           highlight=False)
         for f in d.disappeared:
             console.print(f"  {d.day} gone: {_brief(f)}", highlight=False)
+
+
+@model_app.command("train")
+def model_train(
+    config: ConfigOpt = None,
+    merchant: MerchantOpt = None,
+    until: Annotated[Optional[str], typer.Option(help="Last business day of the window (default: latest stored).")] = None,
+) -> None:
+    """Train the anomaly models (per merchant with enough history, and the pooled one)."""
+    from core.anomaly.training import train
+
+    cfg = _load(config)
+    ids = [_merchant(cfg, merchant).id] if merchant else None
+    results = train(cfg, ids, date.fromisoformat(until) if until else None)
+    if not results:
+        _fail("no channel transactions stored yet: ingest statements first", 1)
+    for r in results:
+        name = "pooled" if r.scope == "*" else r.scope
+        out.print(f"{name} v{r.version}: {r.rows} transactions {r.window[0]}..{r.window[1]}"
+                  f"{f', {r.excluded} flagged anomalies left out' if r.excluded else ''}; "
+                  f"alerts from score {r.threshold:.3f}; files in {r.path}", highlight=False)
+
+
+@anomaly_app.command("expected")
+def anomaly_expected(
+    break_id: Annotated[int, typer.Argument(metavar="BREAK", help="Id of the anomaly alert.")],
+    config: ConfigOpt = None,
+    by: Annotated[str, typer.Option("--by", help="Who decided (kept in the audit log).")] = "cli",
+    note: Annotated[str, typer.Option(help="Why it is expected.")] = "",
+) -> None:
+    """Mark an anomaly alert expected: closed, and kept among ordinary rows at the next training."""
+    from core.anomaly.feedback import FeedbackError, mark_expected
+
+    cfg = _load(config)
+    try:
+        b = mark_expected(cfg.database.url, break_id, by, note)
+    except FeedbackError as exc:
+        _fail(str(exc), 1)
+    out.print(f"#{b.id} marked expected by {by}", highlight=False)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from core.money import to_major
 from models.db import get_engine
 from models.tables import Break
 
-TYPE_ORDER = ["short", "long", "amount_mismatch", "status_mismatch", "duplicate_charge"]
+TYPE_ORDER = ["short", "long", "amount_mismatch", "status_mismatch", "duplicate_charge", "anomaly"]
 
 
 def list_breaks(url: str, merchant_id: str | None = None, day: date | None = None,
@@ -51,6 +51,8 @@ def as_dict(b: Break) -> dict:
         "rule": b.rule,
         "tolerance": to_major(b.tolerance, cur),
         "explanation": b.explanation,
+        "severity": b.severity,
+        "anomaly_score": b.anomaly_score,
         "evidence": json.loads(b.evidence),
         "version": b.version,
     }

@@ -208,6 +208,21 @@ class PolicyConfig(_Strict):
     auto_apply: bool = False
 
 
+class AnomalyConfig(_Strict):
+    # score every run's transactions (only where a trained model exists: no model, no scoring)
+    enabled: bool = True
+    # days of history a model is trained on (`recon model train`, the scheduler's `retrain` job)
+    train_days: int = Field(default=60, ge=7, le=400)
+    # a merchant with fewer channel transactions than this in the window uses the pooled model
+    min_transactions: int = Field(default=2000, ge=100)
+    # the share of transactions that may become `anomaly` alerts (the threshold is set from it)
+    target_alert_rate: Decimal = Field(default=Decimal("0.001"), gt=0, le=Decimal("0.05"))
+    # trees in each Isolation Forest (more: steadier scores, slower scoring)
+    trees: int = Field(default=100, ge=10, le=1000)
+    # folder for the model files (relative to the config file's folder)
+    model_dir: str = "anomaly-models"
+
+
 class ChatRoute(_Strict):
     merchant: str = "*"
     channel: Literal["console", "wecom", "wecom_robot", "slack", "telegram"] = "console"
@@ -287,6 +302,7 @@ class Config(_Strict):
     matching: MatchingConfig = MatchingConfig()
     fx: FxConfig = FxConfig()
     policy: PolicyConfig = PolicyConfig()
+    anomaly: AnomalyConfig = AnomalyConfig()
     chat: ChatConfig = ChatConfig()
     # where the file came from; relative source paths are resolved against its folder
     base_dir: Path = Path(".")

@@ -64,6 +64,7 @@ class RunSummary:
     cleared: int
     adjustments: int = 0
     carried_over: list[date] = field(default_factory=list)
+    anomaly: object = None  # core.anomaly.scoring.AnomalySummary, where a model exists
 
 
 def channel_sources(merchant: MerchantConfig):
@@ -131,8 +132,11 @@ def run_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None, ca
         run.stats = json.dumps({x.source: x.__dict__ for x in summaries}, ensure_ascii=False, default=str)
         s.add(run)
         s.commit()
+    from core.anomaly.scoring import after_run  # scores only where a trained model exists
+
+    anomaly = after_run(cfg, merchant, day, run_id)
     return RunSummary(run_id, merchant.id, day, merchant.currency, summaries, created, updated, cleared,
-                      adjustments, carried)
+                      adjustments, carried, anomaly)
 
 
 def _carry_over(cfg, merchant, day, now) -> list[date]:
@@ -168,7 +172,8 @@ def _store_breaks(db, cfg, merchant, day, run_id, findings) -> tuple[int, int, i
     created = updated = cleared = adjusted = 0
     with Session(db) as s:
         existing = {b.key: b for b in s.execute(
-            select(Break).where(Break.merchant_id == merchant.id, Break.business_day == day)).scalars()}
+            select(Break).where(Break.merchant_id == merchant.id, Break.business_day == day,
+                                Break.type != "anomaly")).scalars()}  # anomaly alerts: core.anomaly
         seen = set()
         for src, f in findings:
             key = break_key(src.name, f)
@@ -183,6 +188,8 @@ def _store_breaks(db, cfg, merchant, day, run_id, findings) -> tuple[int, int, i
                 s.flush()
                 created += 1
             elif b.status in OPEN_STATES:
+                if b.anomaly_score is not None and b.severity == "urgent":
+                    values["severity"] = b.severity  # raised by core.anomaly for a high score: kept
                 changed = {k: v for k, v in values.items() if getattr(b, k) != v}
                 if b.status != decision.status:
                     changed["status"] = decision.status

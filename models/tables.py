@@ -142,6 +142,7 @@ class Break(SQLModel, table=True):
     tolerance: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))  # minor units allowed
     explanation: str
     score: Optional[float] = None  # fuzzy score of a suggested match
+    anomaly_score: Optional[float] = None  # Isolation Forest score (0..1) of its records, see core/anomaly
     evidence: str = Field(sa_column=Column(Text, nullable=False))  # JSON [{side, file, line}]
     first_run_id: int = Field(foreign_key="recon_run.id")
     last_run_id: int = Field(foreign_key="recon_run.id")
@@ -277,3 +278,36 @@ class RejectedFile(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     reason: str = Field(sa_column=Column(Text, nullable=False))
     rejected_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+
+
+class AnomalyModel(SQLModel, table=True):
+    """One trained Isolation Forest: the file it lives in and what it was trained on.
+
+    `scope` is a merchant id, or "*" for the pooled model used by merchants with little
+    history. The newest version of a scope is the one in use.
+    """
+
+    __tablename__ = "anomaly_model"
+    __table_args__ = (UniqueConstraint("scope", "version", name="uq_anomaly_model_version"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=64)
+    version: int
+    path: str
+    sha256: str = Field(max_length=64)
+    window_first: date
+    window_last: date
+    rows: int
+    features: str = Field(sa_column=Column(Text, nullable=False))  # JSON list, in column order
+    threshold: float  # alert at or above this score
+    urgent_threshold: float  # and urgent at or above this one
+    target_alert_rate: float
+    trained_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+
+
+class AnomalyScore(SQLModel, table=True):
+    """The anomaly score of a channel record (written in bulk after each run)."""
+
+    __tablename__ = "anomaly_score"
+    record_id: int = Field(primary_key=True, foreign_key="record.id")
+    model_id: int = Field(foreign_key="anomaly_model.id")
+    score: float

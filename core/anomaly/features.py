@@ -1,0 +1,354 @@
+"""Features of a channel transaction, in one table: name, SQL, unit, meaning, and words.
+
+A *transaction* here is a channel-side record of kind payment or refund: what the channel
+says it collected or paid back. (Our own order records mirror the same transactions; they
+are reconciled by the engine and reach the model only through the order time below.)
+
+Features are computed in DuckDB over Arrow tables read from the record store, in two
+layers:
+- a *profile* of the merchant's history (the model's training window): the usual amount
+  per channel and kind, the share of transactions per local hour and weekday, per channel,
+  each payer's habits, refunds per day. It is built by `PROFILE_SQL` when a model is
+  trained and kept with it, so scoring a day never rescans months of records;
+- *windows* over the loaded slice (the day plus the day before): how many payments a payer
+  made in the last 10 minutes / hour / 24 hours, refunds at the channel around this one
+  (`WINDOWS`: counted with numpy over sorted (group, time) integers, see there why).
+Hours and weekdays are in the merchant's time zone. Money stays integer minor units; a
+feature is a ratio, a count or a logarithm, so a float is fine there.
+
+`FEATURES` is the one place that says what each column means; `docs/anomaly.md` prints it.
+`words(row)` turns a feature's deviation into a phrase with the figures a person checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Callable
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from core.money import display, exponent
+from models.db import adbc_connect, is_sqlite
+
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%" if x < 0.1 else f"{100 * x:.0f}%"
+
+
+def _times(n: int, kind: str = "payment") -> str:
+    n = int(n)
+    return f"1 {kind}" if n == 1 else f"{n} {kind}s"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    sql: str  # a DuckDB expression over the joined relation in `FEATURE_SQL`
+    unit: str
+    meaning: str
+    unusual: str  # "high" | "low" | "both": which side of the usual is worth saying
+    words: Callable[[dict], str]  # row (features + context columns + `currency`) -> phrase
+
+
+def _amount_words(r: dict) -> str:
+    cur, amt, med = r["currency"], abs(r["amount"]), r["merchant_median"]
+    what = f"{r['kind']} at {r['source']}"
+    if med and amt >= med:
+        return f"{display(amt, cur)} is {amt / med:.1f}× this merchant's median {what} ({display(int(med), cur)})"
+    return f"{display(amt, cur)} is far below this merchant's usual {what} (median {display(int(med or 0), cur)})"
+
+
+def _payer_words(r: dict) -> str:
+    cur, amt, med = r["currency"], abs(r["amount"]), r["payer_median"] or 1
+    return (f"{display(amt, cur)} is {amt / med:.1f}× this payer's median ({display(int(med), cur)} over "
+            f"{int(r['payer_history'])} payments)")
+
+
+FEATURES: list[Feature] = [
+    Feature("amount_log", "ln(1 + abs_amount / {scale})", "ln(major units)",
+            "size of the transaction", "high",
+            lambda r: f"{display(abs(r['amount']), r['currency'])} is a large amount for this merchant"),
+    Feature("amount_z", "(ln(greatest(abs_amount, 1)) - pa.med) / (1.4826 * pa.mad + 0.05)", "robust z",
+            "log amount against the merchant's median and MAD for this channel and kind", "both", _amount_words),
+    Feature("payer_ratio",
+            "CASE WHEN pp.payments >= 3 THEN ln(greatest(abs_amount, 1) / pp.median_minor) ELSE 0 END",
+            "ln(ratio)", "log of the amount over this payer's median payment (0 with under 3 payments of history)",
+            "high", _payer_words),
+    Feature("hour_rarity", "-ln(coalesce(ph.share, 0) * 24 + 0.002)", "-ln(share × 24)",
+            "how rare the local hour of day is for this merchant (0 = an average hour)", "high",
+            lambda r: (f"at {r['local_time']} local time, an hour with {_pct(r['hour_share'])} of this merchant's "
+                       f"transactions")),
+    Feature("weekday_rarity", "-ln(coalesce(pd.share, 0) * 7 + 0.01)", "-ln(share × 7)",
+            "how rare the local weekday is for this merchant (0 = an average day)", "high",
+            lambda r: f"on a {WEEKDAYS[r['dow'] - 1]}, a day with {_pct(r['dow_share'])} of this merchant's transactions"),
+    Feature("payer_10m", "payer_10m", "transactions", "the same payer's transactions of this kind in the last "
+            "10 minutes (this one included)", "high",
+            lambda r: f"{_times(r['payer_10m'], r['kind'])} from the same payer in 10 minutes"),
+    Feature("payer_1h", "payer_1h", "transactions", "the same payer's transactions of this kind in the last hour",
+            "high", lambda r: f"{_times(r['payer_1h'], r['kind'])} from the same payer in an hour"),
+    Feature("payer_24h", "payer_24h", "transactions", "the same payer's transactions of this kind in the last 24 "
+            "hours", "high", lambda r: f"{_times(r['payer_24h'], r['kind'])} from the same payer in 24 hours"),
+    Feature("same_amount_1h", "same_amount_1h", "transactions",
+            "the same payer's transactions of this kind and exact amount in the last hour (duplicate charges)", "high",
+            lambda r: (f"{_times(r['same_amount_1h'], r['kind'])} of {display(abs(r['amount']), r['currency'])} "
+                       f"from the same payer within an hour")),
+    Feature("payer_refund_ratio",
+            "(coalesce(pp.refunds, 0) + payer_refunds_24h) / (2 + coalesce(pp.payments, 0) + payer_payments_24h)",
+            "refunds per payment", "the payer's refunds over their payments, history and last 24 hours (two "
+            "payments added below the line so a first refund is not a 100% ratio)", "high",
+            lambda r: f"this payer's refunds are {_pct(r['payer_refund_ratio'])} of their payments"),
+    Feature("refund_burst",
+            "CASE WHEN is_ref = 1 THEN (channel_30m - {expected}) / sqrt({expected} + 1) ELSE 0 END", "Poisson z",
+            "refunds at this channel within 15 minutes either side, against the number usual for half an hour "
+            "at that hour and weekday (refund spikes; 0 for payments)", "high",
+            lambda r: (f"{_times(r['channel_30m'], r['kind'])} at {r['source']} within half an hour (usually "
+                       f"{r['channel_expected']:.1f})")),
+    Feature("order_payments", "order_payments", "payments",
+            "payments at this channel of this amount for the same order id so far (2 or more: charged again; "
+            "the parts of a split payment differ in amount)", "high",
+            lambda r: (f"payment number {int(r['order_payments'])} of {display(abs(r['amount']), r['currency'])} "
+                       f"for order {r['order_id']} at {r['source']}")),
+    Feature("fee_rate_dev",
+            "CASE WHEN is_pay = 1 AND rc.rate IS NOT NULL AND amount - discount > 0 "
+            "AND abs(fee - round((amount - discount) * rc.rate)) > 1 "
+            "THEN (fee - round((amount - discount) * rc.rate)) / (amount - discount) * 10000 ELSE 0 END",
+            "basis points", "the fee charged beyond the rate card's (fee_rate) fee, as a rate of the amount; "
+            "0 within one minor unit of rounding", "both",
+            lambda r: (f"fee {display(r['fee'], r['currency'])} is {100 * r['fee_rate']:.2f}% of the amount; the "
+                       f"rate card says {100 * r['rate_card']:.2f}%")),
+    Feature("channel_rarity", "-ln(coalesce(pc.share, 0) + 0.001)", "-ln(share)",
+            "how rarely this merchant is paid through this channel", "high",
+            lambda r: f"paid through {r['source']}, which carries {_pct(r['channel_share'])} of this merchant's transactions"),
+    Feature("order_delay", "CASE WHEN o_ts IS NULL THEN 0 ELSE ln(1 + abs(epoch(ts) - epoch(o_ts)) / 60) END",
+            "ln(1 + minutes)", "time between our order and the channel's payment (0 when no order of ours is loaded)",
+            "high", lambda r: f"the channel's payment came {_duration(r['order_delay_s'])} after our order"),
+]
+FEATURE_NAMES = [f.name for f in FEATURES]
+BY_NAME = {f.name: f for f in FEATURES}
+
+
+def _duration(seconds: float | None) -> str:
+    s = abs(seconds or 0)
+    if s >= 86400:
+        return f"{s / 86400:.1f} days"
+    if s >= 3600:
+        return f"{s / 3600:.1f} hours"
+    return f"{s / 60:.0f} minutes"
+
+
+# -- the relations ----------------------------------------------------------------------
+
+# The slice's rows with local time and one sortable integer per window group: the group's
+# hash in the high bits, minutes since {t0} in the low {bits} bits. {t0} is the minute two
+# days before the slice's first day began (room for time zones ahead of UTC); the hash keeps
+# 64 - {bits} bits, so two payers colliding is negligible at millions of rows.
+BASE_SQL = """
+CREATE OR REPLACE TEMP TABLE b AS
+WITH t AS (
+    SELECT *, CAST(epoch(CAST(occurred_at AS TIMESTAMP)) // 60 AS BIGINT) AS t_abs
+    FROM (SELECT * REPLACE (nullif(payer, '') AS payer, nullif(order_id, '') AS order_id) FROM tx))
+SELECT t.* EXCLUDE (t_abs), CAST(t.occurred_at AS TIMESTAMP) AS ts, CAST(t.business_day AS DATE) AS day,
+       timezone('{tz}', CAST(t.occurred_at AS TIMESTAMP)::TIMESTAMPTZ) AS local_ts,
+       CAST(t.kind = 'payment' AS INTEGER) AS is_pay, CAST(t.kind = 'refund' AS INTEGER) AS is_ref,
+       abs(t.amount) AS abs_amount, t.payer IS NULL AS no_payer, t.order_id IS NULL AS no_order,
+       hour(local_ts) AS hr, isodow(local_ts) AS dow,  -- DuckDB: an alias of this SELECT
+       CAST(t_abs - {t0} AS UBIGINT) AS t_min,
+       ((hash(t.payer) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_payer,
+       ((hash(t.payer, t.kind, t.amount) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_amount,
+       ((hash(t.source, t.kind) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_channel,
+       ((hash(t.source, t.kind, t.order_id, t.amount) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_order
+FROM t
+"""
+
+# Time windows over the loaded slice, to the minute: (column, group key, counted rows, minutes
+# before, minutes after). "same kind" counts payments for a payment and refunds for a refund.
+# A count includes the row itself. DuckDB's RANGE frames took 16.7 s for these on a million
+# rows; one argsort per key and numpy's searchsorted take about a second.
+WINDOWS = [
+    ("payer_10m", "k_payer", "same kind", 10, 0),
+    ("payer_1h", "k_payer", "same kind", 60, 0),
+    ("payer_24h", "k_payer", "same kind", 1440, 0),
+    ("payer_refunds_24h", "k_payer", "is_ref", 1440, 0),  # the payer's refunds, whatever this row is
+    ("payer_payments_24h", "k_payer", "is_pay", 1440, 0),
+    ("same_amount_1h", "k_amount", None, 60, 0),
+    # centred: the day is scored after the fact, so every refund of a spike sees all of it
+    ("channel_30m", "k_channel", None, 15, 15),
+    ("order_payments", "k_order", None, 10**9, 0),  # the order's payments of this amount so far
+]
+NO_PAYER = {"payer_10m": 1, "payer_1h": 1, "payer_24h": 1, "payer_refunds_24h": 0, "payer_payments_24h": 0,
+            "same_amount_1h": 1}
+
+
+def time_bits(first, last) -> int:
+    """Low bits that hold the minutes of a slice from the day before `first` to `last`, with room."""
+    return int((((last - first).days + 4) * 1440).bit_length())
+
+
+def _windows(b: dict[str, np.ndarray], bits: int) -> pa.Table:
+    """The WINDOWS columns for the rows of `b` (numpy columns of the base table): per key one
+    argsort of the (group, minute) integers; a window count is two searchsorted calls with
+    the queries in sorted order, scattered back to the rows. Bounds are clamped to the
+    group's own range of integers."""
+    t = b["t_min"].astype(np.uint64)
+    top = np.uint64((1 << bits) - 1)
+    is_pay, is_ref = b["is_pay"].astype(bool), b["is_ref"].astype(bool)
+    no_payer, no_order = b["no_payer"].astype(bool), b["no_order"].astype(bool)
+    cache: dict = {}
+    out = {}
+
+    def count(key: str, member, before: int, after: int) -> np.ndarray:
+        if key not in cache:
+            v = b[key]
+            order = np.argsort(v, kind="stable")
+            cache[key] = (order, v[order], t[order])
+        order, v, ts = cache[key]
+        members = v if member is None else v[member[order]]
+        lo = v - np.minimum(ts, np.uint64(before))
+        hi = v + np.minimum(top - ts, np.uint64(after))
+        n = np.empty(len(v), np.int64)
+        n[order] = np.searchsorted(members, hi, "right") - np.searchsorted(members, lo, "left")
+        return n
+
+    for name, key, member, before, after in WINDOWS:
+        if member == "same kind":
+            n = np.where(is_pay, count(key, is_pay, before, after), count(key, is_ref, before, after))
+        else:
+            n = count(key, None if member is None else {"is_pay": is_pay, "is_ref": is_ref}[member], before, after)
+        if name in NO_PAYER:
+            n = np.where(no_payer, NO_PAYER[name], n)
+        if name == "order_payments":
+            n = np.where(no_order | ~is_pay, 1, n)
+        out[name] = pa.array(n, pa.int64())
+    return pa.table(out)
+
+
+# The merchant's history, summarised once per model (from `w` over the training window).
+PROFILE_SQL = {
+    "amount": """
+        WITH x AS (SELECT source, kind, ln(greatest(abs_amount, 1)) AS v, abs_amount FROM w),
+             m AS (SELECT source, kind, median(v) AS med, median(abs_amount) AS median_minor FROM x GROUP BY ALL)
+        SELECT m.source, m.kind, m.med, median(abs(x.v - m.med)) AS mad, any_value(m.median_minor) AS median_minor
+        FROM x JOIN m USING (source, kind) GROUP BY ALL""",
+    "hour": "SELECT hr, count(*) / (SELECT count(*) FROM w) AS share FROM w GROUP BY hr",
+    "dow": "SELECT dow, count(*) / (SELECT count(*) FROM w) AS share FROM w GROUP BY dow",
+    "channel": "SELECT source, count(*) / (SELECT count(*) FROM w) AS share FROM w GROUP BY source",
+    "payer": """SELECT payer, sum(is_pay) AS payments, sum(is_ref) AS refunds,
+                       median(abs_amount) FILTER (WHERE is_pay = 1) AS median_minor
+                FROM w WHERE payer IS NOT NULL GROUP BY payer""",
+    "volume": """SELECT source, kind, count(*) / (SELECT greatest(1, count(DISTINCT day)) FROM w) AS per_day
+                 FROM w GROUP BY ALL""",
+}
+
+FEATURE_SQL = """
+SELECT w.id, w.day, w.source, w.kind, w.amount, w.fee, w.payer,
+    {features},
+    -- context for the words
+    pa.median_minor AS merchant_median, pp.median_minor AS payer_median, coalesce(pp.payments, 0) AS payer_history,
+    strftime(local_ts, '%H:%M') AS local_time, coalesce(ph.share, 0) AS hour_share, w.dow,
+    coalesce(pd.share, 0) AS dow_share, coalesce(pc.share, 0) AS channel_share, channel_30m, w.order_id,
+    {expected} AS channel_expected, rc.rate AS rate_card,
+    CASE WHEN amount - discount > 0 THEN fee / (amount - discount) END AS fee_rate,
+    epoch(ts) - epoch(o_ts) AS order_delay_s
+FROM (SELECT w.*, o.o_ts FROM w LEFT JOIN (
+          SELECT source, order_id, min(CAST(occurred_at AS TIMESTAMP)) AS o_ts FROM orders GROUP BY ALL) o
+      ON o.source = w.source AND o.order_id = w.order_id AND w.is_pay = 1) w
+LEFT JOIN p_amount pa ON pa.source = w.source AND pa.kind = w.kind
+LEFT JOIN p_payer pp ON pp.payer = w.payer
+LEFT JOIN p_hour ph ON ph.hr = w.hr
+LEFT JOIN p_dow pd ON pd.dow = w.dow
+LEFT JOIN p_channel pc ON pc.source = w.source
+LEFT JOIN p_volume pv ON pv.source = w.source AND pv.kind = w.kind
+LEFT JOIN rate_card rc ON rc.source = w.source
+WHERE w.day BETWEEN DATE '{first}' AND DATE '{last}'
+ORDER BY w.id
+"""
+
+# usual transactions of this kind at this channel in half an hour like this one (hour x weekday)
+EXPECTED_30M = "(coalesce(pv.per_day, 0) * coalesce(ph.share, 1 / 24) * 7 * coalesce(pd.share, 1 / 7) / 2)"
+
+TX_SCHEMA = pa.schema([
+    ("id", pa.int64()), ("source", pa.string()), ("kind", pa.string()), ("amount", pa.int64()),
+    ("fee", pa.int64()), ("discount", pa.int64()), ("occurred_at", pa.timestamp("us")),
+    ("business_day", pa.date32()), ("payer", pa.string()), ("order_id", pa.string()),
+])
+ORDERS_SCHEMA = pa.schema([("source", pa.string()), ("order_id", pa.string()), ("occurred_at", pa.timestamp("us"))])
+
+
+def _lit(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _read(url: str, sql: str, schema: pa.Schema) -> pa.Table:
+    if not is_sqlite(url):
+        sql = sql.replace("BETWEEN '", "BETWEEN DATE '").replace("AND '", "AND DATE '")
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        table = cur.fetch_arrow_table()
+    if table.num_rows == 0:
+        return schema.empty_table()
+    return table
+
+
+def load_transactions(url: str, merchant_id: str, first: date, last: date) -> pa.Table:
+    """A merchant's channel payments and refunds with business day in [first, last] (narrow columns)."""
+    # '' for NULL text: ADBC's SQLite driver guesses a column's type from its first rows.
+    return _read(url, (
+        "SELECT r.id, l.source, r.kind, r.amount, r.fee, r.discount, r.occurred_at, r.business_day, "
+        "coalesce(r.payer, '') AS payer, coalesce(r.order_id, '') AS order_id "
+        "FROM record r JOIN ledger l ON l.id = r.ledger_id "
+        f"WHERE l.merchant_id = {_lit(merchant_id)} AND l.side = 'channel' AND r.kind IN ('payment', 'refund') "
+        f"AND r.business_day BETWEEN {_lit(first.isoformat())} AND {_lit(last.isoformat())}"), TX_SCHEMA)
+
+
+def load_orders(url: str, merchant_id: str, first: date, last: date) -> pa.Table:
+    """Our own payment records (source = the channel the order was paid through): order time."""
+    return _read(url, (
+        "SELECT l.source, coalesce(r.order_id, '') AS order_id, r.occurred_at "
+        "FROM record r JOIN ledger l ON l.id = r.ledger_id "
+        f"WHERE l.merchant_id = {_lit(merchant_id)} AND l.side = 'internal' AND r.kind = 'payment' "
+        f"AND r.business_day BETWEEN {_lit(first.isoformat())} AND {_lit(last.isoformat())}"), ORDERS_SCHEMA)
+
+
+def connect(tx: pa.Table, orders: pa.Table, timezone: str, rate_card: dict[str, float],
+            first: date, last: date) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the windows (`w`) of the slice loaded for days [first, last]."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("tx", tx)
+    con.register("orders", orders)
+    con.register("rate_card", pa.table({"source": pa.array(list(rate_card), pa.string()),
+                                        "rate": pa.array(list(rate_card.values()), pa.float64())}))
+    bits = time_bits(first, last)
+    t0 = (datetime.combine(first, datetime.min.time()) - timedelta(days=2) - datetime(1970, 1, 1)) // timedelta(minutes=1)
+    con.execute(BASE_SQL.format(tz=timezone.replace("'", ""), bits=bits, t0=t0))
+    keys = ["t_min", "is_pay", "is_ref", "no_payer", "no_order", "k_payer", "k_amount", "k_channel", "k_order"]
+    con.register("win", _windows(con.sql(f"SELECT {', '.join(keys)} FROM b").fetchnumpy(), bits))
+    # row i of `win` belongs to row i of `b` (a table scan keeps insertion order)
+    con.execute(f"CREATE TEMP VIEW w AS SELECT b.* EXCLUDE ({', '.join(keys[3:])}), win.* FROM b POSITIONAL JOIN win")
+    return con
+
+
+def profile(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
+    """The merchant's usual, from every row of `w` (the training window)."""
+    return {name: con.sql(sql).to_arrow_table() for name, sql in PROFILE_SQL.items()}
+
+
+def features(con: duckdb.DuckDBPyConnection, prof: dict[str, pa.Table], first: date, last: date,
+             currency: str) -> pa.Table:
+    """One row per transaction of [first, last]: id, day, the FEATURES columns and context."""
+    for name, table in prof.items():
+        con.register(f"p_{name}", table)
+    cols = ",\n    ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in FEATURES)
+    sql = FEATURE_SQL.format(features=cols, first=first.isoformat(), last=last.isoformat(), expected="{expected}")
+    sql = sql.replace("{scale}", str(10 ** exponent(currency))).replace("{expected}", EXPECTED_30M)
+    return con.sql(sql).to_arrow_table()
+
+
+def slice_for(first: date, last: date) -> tuple[date, date]:
+    """Days to load so the 24-hour windows of `first` see the day before."""
+    return first - timedelta(days=1), last

@@ -1,0 +1,203 @@
+"""The Isolation Forest: fit, score, persist (joblib file + `anomaly_model` row), load lazily.
+
+A model's *scope* is a merchant id, or "*" for the pooled model that scores merchants with
+too little history of their own. It carries what scoring needs besides the trees: the
+feature list (in column order), each merchant's profile (`features.profile`), the
+per-feature centre and spread of the training rows (to say in words which features made a
+transaction unusual), and the two thresholds.
+
+Score: the forest's anomaly score s(x) = 2^(-E[path length] / c(256)) in (0, 1]; about 0.5
+is unremarkable, closer to 1 is easier to isolate. A forest cannot tell a value just past the
+range it was trained on from one far past it (both end in the same outermost leaf), so a
+fee at twice the rate card would score like the highest fee in training. The score is
+therefore raised by how far the features lie beyond the training range (0.1%..99.9%
+quantiles), in units of each feature's spread, added up over the features (a duplicate
+charge is a little out of range on two features at once, which ordinary traffic rarely is):
+    score = 1 - (1 - s) * exp(-excess / OUT_OF_RANGE_SCALE)
+which is s itself inside the range and tends to 1 far outside it. The alert threshold is the
+(1 - ALERT_SHARE_OF_TARGET × target_alert_rate) quantile of the training scores: ordinary
+traffic alone fills 30% of the alert budget, the rest is left for what is new (and for days
+that differ from the training window).
+The urgent threshold is ten times rarer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import select
+from sqlmodel import Session
+
+from models.db import get_engine
+from models.tables import AnomalyModel
+
+ALERT_SHARE_OF_TARGET = 0.3
+OUT_OF_RANGE_SCALE = 2.5  # spreads beyond the training range that close ~63% of the gap to 1
+URGENT_SHARE = 0.1
+MAX_SAMPLES = 256
+THRESHOLD_SAMPLE = 200_000  # training rows scored to place the thresholds (80 above a 0.04% cut)
+POOLED = "*"
+
+
+@dataclass
+class Model:
+    scope: str
+    forest: object  # sklearn.ensemble.IsolationForest
+    features: list[str]
+    center: np.ndarray
+    spread: np.ndarray
+    low: np.ndarray  # training range per feature (0.1% and 99.9% quantiles)
+    high: np.ndarray
+    profiles: dict[str, dict[str, pa.Table]]
+    threshold: float
+    urgent_threshold: float
+    target_alert_rate: float
+    window: tuple[date, date]
+    rows: int
+    excluded: int = 0  # flagged anomalies kept out of training
+    id: int | None = field(default=None, compare=False)
+    version: int | None = field(default=None, compare=False)
+
+
+def matrix(table: pa.Table, names: list[str]) -> np.ndarray:
+    return np.column_stack([table[n].to_numpy(zero_copy_only=False) for n in names]).astype(np.float32)
+
+
+def forest_score(forest, X: np.ndarray) -> np.ndarray:
+    """The forest's own score in (0, 1], on every core (the trees release the GIL)."""
+    from joblib import parallel_backend
+
+    if len(X) == 0:
+        return np.zeros(0)
+    with parallel_backend("threading", n_jobs=min(os.cpu_count() or 1, 8)):
+        return -forest.score_samples(X)
+
+
+def excess(X: np.ndarray, low: np.ndarray, high: np.ndarray, spread: np.ndarray, directions: list[str]) -> np.ndarray:
+    """How far the features lie beyond the training range, in spreads, added up (0 inside)."""
+    up = np.maximum(X - high, 0) / spread
+    down = np.maximum(low - X, 0) / spread
+    lows = np.array([d in ("both", "low") for d in directions])
+    highs = np.array([d in ("both", "high") for d in directions])
+    return np.sum(np.where(highs, up, 0) + np.where(lows, down, 0), axis=1)
+
+
+def score(model: "Model", X: np.ndarray) -> np.ndarray:
+    from core.anomaly.features import BY_NAME
+
+    s = forest_score(model.forest, X)
+    if len(X) == 0:
+        return s
+    e = excess(X, model.low, model.high, model.spread, [BY_NAME[n].unusual for n in model.features])
+    return 1 - (1 - s) * np.exp(-e / OUT_OF_RANGE_SCALE)
+
+
+def fit(X: np.ndarray, names: list[str], *, trees: int, target_alert_rate: float, seed: int = 0) -> dict:
+    """The fields of a `Model` that training decides: forest, yardsticks, thresholds."""
+    from sklearn.ensemble import IsolationForest
+
+    forest = IsolationForest(n_estimators=trees, max_samples=min(MAX_SAMPLES, len(X)), random_state=seed)
+    forest.fit(X)
+    rng = np.random.default_rng(seed)
+    sample = X if len(X) <= THRESHOLD_SAMPLE else X[rng.choice(len(X), THRESHOLD_SAMPLE, replace=False)]
+    center = np.median(sample, axis=0)
+    q75, q25 = np.quantile(sample, [0.75, 0.25], axis=0)
+    # a feature that hardly varies in training still needs a yardstick: its own typical size
+    spread = np.maximum((q75 - q25) / 1.349, np.maximum(0.1 * np.abs(center), 0.25))
+    low, high = np.quantile(sample, [0.001, 0.999], axis=0)
+    fields = dict(forest=forest, features=names, center=center, spread=spread, low=low, high=high,
+                  target_alert_rate=target_alert_rate, threshold=0.0, urgent_threshold=0.0)
+    s = score(Model(scope="", profiles={}, window=(None, None), rows=0, **fields), sample)
+    fields["threshold"] = float(np.quantile(s, 1 - ALERT_SHARE_OF_TARGET * target_alert_rate))
+    fields["urgent_threshold"] = max(fields["threshold"], float(
+        np.quantile(s, 1 - URGENT_SHARE * ALERT_SHARE_OF_TARGET * target_alert_rate)))
+    return fields
+
+
+# -- persistence ------------------------------------------------------------------------
+
+def save(url: str, model_dir: Path, model: Model) -> Model:
+    """Write the file, then the row (a file without a row is never used)."""
+    import joblib
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with Session(get_engine(url)) as s:
+        last = s.execute(select(AnomalyModel.version).where(AnomalyModel.scope == model.scope)
+                         .order_by(AnomalyModel.version.desc())).scalars().first()
+    version = (last or 0) + 1
+    name = "pooled" if model.scope == POOLED else model.scope
+    path = (model_dir / f"{name}-v{version}.joblib").resolve()
+    payload = {k: getattr(model, k) for k in ("scope", "forest", "features", "center", "spread", "low", "high",
+                                              "profiles",
+                                              "threshold", "urgent_threshold", "target_alert_rate", "window",
+                                              "rows", "excluded")}
+    joblib.dump(payload, path, compress=3)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with Session(get_engine(url)) as s:
+        row = AnomalyModel(scope=model.scope, version=version, path=str(path), sha256=digest,
+                           window_first=model.window[0], window_last=model.window[1], rows=model.rows,
+                           features=json.dumps(model.features), threshold=model.threshold,
+                           urgent_threshold=model.urgent_threshold, target_alert_rate=model.target_alert_rate)
+        s.add(row)
+        s.commit()
+        model.id, model.version = row.id, version
+    _cache.pop((url, model.scope), None)
+    return model
+
+
+_cache: dict[tuple[str, str], Model] = {}
+_lock = threading.Lock()
+
+
+class ModelFileError(Exception):
+    pass
+
+
+def latest_row(url: str, scope: str) -> AnomalyModel | None:
+    with Session(get_engine(url)) as s:
+        return s.execute(select(AnomalyModel).where(AnomalyModel.scope == scope)
+                         .order_by(AnomalyModel.version.desc())).scalars().first()
+
+
+def load(url: str, scope: str) -> Model | None:
+    """The newest model of `scope`, read from its file on first use (and again when a newer
+    version appears in the database)."""
+    row = latest_row(url, scope)
+    if row is None:
+        return None
+    with _lock:
+        cached = _cache.get((url, scope))
+        if cached is not None and cached.id == row.id:
+            return cached
+        import joblib
+
+        path = Path(row.path)
+        if not path.is_file():
+            raise ModelFileError(f"anomaly model {scope} v{row.version}: file {path} is missing "
+                                 "(run `recon model train` again)")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != row.sha256:
+            raise ModelFileError(f"anomaly model {scope} v{row.version}: file {path} does not match its "
+                                 "checksum in the database")
+        model = Model(**joblib.load(path))
+        model.id, model.version = row.id, row.version
+        _cache[(url, scope)] = model
+        return model
+
+
+def for_merchant(url: str, merchant_id: str) -> Model | None:
+    """The merchant's own model, else the pooled one, else None."""
+    return load(url, merchant_id) or load(url, POOLED)
+
+
+def forget() -> None:
+    """Drop every loaded model (what a restart does)."""
+    with _lock:
+        _cache.clear()

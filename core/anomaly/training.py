@@ -1,0 +1,145 @@
+"""Training: one Isolation Forest per merchant with enough history, one pooled for the rest.
+
+`train` is what `recon model train` and the scheduler's `retrain` job call. The window is
+the `anomaly.train_days` days up to the latest business day stored for the merchant.
+Transactions already flagged as anomalies are kept out of the training rows (a model must
+not learn that fraud is normal), except those a reviewer marked `expected`: those are
+ordinary, and stay in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import select
+from sqlmodel import Session
+
+from core.anomaly import features as F
+from core.anomaly import model as M
+from core.config import Config, MerchantConfig
+from models.db import adbc_connect, get_engine
+from models.tables import Break
+
+POOLED_ROWS_PER_MERCHANT = 200_000  # the pooled model samples each merchant down to this
+
+
+@dataclass(frozen=True)
+class Trained:
+    scope: str
+    version: int
+    rows: int
+    excluded: int
+    window: tuple[date, date]
+    threshold: float
+    path: str
+
+
+def model_dir(cfg: Config) -> Path:
+    return (cfg.base_dir / cfg.anomaly.model_dir).resolve()
+
+
+def rate_card(merchant: MerchantConfig) -> dict[str, float]:
+    return {s.name: float(s.fee_rate) for s in merchant.sources if s.fee_rate is not None}
+
+
+def latest_day(url: str, merchant_id: str) -> date | None:
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT max(r.business_day) FROM record r JOIN ledger l ON l.id = r.ledger_id "
+                    f"WHERE l.merchant_id = {F._lit(merchant_id)} AND l.side = 'channel'")
+        value = cur.fetchone()[0]
+    return None if value is None else (value if isinstance(value, date) else date.fromisoformat(str(value)[:10]))
+
+
+def flagged(url: str, merchant_id: str) -> tuple[set[int], set[int]]:
+    """Record ids of anomaly alerts: (kept out of training, marked expected by a reviewer)."""
+    with Session(get_engine(url)) as s:
+        rows = s.execute(select(Break.key, Break.status).where(Break.merchant_id == merchant_id,
+                                                               Break.type == "anomaly")).all()
+    if not rows:
+        return set(), set()
+    wanted = {}
+    for key, status in rows:
+        source, _type, kind, _side, ref = key.split(":", 4)
+        wanted[(source, kind, ref)] = status
+    triples = " OR ".join(f"(l.source = {F._lit(s)} AND r.kind = {F._lit(k)} AND r.ref = {F._lit(r)})"
+                          for s, k, r in wanted)
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT r.id, l.source, r.kind, r.ref FROM record r JOIN ledger l ON l.id = r.ledger_id "
+                    f"WHERE l.merchant_id = {F._lit(merchant_id)} AND l.side = 'channel' AND ({triples})")
+        found = cur.fetchall()
+    out, expected = set(), set()
+    for rid, source, kind, ref in found:
+        status = wanted[(source, kind, ref)]
+        if status == "expected":
+            expected.add(rid)
+        elif status != "cleared":
+            out.add(rid)
+    return out, expected
+
+
+def merchant_rows(cfg: Config, merchant: MerchantConfig, first: date, last: date):
+    """-> (feature table of the window without flagged anomalies, profile, excluded count)."""
+    url = cfg.database.url
+    lo, hi = F.slice_for(first, last)
+    tx = F.load_transactions(url, merchant.id, lo, hi)
+    orders = F.load_orders(url, merchant.id, lo, hi)
+    con = F.connect(tx, orders, merchant.timezone, rate_card(merchant), lo, hi)
+    prof = F.profile(con)
+    table = F.features(con, prof, first, last, merchant.currency)
+    con.close()
+    out, _expected = flagged(url, merchant.id)
+    excluded = 0
+    if out and table.num_rows:
+        keep = pc.invert(pc.is_in(table["id"], value_set=pa.array(sorted(out), pa.int64())))
+        excluded = table.num_rows - pc.sum(keep.cast(pa.int64())).as_py()
+        table = table.filter(keep)
+    return table, prof, excluded
+
+
+def train(cfg: Config, merchant_ids: list[str] | None = None, last: date | None = None,
+          seed: int = 0) -> list[Trained]:
+    """Train and store models; returns what was trained (own models, then the pooled one)."""
+    a = cfg.anomaly
+    url = cfg.database.url
+    chosen = [m for m in cfg.merchants if merchant_ids is None or m.id in merchant_ids]
+    results, pooled_x, profiles, windows, excluded_total = [], [], {}, [], 0
+    for merchant in chosen:
+        end = last or latest_day(url, merchant.id)
+        if end is None:
+            continue
+        first = end - timedelta(days=a.train_days - 1)
+        table, prof, excluded = merchant_rows(cfg, merchant, first, end)
+        if table.num_rows == 0:
+            continue
+        X = M.matrix(table, F.FEATURE_NAMES)
+        profiles[merchant.id] = prof
+        windows.append((first, end))
+        excluded_total += excluded
+        if len(X) > POOLED_ROWS_PER_MERCHANT:
+            pooled_x.append(X[np.random.default_rng(seed).choice(len(X), POOLED_ROWS_PER_MERCHANT, replace=False)])
+        else:
+            pooled_x.append(X)
+        if len(X) >= a.min_transactions:
+            results.append(_fit_and_save(cfg, merchant.id, X, {merchant.id: prof}, (first, end), excluded, seed))
+    if pooled_x:
+        window = (min(w[0] for w in windows), max(w[1] for w in windows))
+        results.append(_fit_and_save(cfg, M.POOLED, np.concatenate(pooled_x), profiles, window, excluded_total, seed))
+    return results
+
+
+def _fit_and_save(cfg: Config, scope: str, X: np.ndarray, profiles, window, excluded: int, seed: int) -> Trained:
+    a = cfg.anomaly
+    fields = M.fit(X, list(F.FEATURE_NAMES), trees=a.trees, target_alert_rate=float(a.target_alert_rate), seed=seed)
+    model = M.save(cfg.database.url, model_dir(cfg), M.Model(
+        scope=scope, profiles=profiles, window=window, rows=len(X), excluded=excluded, **fields))
+    return Trained(scope, model.version, len(X), excluded, window, model.threshold, str(model_dir(cfg)))
+
+
+def retrain(cfg: Config) -> list[Trained]:
+    """The scheduler's `retrain` job: every configured merchant, up to its latest day."""
+    return train(cfg)
