@@ -99,6 +99,33 @@ def demo_config(db_url: str, **source_overrides):
     })
 
 
+def demo_config_toml(db_url: str) -> str:
+    """The demo merchant as a config file's text (for tests that run `recon` as a process);
+    the same rules as `demo_config`. Callers append their own sections."""
+    return f"""
+[database]
+url = "{db_url}"
+
+[fx]
+rates = {{ "USD/CNY" = "7.10" }}
+
+[[merchants]]
+id = "demo-shop"
+name = "Demo"
+[[merchants.sources]]
+name = "orders"
+kind = "orders"
+[[merchants.sources]]
+name = "wechatpay"
+kind = "wechatpay"
+fee_rate = "0.006"
+[[merchants.sources]]
+name = "alipay"
+kind = "alipay"
+fee_rate = "0.006"
+"""
+
+
 @pytest.fixture
 def cfg(db_url):
     return demo_config(db_url)

@@ -17,9 +17,9 @@ from starlette.testclient import TestClient
 from bot.server import create_app
 from chat_setup import (SLACK_CHANNEL, SLACK_SECRET, TG_CHAT, TG_SECRET, TG_TOKEN, WECOM, chat_config,
                         people)
-from conftest import EXAMPLES
+from conftest import EXAMPLES, demo_config_toml
 from chat_fakes import (FakeSlack, FakeTelegram, FakeWecom, slack_click_body, slack_command_body, slack_signed,
-                   telegram_click, telegram_command, telegram_headers, wecom_click_xml, wecom_post, wecom_text_xml)
+                        telegram_click, telegram_command, telegram_headers, wecom_click_xml, wecom_post, wecom_text_xml)
 from models.db import get_engine
 from models.tables import Adjustment, AuditEvent, Break, ChatMessage
 
@@ -44,25 +44,7 @@ def test_recon_run_posts_cards_and_one_signed_click_per_platform_approves_once(t
            "WECOM_AES_KEY": WECOM["encoding_aes_key"]}
     routes = "\n".join(f'[[chat.routes]]\nmerchant = "{r.merchant}"\nchannel = "{r.channel}"\ntarget = "{r.target}"'
                        for r in chat.routes)
-    (tmp_path / "recon.toml").write_text(f"""
-[database]
-url = "{url}"
-[fx]
-rates = {{ "USD/CNY" = "7.10" }}
-[[merchants]]
-id = "demo-shop"
-name = "Demo"
-[[merchants.sources]]
-name = "orders"
-kind = "orders"
-[[merchants.sources]]
-name = "wechatpay"
-kind = "wechatpay"
-fee_rate = "0.006"
-[[merchants.sources]]
-name = "alipay"
-kind = "alipay"
-fee_rate = "0.006"
+    (tmp_path / "recon.toml").write_text(demo_config_toml(url) + f"""
 [chat]
 two_approvers_from = "1000.00"
 max_cards_per_run = 2

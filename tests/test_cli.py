@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, REPO
+from conftest import EXAMPLES, REPO, demo_config_toml
 
 RECON = str(Path(sys.executable).parent / "recon")
 
@@ -23,28 +23,7 @@ def recon(*args, cwd=None, env=None):
 @pytest.fixture
 def config_file(tmp_path):
     path = tmp_path / "recon.toml"
-    path.write_text(f"""
-[database]
-url = "sqlite:///{tmp_path / 'recon.db'}"
-
-[fx]
-rates = {{ "USD/CNY" = "7.10" }}
-
-[[merchants]]
-id = "demo-shop"
-name = "Demo"
-[[merchants.sources]]
-name = "orders"
-kind = "orders"
-[[merchants.sources]]
-name = "wechatpay"
-kind = "wechatpay"
-fee_rate = "0.006"
-[[merchants.sources]]
-name = "alipay"
-kind = "alipay"
-fee_rate = "0.006"
-""", encoding="utf-8")
+    path.write_text(demo_config_toml(f"sqlite:///{tmp_path / 'recon.db'}"), encoding="utf-8")
     return path
 
 
