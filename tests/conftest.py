@@ -99,6 +99,18 @@ def demo_config(db_url: str, **source_overrides):
     })
 
 
+def write_zip_bomb(path: Path, member: str, size: int = 50 * 1024 * 1024, fill: bytes = b" ") -> Path:
+    """A zip whose one member inflates to `size` bytes from a few kB (InputFile must refuse it)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(member, fill * size)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
 def demo_config_toml(db_url: str) -> str:
     """The demo merchant as a config file's text (for tests that run `recon` as a process);
     the same rules as `demo_config`. Callers append their own sections."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, write_zip_bomb
 from core.config import from_dict
 from core.ingest import ingest_file
 from core.sources import REGISTRY, ControlTotalError, InputFile, ParseError
@@ -152,12 +152,7 @@ def test_the_same_movement_twice_is_rejected(tmp_path):
 
 
 def test_zip_bomb_is_refused(tmp_path):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(MEMBER, b"#" * (50 * 1024 * 1024))
-    path = tmp_path / "bomb.csv.zip"
-    path.write_bytes(buf.getvalue())
-    file = InputFile.read(path)
+    file = InputFile.read(write_zip_bomb(tmp_path / "bomb.csv.zip", MEMBER, fill=b"#"))
     assert claimants(file) == ["alipay_account"]
     with pytest.raises(ParseError, match="refused as a zip bomb"):
         SOURCE.parse(file)

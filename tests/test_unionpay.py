@@ -12,6 +12,7 @@ from datetime import date, datetime
 
 import pytest
 
+from conftest import write_zip_bomb
 from core.config import from_dict
 from core.ingest import ingest_file
 from core.sources import REGISTRY, ControlTotalError, InputFile, ParseError
@@ -223,12 +224,7 @@ def test_gbk_merchant_field_is_decoded(tmp_path):
 
 def test_zip_bomb_is_refused_before_inflating(tmp_path):
     """A member that would inflate 50 MB from ~50 kB: identified (by name), then refused by InputFile's limits."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"INN26010501ZM_{MER_ID}", b" " * (50 * 1024 * 1024))
-    path = tmp_path / "bomb.zip"
-    path.write_bytes(buf.getvalue())
-    file = InputFile.read(path)
+    file = InputFile.read(write_zip_bomb(tmp_path / "bomb.zip", f"INN26010501ZM_{MER_ID}"))
     assert claimants(file) == ["unionpay"]
     with pytest.raises(ParseError, match="refused as a zip bomb"):
         SOURCE.parse(file)
