@@ -100,7 +100,7 @@ class OrdersExport:
                 T.Col("memo", "memo"), T.Col("cur_s", "currency")]
         # An explicit offset (+08:00, Z) wins; a bare local time is in the merchant's zone.
         at = ("CASE WHEN regexp_matches({s}, '(Z|[+-]\\d\\d:?\\d\\d)$') THEN TRY_CAST({s} AS TIMESTAMPTZ) "
-              f"ELSE timezone('{self.tz}', TRY_STRPTIME({{s}}, {T._TIME_FORMATS})) END")
+              f"ELSE timezone('{self.tz}', TRY_STRPTIME({{s}}, {T.TIME_FORMATS})) END")
         # One projection types every column once; the checks below read its flags.
         con.execute(f"""
             CREATE TEMP TABLE o AS

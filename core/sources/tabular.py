@@ -36,6 +36,10 @@ def _exponent_case() -> str:
 
 _EXPONENT_CASE = _exponent_case()  # a hash lookup per row, not 25 comparisons
 
+# Local date-time layouts the statements use (tried in order)
+TIME_FORMATS = ("['%Y-%m-%d %H:%M:%S', '%Y/%m/%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S', '%Y-%m-%d %H:%M', "
+                "'%Y/%m/%d %H:%M']")
+
 # Cleaning shared by every numeric field: backtick prefixes (WeChat), tab suffixes (Alipay),
 # currency signs, thousands separators, full-width minus, spaces.
 _MACROS = r"""
@@ -43,10 +47,8 @@ CREATE OR REPLACE MACRO clean_text(s) AS nullif(trim(replace(replace(s, '`', '')
 CREATE OR REPLACE MACRO clean_num(s) AS
     nullif(regexp_replace(replace(clean_text(s), '－', '-'), '[,¥￥$\s]', '', 'g'), '');
 CREATE OR REPLACE MACRO to_dec(s) AS TRY_CAST(clean_num(s) AS DECIMAL(38, 18));
-CREATE OR REPLACE MACRO local_ts(s) AS TRY_STRPTIME(
-    replace(clean_text(s), '：', ':'),
-    ['%Y-%m-%d %H:%M:%S', '%Y/%m/%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S', '%Y-%m-%d %H:%M', '%Y/%m/%d %H:%M']);
-"""
+CREATE OR REPLACE MACRO local_ts(s) AS TRY_STRPTIME(replace(clean_text(s), '：', ':'), {formats});
+""".replace("{formats}", TIME_FORMATS)
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -258,7 +260,7 @@ def typed_select(cols: list[Col], *, currency_sql: str = "'CNY'", cleaner: str =
             sel.append(f"{text.format(src)} AS {c.name}")
         elif c.kind == "time":
             sel += [f"{text.format(src)} AS {c.name}__s",
-                    f"TRY_STRPTIME(replace({c.name}__s, '：', ':'), {_TIME_FORMATS}) AS {c.name}"]
+                    f"TRY_STRPTIME(replace({c.name}__s, '：', ':'), {TIME_FORMATS}) AS {c.name}"]
             bad.append(f"({c.name}__s IS NOT NULL AND {c.name} IS NULL)")
         else:
             sel += [f"{num.format(src)} AS {c.name}__s", f"TRY_CAST({c.name}__s AS DECIMAL(18, 6)) AS {c.name}__d"]
@@ -305,7 +307,3 @@ def check_bad(con, path, records: pa.Table, cols: list[Col], *, currency_sql: st
                 raise ParseError(path, c.reason, line=line, field=c.source, value=value.strip("`\t "))
         raise ParseError(path, "a value did not convert", line=line)  # not reached: some column is at fault
     return records.drop_columns(["_bad"])
-
-
-_TIME_FORMATS = ("['%Y-%m-%d %H:%M:%S', '%Y/%m/%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S', '%Y-%m-%d %H:%M', "
-                 "'%Y/%m/%d %H:%M']")
