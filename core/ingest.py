@@ -69,25 +69,14 @@ def identify(file: InputFile, merchant: MerchantConfig, only: str | None = None)
 def ingest_file(cfg: Config, merchant: MerchantConfig, path: str | Path, day: date | None = None,
                 source: str | None = None) -> IngestResult:
     """Ingest one file; `source` restricts identification to that configured source (pulled files)."""
-    url = cfg.database.url
-    shown = display_path(path)
-    file = InputFile.read(path)
-    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    source_cfg, parser = identify(file, merchant, only=source)
-    known = store.find_file(url, merchant.id, sha)
-    if known is not None:
-        return IngestResult(shown, source_cfg.name, parser.format, None, 0, 0, known, True)
-    try:
-        parsed = parser.parse(file)
-    except ParseError as exc:  # remembered: a rejected statement counts as not arrived (core/completeness)
-        completeness.record_rejection(url, merchant, source_cfg.name, day, str(Path(path).resolve()), sha, str(exc))
-        raise
-    return store_parsed(cfg, merchant, source_cfg, parser, parsed, shown,
-                        str(Path(path).resolve()) + (f"!{parsed.member}" if parsed.member else ""), sha, day)
+    outcome = ingest_files(cfg, merchant, [Path(path)], day, only=source, workers=1)[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 def ingest_files(cfg: Config, merchant: MerchantConfig, paths: list[Path], day: date | None = None,
-                 on_done=None, workers: int = 2) -> list[IngestResult | Exception]:
+                 on_done=None, workers: int = 2, only: str | None = None) -> list[IngestResult | Exception]:
     """Several files at once: known ones skipped first, the rest parsed in parallel, stored
     one by one in the order given. -> one result (or the error) per path.
 
@@ -109,14 +98,14 @@ def ingest_files(cfg: Config, merchant: MerchantConfig, paths: list[Path], day: 
             continue
         if known is not None:
             file = InputFile.read(path)
-            source_cfg, parser = identify(file, merchant)
+            source_cfg, parser = identify(file, merchant, only=only)
             out[n] = IngestResult(display_path(path), source_cfg.name, parser.format, None, 0, 0, known, True)
         else:
             todo.append((n, path, sha))
 
     def parse(path):
         file = InputFile.read(path)
-        source_cfg, parser = identify(file, merchant)
+        source_cfg, parser = identify(file, merchant, only=only)
         try:
             return source_cfg, parser, parser.parse(file), None
         except ParseError as exc:
