@@ -13,10 +13,11 @@ that source's other findings of the day.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, insert, or_, select
 from sqlmodel import Session
 
 from core import completeness, engine, store
@@ -80,8 +81,12 @@ def compute_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None
     out = []
     for src in channel_sources(merchant):
         window = engine.Window(day, src.settlement_lag_days, internal_through, coverage.get((src.name, "channel")))
-        internal = store.load_records(url, ledgers.get((src.name, "internal")), window.load_first, window.load_last)
-        channel = store.load_records(url, ledgers.get((src.name, "channel")), window.load_first, window.load_last)
+        # the two sides load side by side: SQLite reads in WAL mode do not block each other,
+        # and ADBC leaves the GIL while it reads (a million rows a side: ~2 s -> ~1 s)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            internal, channel = pool.map(
+                lambda side: store.load_records(url, ledgers.get((src.name, side)), window.load_first, window.load_last),
+                ("internal", "channel"))
         duplicates = store.load_duplicates(url, merchant.id, src.name, day, day)
         result = engine.reconcile(internal, channel, window, Rules.for_source(cfg, merchant, src), duplicates)
         out.append((src, result))
@@ -168,13 +173,19 @@ def _values(source, f: dict, lag_days: int, severity: str) -> dict:
 
 
 def _store_breaks(db, cfg, merchant, day, run_id, findings) -> tuple[int, int, int, int]:
+    """Upsert the day's breaks by key in one transaction. New breaks, their adjustments and
+    audit events go in as batched INSERTs, not ORM objects: a day can have thousands."""
     now = datetime.now(timezone.utc)
-    created = updated = cleared = adjusted = 0
+    created = updated = cleared = 0
     with Session(db) as s:
         existing = {b.key: b for b in s.execute(
             select(Break).where(Break.merchant_id == merchant.id, Break.business_day == day,
                                 Break.type != "anomaly")).scalars()}  # anomaly alerts: core.anomaly
+        adjusted_ids = set(s.execute(select(Adjustment.break_id).join(Break, Break.id == Adjustment.break_id).where(
+            Break.merchant_id == merchant.id, Break.business_day == day)).scalars())
         seen = set()
+        new_rows: list[dict] = []  # inserted together below: ORM objects cost ~0.3 ms each
+        to_adjust = []  # (break id, or key of a new break; currency; adjustment)
         for src, f in findings:
             key = break_key(src.name, f)
             seen.add(key)
@@ -182,12 +193,13 @@ def _store_breaks(db, cfg, merchant, day, run_id, findings) -> tuple[int, int, i
             values = _values(src.name, f, src.settlement_lag_days, decision.severity)
             b = existing.get(key)
             if b is None:
-                b = Break(merchant_id=merchant.id, business_day=day, key=key, status=decision.status,
-                          first_run_id=run_id, last_run_id=run_id, **values)
-                s.add(b)
-                s.flush()
-                created += 1
-            elif b.status in OPEN_STATES:
+                new_rows.append(dict(merchant_id=merchant.id, business_day=day, key=key, status=decision.status,
+                                     first_run_id=run_id, last_run_id=run_id, version=1, created_at=now,
+                                     updated_at=now, **values))
+                if decision.adjustment:
+                    to_adjust.append((key, values["currency"], decision.adjustment))
+                continue
+            if b.status in OPEN_STATES:
                 if b.anomaly_score is not None and b.severity == "urgent":
                     values["severity"] = b.severity  # raised by core.anomaly for a high score: kept
                 changed = {k: v for k, v in values.items() if getattr(b, k) != v}
@@ -201,7 +213,7 @@ def _store_breaks(db, cfg, merchant, day, run_id, findings) -> tuple[int, int, i
                     b.last_run_id = run_id
                     updated += 1
             if decision.adjustment and b.status in OPEN_STATES + ("adjusted",):
-                adjusted += _ensure_adjustment(s, b, decision.adjustment)
+                to_adjust.append((b.id, b.currency, decision.adjustment))
         for key, b in existing.items():
             if key not in seen and b.status in OPEN_STATES:
                 b.status = "cleared"
@@ -211,17 +223,26 @@ def _store_breaks(db, cfg, merchant, day, run_id, findings) -> tuple[int, int, i
                 cleared += 1
                 s.add(AuditEvent(actor="reconbot", action="cleared", subject_type="break", subject_id=str(b.id),
                                  detail=json.dumps({"run": run_id, "key": key}, ensure_ascii=False)))
+        ids = {}
+        if new_rows:
+            inserted = s.execute(insert(Break).returning(Break.key, Break.id, sort_by_parameter_order=True), new_rows)
+            ids = dict(inserted.all())
+            created = len(new_rows)
+        adjustments, events = [], []
+        for ref, currency, adj in to_adjust:
+            break_id = ids.get(ref, ref)
+            if break_id not in adjusted_ids:  # one adjustment per break, whatever the number of runs
+                adjusted_ids.add(break_id)
+                adjustments.append(dict(break_id=break_id, amount=adj["amount"], currency=currency,
+                                        debit_account=adj["debit_account"], credit_account=adj["credit_account"],
+                                        reason=adj["reason"], status=adj["status"], created_by="reconbot",
+                                        created_at=now))
+                events.append(dict(at=now, actor="reconbot", action=f"adjustment_{adj['status']}",
+                                   subject_type="break", subject_id=str(break_id),
+                                   detail=json.dumps(adj, ensure_ascii=False)))
+        if adjustments:
+            s.execute(insert(Adjustment), adjustments)
+            s.execute(insert(AuditEvent), events)
         s.commit()
-    return created, updated, cleared, adjusted
+    return created, updated, cleared, len(adjustments)
 
-
-def _ensure_adjustment(s: Session, b: Break, adj: dict) -> int:
-    """One adjustment per break, whatever the number of runs (unique break_id)."""
-    if s.execute(select(Adjustment.id).where(Adjustment.break_id == b.id)).first():
-        return 0
-    s.add(Adjustment(break_id=b.id, amount=adj["amount"], currency=b.currency, debit_account=adj["debit_account"],
-                     credit_account=adj["credit_account"], reason=adj["reason"], status=adj["status"],
-                     created_by="reconbot"))
-    s.add(AuditEvent(actor="reconbot", action=f"adjustment_{adj['status']}", subject_type="break",
-                     subject_id=str(b.id), detail=json.dumps(adj, ensure_ascii=False)))
-    return 1
