@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import glob
 import hashlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -77,29 +79,32 @@ def ingest_file(cfg: Config, merchant: MerchantConfig, path: str | Path, day: da
 
 def ingest_files(cfg: Config, merchant: MerchantConfig, paths: list[Path], day: date | None = None,
                  on_done=None, workers: int = 2, only: str | None = None) -> list[IngestResult | Exception]:
-    """Several files at once: known ones skipped first, the rest parsed in parallel, stored
-    one by one in the order given. -> one result (or the error) per path.
+    """Several files at once: known ones skipped first, the rest parsed and stored in the
+    order given. -> one result (or the error) per path.
 
-    Parsing touches no database, which is what makes the threads safe: ADBC's SQLite copy and
-    Python's sqlite3 must never hold the file at the same moment (see models/db.py). Arrow and
-    DuckDB release the GIL while they read and type, so two files use both cores.
+    A pipeline one file deep: while file k is written, file k+1 is parsed (and put in key
+    order) in a worker thread. Writing is one core's work (SQLite has one writer), so
+    parsing two files at once would only make both late; parsing the next one beside the
+    write uses the other core. Parsing touches no database, which is what makes the worker
+    safe: ADBC's SQLite copy and Python's sqlite3 must never hold the file at the same
+    moment (see models/db.py). `workers` threads hash the files first.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     url = cfg.database.url
     out: list[IngestResult | Exception | None] = [None] * len(paths)
     todo = []
-    for n, path in enumerate(paths):
-        try:
-            sha = _sha256(path)
-            known = store.find_file(url, merchant.id, sha)
-        except (ParseError, OSError) as exc:
-            out[n] = exc if isinstance(exc, ParseError) else ParseError(path, str(exc))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # hashlib leaves the GIL
+        hashes = list(pool.map(_sha256_or_error, paths))
+    for n, (path, sha) in enumerate(zip(paths, hashes)):
+        if isinstance(sha, ParseError):
+            out[n] = sha
             continue
+        known = store.find_file(url, merchant.id, sha)
         if known is not None:
             file = InputFile.read(path)
             source_cfg, parser = identify(file, merchant, only=only)
             out[n] = IngestResult(display_path(path), source_cfg.name, parser.format, None, 0, 0, known, True)
+            if on_done:
+                on_done(path)
         else:
             todo.append((n, path, sha))
 
@@ -107,30 +112,49 @@ def ingest_files(cfg: Config, merchant: MerchantConfig, paths: list[Path], day: 
         file = InputFile.read(path)
         source_cfg, parser = identify(file, merchant, only=only)
         try:
-            return source_cfg, parser, parser.parse(file), None
+            parsed = parser.parse(file)
         except ParseError as exc:
-            return source_cfg, parser, None, exc
+            return source_cfg, parser, None, None, exc
+        records = _with_source(parsed.records, parser.side, source_cfg.name)
+        return source_cfg, parser, parsed, store.prepare(url, records), None
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [(n, path, sha, pool.submit(parse, path)) for n, path, sha in todo]
-        for n, path, sha, future in futures:
-            try:
-                source_cfg, parser, parsed, error = future.result()
-                if error is not None:
-                    completeness.record_rejection(url, merchant, source_cfg.name, day, str(Path(path).resolve()),
-                                                  sha, str(error))
-                    raise error
-                out[n] = store_parsed(cfg, merchant, source_cfg, parser, parsed, display_path(path),
-                                      str(Path(path).resolve()) + (f"!{parsed.member}" if parsed.member else ""),
-                                      sha, day)
-            except (ParseError, IngestError) as exc:
-                out[n] = exc
-            if on_done:
-                on_done(path)
-    for n, path in enumerate(paths):
-        if out[n] is not None and not any(p == path for _n, p, _s in todo) and on_done:
+    for (n, path, sha), future in _one_ahead(todo, lambda item: parse(item[1])):
+        try:
+            source_cfg, parser, parsed, records, error = future.result()
+            if error is not None:
+                completeness.record_rejection(url, merchant, source_cfg.name, day, str(Path(path).resolve()),
+                                              sha, str(error))
+                raise error
+            out[n] = store_parsed(cfg, merchant, source_cfg, parser, parsed, display_path(path),
+                                  str(Path(path).resolve()) + (f"!{parsed.member}" if parsed.member else ""),
+                                  sha, day, records=records)
+        except (ParseError, IngestError) as exc:
+            out[n] = exc
+        if on_done:
             on_done(path)
     return out
+
+
+def _one_ahead(items: list, work):
+    """-> (item, future of work(item)) in order, with the next item's work started before
+    the current one is handed out (one worker thread, so at most two results in memory)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        futures = deque()
+        for item in items:
+            futures.append((item, pool.submit(work, item)))
+            if len(futures) == 2:
+                yield futures.popleft()
+        while futures:
+            yield futures.popleft()
+
+
+def _sha256_or_error(path) -> str | ParseError:
+    try:
+        return _sha256(path)
+    except ParseError as exc:
+        return exc
+    except OSError as exc:
+        return ParseError(path, str(exc))
 
 
 def _sha256(path) -> str:
@@ -171,24 +195,32 @@ def ingest_sql(cfg: Config, merchant: MerchantConfig, source_cfg, day: date) -> 
 
 
 def store_parsed(cfg: Config, merchant: MerchantConfig, source_cfg, source, parsed, shown: str, path: str,
-                 sha: str, day: date | None) -> IngestResult:
-    """Write parsed records as one statement (one transaction); `sha` is the statement's identity."""
+                 sha: str, day: date | None, records: pa.Table | None = None) -> IngestResult:
+    """Write parsed records as one statement (one transaction); `sha` is the statement's identity.
+    `records`: the parsed records already through `store.prepare`, where the caller did that."""
     url = cfg.database.url
-    records = parsed.records
-    if source.side == "channel":
-        records = records.set_column(records.schema.get_field_index("source"), "source",
-                                     pa.array([source_cfg.name] * records.num_rows, pa.string()))
+    prepared = records is not None
+    if not prepared:
+        records = _with_source(parsed.records, source.side, source_cfg.name)
     store.ensure_merchant(url, merchant)  # only now: a rejected file leaves no row behind
     ledgers = store.ledger_ids(url, merchant.id, {(s, source.side) for s in pc.unique(records["source"]).to_pylist()})
-    ledger_col = _ledger_column(records, ledgers, source.side)
-    records = records.append_column("ledger_id", ledger_col)
+    records = records.append_column("ledger_id", _ledger_column(records, ledgers, source.side))
     business_day = day or parsed.business_day
     stored = store.write_statement(
         url, merchant_id=merchant.id, source=source_cfg.name, side=source.side, fmt=source.format,
         path=path, sha256=sha, business_day=business_day, control_totals=parsed.control_totals, records=records,
+        prepared=prepared,
     )
     return IngestResult(shown, source_cfg.name, source.format, business_day, parsed.row_count,
                         stored.new_rows, stored.file_id, stored.already_ingested)
+
+
+def _with_source(records: pa.Table, side: str, source_name: str) -> pa.Table:
+    """A channel statement's records all belong to the source that read it."""
+    if side != "channel":
+        return records
+    return records.set_column(records.schema.get_field_index("source"), "source",
+                              pa.array([source_name] * records.num_rows, pa.string()))
 
 
 def _ledger_column(records: pa.Table, ledgers: dict, side: str) -> pa.Array:

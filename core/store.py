@@ -83,8 +83,27 @@ def find_file(url: str, merchant_id: str, sha256: str) -> int | None:
     return row[0] if row else None
 
 
+def prepare(url: str, records: pa.Table) -> pa.Table:
+    """Records in the order and the types the record table takes them in.
+
+    Pure Arrow work, no database: ingest runs it in the parse worker, beside the previous
+    file's write. In key order (ledger, or the source it stands for; kind; ref) the unique
+    index is appended to instead of written all over: 8.0 s -> 1.4 s for a million rows
+    into SQLite.
+    """
+    first = "ledger_id" if "ledger_id" in records.column_names else "source"
+    records = records.sort_by([(first, "ascending"), ("kind", "ascending"), ("ref", "ascending")])
+    at, day = records.schema.get_field_index("occurred_at"), records.schema.get_field_index("business_day")
+    if is_sqlite(url):  # SQLAlchemy reads SQLite dates and times back from this text form
+        records = records.set_column(at, "occurred_at", pc.cast(records["occurred_at"], pa.string()))
+        return records.set_column(day, "business_day", pc.cast(records["business_day"], pa.string()))
+    return records.set_column(at, "occurred_at", records["occurred_at"].cast(pa.timestamp("us", tz="UTC")))
+
+
 def write_statement(url: str, **kw) -> StoredFile:
     """Store one statement file and its records atomically; a known file is a no-op.
+
+    `records` carry `ledger_id`; `prepared=True` says `prepare` has already been applied.
 
     Rows go straight into `record` when nothing stored can collide with them (the common
     case: a new day); otherwise through a staging table with ON CONFLICT DO NOTHING. A
@@ -101,7 +120,8 @@ class _MayCollide(Exception):
 
 
 def _write_statement(url: str, *, staged: bool, merchant_id: str, source: str, side: str, fmt: str, path: str,
-                     sha256: str, business_day: date | None, control_totals: dict, records: pa.Table) -> StoredFile:
+                     sha256: str, business_day: date | None, control_totals: dict, records: pa.Table,
+                     prepared: bool = False) -> StoredFile:
     sqlite = is_sqlite(url)
     with adbc_connect(url) as conn:
         cur = conn.cursor()
@@ -121,19 +141,10 @@ def _write_statement(url: str, *, staged: bool, merchant_id: str, source: str, s
                 f"{_lit(_ts_text(now) if sqlite else now.isoformat())}) RETURNING id"
             )
             file_id = cur.fetchone()[0]
+            if not prepared:
+                records = prepare(url, records)
             stage = records.append_column("file_id", pa.array([file_id] * records.num_rows, pa.int64()))
-            # In key order, the unique index is appended to instead of written all over:
-            # measured 8.0 s -> 1.4 s for a million rows into SQLite.
-            stage = stage.select(RECORD_COLUMNS).sort_by([("ledger_id", "ascending"), ("kind", "ascending"),
-                                                          ("ref", "ascending")])
-            if sqlite:  # SQLAlchemy reads SQLite dates and times back from this text form
-                stage = stage.set_column(RECORD_COLUMNS.index("occurred_at"), "occurred_at",
-                                         pc.cast(stage["occurred_at"], pa.string()))  # "2026-11-20 02:00:00.000000"
-                stage = stage.set_column(RECORD_COLUMNS.index("business_day"), "business_day",
-                                         pc.cast(stage["business_day"], pa.string()))
-            else:
-                stage = stage.set_column(RECORD_COLUMNS.index("occurred_at"), "occurred_at",
-                                         stage["occurred_at"].cast(pa.timestamp("us", tz="UTC")))
+            stage = stage.select(RECORD_COLUMNS)
             if not staged and stage.num_rows and _nothing_stored_near(cur, stage):
                 try:
                     cur.adbc_ingest("record", stage, mode="append")

@@ -232,12 +232,28 @@ class Col:
                 "text": "required value is empty"}[self.kind]
 
 
-# How a raw cell is cleaned before typing. "generic" copes with what any export may
-# contain; a format that only ever prefixes a backtick (WeChat) uses the cheap one.
-CLEANERS = {
-    "generic": ("clean_text({})", "clean_num({})"),
-    "backtick": ("nullif(trim(ltrim({}, '`')), '')", "nullif(trim(ltrim({}, '`')), '')"),
+# How a raw cell is cleaned before typing, in three steps, each applied only to the values
+# that need it (a cheap byte test first: cleaning every value of every column was half the
+# time of parsing a million-row bill):
+# 1. strip what the format wraps values in: "generic" copes with any export (backticks and
+#    tabs anywhere); "backtick" is for formats that only prefix one (WeChat);
+_STRIP = {
+    "generic": "CASE WHEN contains({0}, '`') OR contains({0}, chr(9)) THEN replace(replace({0}, '`', ''), chr(9), '') "
+               "ELSE {0} END",
+    "backtick": "CASE WHEN prefix({0}, '``') THEN ltrim({0}, '`') WHEN prefix({0}, '`') THEN substr({0}, 2) ELSE {0} END",
 }
+# 2. trim spaces (DuckDB's trim also takes Unicode spaces, hence any non-ASCII value goes
+#    through it) and make empty NULL;
+_TRIM = "nullif(CASE WHEN prefix({0}, ' ') OR suffix({0}, ' ') OR strlen({0}) <> length({0}) THEN trim({0}) ELSE {0} END, '')"
+# 3. numbers only, "generic" only: currency signs, thousands separators, full-width minus, spaces.
+_NUMBER = (r"CASE WHEN regexp_matches({0}, '[,¥￥$\s－]') "
+           r"THEN nullif(regexp_replace(replace({0}, '－', '-'), '[,¥￥$\s]', '', 'g'), '') ELSE {0} END")
+CLEANERS = ("generic", "backtick")
+
+
+def clean_text_sql(expr: str, cleaner: str) -> str:
+    """Steps 1 and 2 for one expression (repeats it: for single values, not for columns)."""
+    return _TRIM.format(f"({_STRIP[cleaner].format(expr)})")
 
 
 def typed_select(cols: list[Col], *, currency_sql: str = "'CNY'", cleaner: str = "generic",
@@ -248,22 +264,28 @@ def typed_select(cols: list[Col], *, currency_sql: str = "'CNY'", cleaner: str =
     projection, which DuckDB computes once per row (20x faster on a million rows than
     checking in a WHERE clause, which it does not deduplicate). `_bad` marks rows where a
     non-empty value did not convert or a required one is empty; `check_bad` names it.
-    Amounts are limited to 12 integer digits.
+    Amounts are limited to 12 integer digits. Each raw column is cleaned once, in nested
+    projections (`_r`: stripped, `_t`: trimmed), however many outputs read it.
     """
-    text, num = CLEANERS[cleaner]
+    raw_cols = list(dict.fromkeys(c.source for c in cols))
+    ref = {src: k for k, src in enumerate(raw_cols)}
+    stripped = ", ".join(f"{_STRIP[cleaner].format(_q(src))} AS _r{k}" for src, k in ref.items())
+    trimmed = ", ".join(f"{_TRIM.format(f'_r{k}')} AS _t{k}" for k in ref.values())
+    cleaned = f"(SELECT *, {trimmed} FROM (SELECT *, {stripped} FROM {table}))"
     sel = [f"{currency_sql} AS _cur", f"{_EXPONENT_CASE.format(cur='_cur')} AS _exp",
            "CAST(pow(10, _exp) AS BIGINT) AS _mult"]
     bad = []
     for c in cols:
-        src = f'"{c.source}"'
+        text = f"_t{ref[c.source]}"
         if c.kind == "text":
-            sel.append(f"{text.format(src)} AS {c.name}")
+            sel.append(f"{text} AS {c.name}")
         elif c.kind == "time":
-            sel += [f"{text.format(src)} AS {c.name}__s",
+            sel += [f"{text} AS {c.name}__s",
                     f"TRY_STRPTIME(replace({c.name}__s, '：', ':'), {TIME_FORMATS}) AS {c.name}"]
             bad.append(f"({c.name}__s IS NOT NULL AND {c.name} IS NULL)")
         else:
-            sel += [f"{num.format(src)} AS {c.name}__s", f"TRY_CAST({c.name}__s AS DECIMAL(18, 6)) AS {c.name}__d"]
+            number = _NUMBER.format(text) if cleaner == "generic" else text
+            sel += [f"{number} AS {c.name}__s", f"TRY_CAST({c.name}__s AS DECIMAL(18, 6)) AS {c.name}__d"]
             if c.kind == "money":
                 sel.append(f"CASE WHEN length(split_part({c.name}__s, '.', 2)) <= _exp "
                            f"THEN CAST({c.name}__d * _mult AS BIGINT) END AS {c.name}")
@@ -275,7 +297,11 @@ def typed_select(cols: list[Col], *, currency_sql: str = "'CNY'", cleaner: str =
         if c.required:
             bad.append(f"({c.name} IS NULL)" if c.kind == "text" else f"({c.name}__s IS NULL)")
     sel.append(f"({' OR '.join(bad) or 'false'}) AS _bad")
-    return f"(SELECT line, {', '.join(sel)} FROM {table})"
+    return f"(SELECT line, {', '.join(sel)} FROM {cleaned})"
+
+
+def _q(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
 
 
 def constant_if_single(con, expr: str, table: str = "raw") -> str:
@@ -295,10 +321,9 @@ def check_bad(con, path, records: pa.Table, cols: list[Col], *, currency_sql: st
         line = pc.min(pc.filter(records["line"], flags)).as_py()
         con.execute(f"CREATE OR REPLACE TEMP VIEW _one AS SELECT * FROM {table} WHERE line = {int(line)}")
         one = con.sql(f"SELECT * FROM {typed_select(cols, currency_sql=currency_sql, cleaner=cleaner, table='_one')}").to_arrow_table()
-        text = CLEANERS[cleaner][0]
         for c in cols:
             value = con.execute(f'SELECT CAST("{c.source}" AS VARCHAR) FROM _one').fetchall()[0][0]
-            cleaned = con.execute(f"SELECT {text.format('?')}", [value]).fetchall()[0][0]
+            cleaned = con.execute(f"SELECT {clean_text_sql('$1', cleaner)}", [value]).fetchall()[0][0]
             if cleaned is None:
                 if c.required:
                     raise ParseError(path, "required value is empty", line=line, field=c.source, value="")
