@@ -72,6 +72,16 @@ class OrdersExport:
             cols = [[_cell(r[i]) if i < len(r) else "" for r in rows[1:]] for i in range(width)]
             table = pa.Table.from_arrays([pa.array(c, pa.string()) for c in cols], names=header)
             return table.append_column("line", pa.array(range(2, len(rows) + 1), pa.int64()))
+        raw = file.raw
+        start = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+        end = raw.find(b"\n", start)
+        end = len(raw) if end < 0 else end
+        try:  # UTF-8, the common case: Arrow reads (and validates) the bytes as they are
+            first = raw[start:end].decode("utf-8")
+            header = self._canonical(next(iter(_csv_rows(first.rstrip("\r")))))
+            return T.read_rows(file.path, memoryview(raw)[end + 1:], 2, header)
+        except (UnicodeDecodeError, ParseError):
+            pass  # GB18030 (Excel on a Chinese Windows), or a real error the slow path names
         text = decode_text(file.path, file.raw, ("utf-8-sig", "gb18030"))
         first, _, body = text.partition("\n")
         header = self._canonical(next(iter(_csv_rows(first.rstrip("\r")))))

@@ -135,17 +135,19 @@ def time_check(column: str) -> Check:
     return Check(column, f'local_ts("{column}")', "not a date-time (expected YYYY-MM-DD HH:MM:SS)")
 
 
-def read_rows(path, body: str | bytes | memoryview, first_line: int, names: list[str], delimiter: str = ",") -> pa.Table:
+def read_rows(path, body: str | bytes | memoryview, first_line: int, names: list[str], delimiter: str = ",",
+              physical_lines: int | None = None) -> pa.Table:
     """Parse a header-less delimited body into text columns plus its file `line` numbers.
 
-    `first_line` is the 1-based line number of the body's first row in the original file.
+    `first_line` is the 1-based line number of the body's first row in the original file;
+    `physical_lines`, the body's line count where the caller has counted it already.
     Bytes are read by Arrow as they are (it validates UTF-8); a body it cannot read line
     for line is decoded strictly (an encoding error names its line) and read slowly.
     """
     data = body.encode("utf-8") if isinstance(body, str) else body
     size = len(data)
     buf = pa.py_buffer(data)
-    physical = _count_lines(data)
+    physical = _count_lines(data) if physical_lines is None else physical_lines
     try:
         table = pacsv.read_csv(
             pa.BufferReader(buf),

@@ -115,7 +115,8 @@ class WeChatPayTradeBill(ChannelSource):
         for needed in ("交易时间", "微信订单号", "商户订单号", "交易状态", "货币种类", "手续费"):
             if needed not in header:
                 raise ParseError(file.path, f"header lacks column {needed}", line=first_line - 1)
-        raw = T.read_rows(file.path, body, first_line, header)
+        # the data rows end on the line above the summary header (sum_line - 1): counted already
+        raw = T.read_rows(file.path, body, first_line, header, physical_lines=sum_line - 1 - first_line)
 
         cols = header
         gross = _first(cols, "订单金额", "总金额", "应结订单金额")
