@@ -91,6 +91,12 @@ def adbc_connect(url: str):
 
         path = u.database or ":memory:"
         conn = adbc_sqlite.connect(path)
+        # Wait for a lock as the ORM's connections do (timeout 60) instead of failing at
+        # once: two bulk readers opening a WAL database together, or a reader meeting the
+        # last connection's checkpoint, briefly contend for it.
+        with conn.cursor() as cur:
+            cur.execute("PRAGMA busy_timeout = 60000")
+            cur.fetchall()
         return conn
     if u.get_backend_name() == "postgresql":
         import adbc_driver_postgresql.dbapi as adbc_pg

@@ -114,7 +114,9 @@ class OrdersExport:
         # One projection types every column once; the checks below read its flags.
         con.execute(f"""
             CREATE TEMP TABLE o AS
-            SELECT t.*, {at.format(s="paid_s")} AS paid, {at.format(s="refunded_s")} AS refunded,
+            SELECT t.line, t._cur, t._bad, t.oid, t.chan, t.st, t.paid_s, t.amt, t.refund, t.refunded_s, t.txn,
+                   t.payer, t.memo, t.cur_s,  -- not the conversion's helper columns: o is materialised
+                   {at.format(s="paid_s")} AS paid, {at.format(s="refunded_s")} AS refunded,
                    s.v AS norm_status, c.v AS norm_channel
             FROM {T.typed_select(cols, currency_sql=currency)} t
             LEFT JOIN status_map s ON s.k = lower(t.st) LEFT JOIN channel_map c ON c.k = t.chan

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -162,7 +163,7 @@ def read_rows(path, body: str | bytes | memoryview, first_line: int, names: list
     except pa.ArrowInvalid:
         table = None
     if table is not None and table.num_rows == physical:
-        lines = pa.array(range(first_line, first_line + physical), pa.int64())
+        lines = pa.array(np.arange(first_line, first_line + physical, dtype=np.int64))  # 5x pa.array(range())
         return table.append_column("line", lines)
     if not size:
         return pa.Table.from_arrays([pa.array([], pa.string()) for _ in names] + [pa.array([], pa.int64())],
