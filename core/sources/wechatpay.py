@@ -115,9 +115,6 @@ class WeChatPayTradeBill(ChannelSource):
         for needed in ("交易时间", "微信订单号", "商户订单号", "交易状态", "货币种类", "手续费"):
             if needed not in header:
                 raise ParseError(file.path, f"header lacks column {needed}", line=first_line - 1)
-        # the data rows end on the line above the summary header (sum_line - 1): counted already
-        raw = T.read_rows(file.path, body, first_line, header, physical_lines=sum_line - 1 - first_line)
-
         cols = header
         gross = _first(cols, "订单金额", "总金额", "应结订单金额")
         coupon = _first(cols, "代金券金额", "代金券或立减优惠金额")
@@ -136,6 +133,9 @@ class WeChatPayTradeBill(ChannelSource):
         totalled |= {c for c in (gross, coupon, refund, refund_coupon) if c}
         typed += [T.Col(_money_name(col), col, "money") for col in sorted(totalled)]
         typed.append(T.Col("fee_exact", "手续费", "dec"))
+        # the data rows end on the line above the summary header (sum_line - 1): counted already
+        raw = T.read_rows(file.path, body, first_line, header, physical_lines=sum_line - 1 - first_line,
+                          only=[c.source for c in typed] + ["货币种类"])
 
         con = T.connect()
         con.register("raw", raw)
