@@ -84,8 +84,10 @@ def create_app(cfg: Config, run_in_subprocess: bool = False) -> Starlette:
             await run_in_threadpool(ping)
         except Exception as exc:  # the database is what health means here
             return JSONResponse({"status": "unhealthy", "database": exc.__class__.__name__}, status_code=503)
-        return JSONResponse({"status": "ok", "platforms": sorted(k for k in channels if k in PATHS),
-                             "connections": {k: "up" if c.connected() else "down" for k, c in listeners.items()}})
+        body = {"status": "ok", "platforms": sorted(k for k in channels if k in PATHS)}
+        if listeners:  # Slack Socket Mode, Telegram polling: is our own connection up?
+            body["connections"] = {k: "up" if c.connected() else "down" for k, c in listeners.items()}
+        return JSONResponse(body)
 
     async def prometheus(_request: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,13 @@ a command older than the window is stale (callback queries carry no time of thei
 for them the update_id is the guard). Every callback query is answered (answerCallbackQuery),
 whatever the outcome, and the card is edited with editMessageText.
 
+Polling mode (`mode = "polling"`, for a host Telegram cannot reach): python-telegram-bot's
+Updater asks Telegram for updates (getUpdates, long polling) after removing any webhook
+(deleteWebhook: Telegram refuses getUpdates while one is set). The Updater confirms each
+batch with the next call's offset; an update Telegram offers again anyway (after a crash
+before the confirmation) is caught by the same update_id record as a webhook replay. Each
+update then takes the very same path as a webhook update (`dispatch`).
+
 python-telegram-bot's Bot is asynchronous; it runs on a private event loop thread so the
 rest of reconbot (and every other channel) stays synchronous.
 """
@@ -25,11 +32,12 @@ from collections import deque
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.ext import Updater
 from telegram.request import HTTPXRequest
 
 from bot.cards import Card
 from bot.delivery import deliver
-from bot.inbound import Conversation
+from bot.inbound import Conversation, received
 from bot.transport import HttpRequest, HttpResponse, MessageRef, Refused, TransportError
 
 log = logging.getLogger("reconbot.telegram")
@@ -48,6 +56,7 @@ PER_GROUP_PER_MINUTE = 20
 MAX_TEXT = 4096
 CALLBACK_DATA_MAX = 64
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
+ALLOWED_UPDATES = ["message", "callback_query"]  # all reconbot reads, webhook or polling
 
 
 def render(card: Card) -> str:
@@ -119,11 +128,13 @@ class TelegramChannel:
     kind = "telegram"
     edits_without_event = True
 
-    def __init__(self, bot_token: str, secret_token: str, base_url: str = "https://api.telegram.org/bot",
+    def __init__(self, bot_token: str, secret_token: str | None, base_url: str = "https://api.telegram.org/bot",
                  language: str = "en", conversation: Conversation | None = None, max_age: int = 300,
-                 pacer: Pacer | None = None) -> None:
+                 pacer: Pacer | None = None, poll_timeout: int | None = None) -> None:
         self.language = language
         self.secret_token = secret_token
+        # polling mode when a poll timeout is given: updates come over our own getUpdates calls
+        self.listener = Poller(self, poll_timeout) if poll_timeout is not None else None
         self.conversation = conversation
         self.max_age = max_age
         self.pacer = pacer or Pacer()
@@ -137,15 +148,21 @@ class TelegramChannel:
     @classmethod
     def from_config(cls, cfg, conversation=None) -> "TelegramChannel":
         c = cfg.chat.telegram
-        return cls(c.bot_token, c.secret_token, c.base_url, c.language, conversation, cfg.chat.server.max_age_seconds)
+        polling = c.mode == "polling"
+        return cls(c.bot_token, None if polling else c.secret_token, c.base_url, c.language, conversation,
+                   cfg.chat.server.max_age_seconds, poll_timeout=c.poll_timeout_seconds if polling else None)
+
+    async def _ready_bot(self) -> Bot:
+        async with self._init_lock:
+            if not self._ready:
+                await self.bot.initialize()  # getMe, once
+                self._ready = True
+        return self.bot
 
     def _run(self, coro_fn, *args, **kwargs):
         """Run a Bot coroutine on the private loop; platform errors -> TransportError."""
         async def call():
-            async with self._init_lock:
-                if not self._ready:
-                    await self.bot.initialize()  # getMe, once
-                    self._ready = True
+            await self._ready_bot()
             return await coro_fn(*args, **kwargs)
 
         try:
@@ -153,9 +170,15 @@ class TelegramChannel:
         except TelegramError as exc:
             if any(d in str(exc).lower() for d in BENIGN_DESCRIPTIONS):
                 return None
-            err = _transport_error(exc)
-            err.message = err.message.replace(self.bot.token, "<token>")  # the token rides in every URL
-            raise err from None
+            raise self._error(exc) from None
+
+    def _error(self, exc: TelegramError) -> TransportError:
+        err = _transport_error(exc)
+        err.message = self.redact(err.message)
+        return err
+
+    def redact(self, text: str) -> str:
+        return text.replace(self.bot.token, "<token>")  # the token rides in every URL
 
     # -- outbound ----------------------------------------------------------------------
     def send(self, target: str, card: Card) -> MessageRef:
@@ -173,11 +196,15 @@ class TelegramChannel:
 
     def set_webhook(self, url: str) -> None:
         """Point Telegram at `recon serve` (run once: `recon telegram-webhook URL`)."""
-        self._run(self.bot.set_webhook, url=url, secret_token=self.secret_token,
-                  allowed_updates=["message", "callback_query"])
+        if not self.secret_token:
+            raise TransportError('Telegram is in polling mode: set mode = "webhook" and a secret_token first',
+                                 permanent=True)
+        self._run(self.bot.set_webhook, url=url, secret_token=self.secret_token, allowed_updates=ALLOWED_UPDATES)
 
     # -- inbound -----------------------------------------------------------------------
     def verify(self, request: HttpRequest) -> None:
+        if not self.secret_token:  # polling mode: nothing arrives over HTTP
+            raise Refused("forged", "Telegram is in polling mode: no secret token to check a request against")
         given = request.headers.get(SECRET_HEADER, "")
         if not hmac.compare_digest(given.encode(), self.secret_token.encode()):
             raise Refused("forged", "Telegram secret token does not match")
@@ -191,15 +218,21 @@ class TelegramChannel:
             raise Refused("malformed", f"not a Telegram update: {exc.__class__.__name__}") from None
         if update is None or not isinstance(data.get("update_id"), int):
             raise Refused("malformed", "no update_id")
+        self.dispatch(update, request.body)
+        return HttpResponse(200, b"")
+
+    def dispatch(self, update: Update, raw: bytes) -> None:
+        """What a webhook update and a polled one share: a command older than the window is
+        stale, the update_id is recorded once (a second delivery is a replay), and the work is
+        handed to the conversation. `raw` is what the audit's request hash is taken over."""
         message = update.message
         if message is not None and message.date is not None and time.time() - message.date.timestamp() > self.max_age:
             raise Refused("stale", f"message of {message.date.isoformat()} is older than {self.max_age}s")
         self.conversation.replay.first_time(self.kind, f"{self.bot.token.split(':')[0]}:{update.update_id}")
         if update.callback_query is not None:
-            self.conversation.submit(self._on_callback, update.callback_query, request.body)
+            self.conversation.submit(self._on_callback, update.callback_query, raw)
         elif message is not None and message.text and message.text.lstrip().lower().startswith("/recon"):
             self.conversation.submit(self._on_command, message)
-        return HttpResponse(200, b"")
 
     def _on_command(self, message) -> None:
         chat = str(message.chat_id)
@@ -222,3 +255,67 @@ class TelegramChannel:
                 deliver(self.kind, "editMessageText", lambda: self.update(ref, outcome.card))
             except TransportError as exc:
                 log.error("editMessageText failed: %s", exc.message)
+
+
+class Poller:
+    """Polling mode: python-telegram-bot's Updater on the channel's event loop. It removes any
+    webhook (deleteWebhook), then long-polls getUpdates from the last offset + 1 and puts each
+    update on a queue; we take them off in order and hand each to `dispatch`, exactly as the
+    webhook endpoint does. Run one poller per bot: Telegram answers a second one with 409."""
+
+    def __init__(self, channel: TelegramChannel, timeout: int) -> None:
+        self.channel = channel
+        self.timeout = timeout
+        self.updater: Updater | None = None
+        self._taking: asyncio.Task | None = None
+
+    def start(self) -> None:
+        try:
+            self._on_loop(self._start())
+        except TelegramError as exc:
+            raise self.channel._error(exc) from None
+
+    def stop(self) -> None:
+        if self.updater is not None:
+            self._on_loop(self._stop())
+
+    def connected(self) -> bool:
+        return self.updater is not None and self.updater.running
+
+    def _on_loop(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.channel._loop).result(timeout=60)
+
+    async def _start(self) -> None:
+        updater = Updater(await self.channel._ready_bot(), asyncio.Queue())
+        await updater.initialize()
+        queue = await updater.start_polling(timeout=self.timeout, allowed_updates=ALLOWED_UPDATES,
+                                            error_callback=self._failed)
+        self._taking = asyncio.create_task(self._take_all(queue), name="telegram-updates")
+        self.updater = updater
+
+    async def _stop(self) -> None:
+        # stop asking, take what was fetched (the Updater's last call confirms it to Telegram)
+        if self.updater.running:
+            await self.updater.stop()
+        await self.updater.update_queue.join()
+        self._taking.cancel()
+        self.updater = None
+
+    async def _take_all(self, queue: asyncio.Queue) -> None:
+        while True:
+            update = await queue.get()
+            try:
+                # the database and the conversation are synchronous: off the loop, one at a time
+                await asyncio.to_thread(self._take, update)
+            except Exception:
+                log.exception("a polled Telegram update failed")
+            finally:
+                queue.task_done()
+
+    def _take(self, update: Update) -> None:
+        raw = json.dumps(update.to_dict(), sort_keys=True, ensure_ascii=False).encode()
+        received(self.channel.kind, f"update {update.update_id}", lambda: self.channel.dispatch(update, raw))
+
+    def _failed(self, exc: TelegramError) -> None:
+        # the Updater retries by itself (1 s, growing to 30 s); a 409 means another poller or a webhook
+        log.warning("Telegram getUpdates failed: %s", self.channel.redact(str(exc)))

@@ -53,15 +53,23 @@ class FakeApi:
                     fake.calls.append((name, payload, dict(self.headers)))
                     queued = fake.failures.get(name)
                     forced = queued.pop(0) if queued else None
-                status, body, headers = forced if forced else (200, fake.respond(name, payload, self.headers), {})
+                if forced:
+                    status, body, headers = forced
+                else:
+                    answer = fake.respond(name, payload, self.headers)
+                    status, body = answer if isinstance(answer, tuple) else (200, answer)
+                    headers = {}
                 data = json.dumps(body, ensure_ascii=False).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a cancelled long poll)
+                    self.close_connection = True
 
             do_GET = do_POST = _serve
 
@@ -104,8 +112,9 @@ class FakeApi:
     def method_name(self, path: str) -> str:
         raise NotImplementedError
 
-    def respond(self, name: str, payload: dict, headers) -> dict:
-        """The answer to a call; a platform that looks at the request's headers overrides this."""
+    def respond(self, name: str, payload: dict, headers) -> dict | tuple[int, dict]:
+        """The answer to a call (a body, or (HTTP status, body)); a platform that looks at the
+        request's headers, or answers with another status, overrides this."""
         return self.answer(name, payload)
 
     def answer(self, name: str, payload: dict) -> dict:
@@ -256,13 +265,58 @@ class FakeSlackSocket:
 
 
 class FakeTelegram(FakeApi):
-    """Telegram Bot API: https://api.telegram.org/bot<token>/<method>."""
+    """Telegram Bot API: https://api.telegram.org/bot<token>/<method>.
+
+    Updates for a bot without a webhook wait until getUpdates fetches them (`offer`): a call
+    with `offset` confirms, and forgets, every update below it; with `timeout` it waits that
+    long for one to arrive (long polling). While a webhook is set, getUpdates answers 409.
+    """
 
     def __init__(self, token: str) -> None:
         super().__init__()
         self.token = token
         self.base_url = f"http://127.0.0.1:{self.port}/bot"
         self._message_id = 100
+        self.webhook_url = ""
+        self.pending: list[dict] = []  # offered, not yet confirmed
+        self.updates = threading.Condition()
+        self.closed = False
+
+    def close(self) -> None:
+        with self.updates:
+            self.closed = True
+            self.updates.notify_all()
+        super().close()
+
+    def offer(self, update: bytes | dict) -> None:
+        """An update for the bot (a user clicked, typed), as getUpdates will return it."""
+        with self.updates:
+            self.pending.append(json.loads(update) if isinstance(update, bytes) else update)
+            self.updates.notify_all()
+
+    def respond(self, name: str, payload: dict, headers):
+        if name == "getUpdates":
+            return self._get_updates(payload)
+        if name == "setWebhook":
+            self.webhook_url = payload["url"]
+        if name == "deleteWebhook":
+            with self.updates:
+                self.webhook_url = ""
+                if str(payload.get("drop_pending_updates", "")).lower() == "true":
+                    self.pending.clear()
+        return self.answer(name, payload)
+
+    def _get_updates(self, payload: dict):
+        if self.webhook_url:
+            return 409, {"ok": False, "error_code": 409, "description": "Conflict: can't use getUpdates method "
+                         "while webhook is active; use deleteWebhook to delete the webhook first"}
+        offset, limit = int(payload.get("offset") or 0), int(payload.get("limit") or 100)
+        deadline = time.monotonic() + float(payload.get("timeout") or 0)
+        with self.updates:
+            self.pending = [u for u in self.pending if u["update_id"] >= offset]  # confirmed: gone for good
+            while not self.pending and not self.closed and (left := deadline - time.monotonic()) > 0:
+                self.updates.wait(left)
+            return {"ok": True, "result": sorted(self.pending, key=lambda u: u["update_id"])[:limit]}
 
     def method_name(self, path: str) -> str:
         prefix, _, method = path.rpartition("/")
@@ -280,7 +334,7 @@ class FakeTelegram(FakeApi):
             return {"ok": True, "result": {"message_id": mid, "date": int(time.time()),
                                            "chat": {"id": chat_id, "type": "group" if chat_id < 0 else "private"},
                                            "text": payload.get("text", "")}}
-        if name in ("answerCallbackQuery", "setWebhook"):
+        if name in ("answerCallbackQuery", "setWebhook", "deleteWebhook"):
             return {"ok": True, "result": True}
         return {"ok": False, "error_code": 404, "description": "Not Found: method not found"}
 
