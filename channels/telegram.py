@@ -7,6 +7,13 @@ a command older than the window is stale (callback queries carry no time of thei
 for them the update_id is the guard). Every callback query is answered (answerCallbackQuery),
 whatever the outcome, and the card is edited with editMessageText.
 
+Limits: one message a second per chat and 20 a minute per group, and edits count the same as
+messages (answerCallbackQuery does not). Every send and edit waits for its chat's slot
+(`Pacer`), and what can be batched is: edits of one message waiting for a slot are folded
+into one (the newest card), a command's cards without buttons share one message, and
+`room()` tells the notifier how many cards a group still takes this minute (the rest go
+into its digest).
+
 Polling mode (`mode = "polling"`, for a host Telegram cannot reach): python-telegram-bot's
 Updater asks Telegram for updates (getUpdates, long polling) after removing any webhook
 (deleteWebhook: Telegram refuses getUpdates while one is set). The Updater confirms each
@@ -27,7 +34,7 @@ import json
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ParseMode
@@ -54,6 +61,7 @@ BENIGN_DESCRIPTIONS = ("message is not modified",)
 PER_CHAT_INTERVAL = 1.0
 PER_GROUP_PER_MINUTE = 20
 MAX_TEXT = 4096
+NEWEST_KEPT = 1024  # messages whose newest wanted card is remembered, for folding edits together
 CALLBACK_DATA_MAX = 64
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
 ALLOWED_UPDATES = ["message", "callback_query"]  # all reconbot reads, webhook or polling
@@ -70,6 +78,20 @@ def render(card: Card) -> str:
     if card.note:
         parts += ["", f"<b>{e(card.note)}</b>"]
     return "\n".join(parts)[:MAX_TEXT]
+
+
+def batches(cards: list[Card]) -> list[tuple[str, InlineKeyboardMarkup | None]]:
+    """The messages for several cards sent at once: cards without buttons share a message
+    while it stays within Telegram's 4096 characters (every message takes one of the chat's
+    slots); a card with buttons is a message of its own (its keyboard acts on it alone)."""
+    out: list[tuple[str, InlineKeyboardMarkup | None]] = []
+    for card in cards:
+        text, markup = render(card), keyboard(card)
+        if markup is None and out and out[-1][1] is None and len(out[-1][0]) + 2 + len(text) <= MAX_TEXT:
+            out[-1] = (f"{out[-1][0]}\n\n{text}", None)
+        else:
+            out.append((text, markup))
+    return out
 
 
 def keyboard(card: Card) -> InlineKeyboardMarkup | None:
@@ -123,6 +145,16 @@ class Pacer:
         if d > 0:
             self.sleep(d)
 
+    def room(self, chat_id: str) -> int | None:
+        """How many more messages a group takes in the current minute; None for a private
+        chat (only the one-a-second spacing applies there)."""
+        if not chat_id.startswith("-"):
+            return None
+        with self.lock:
+            now = self.clock()
+            recent = sum(1 for at in self.group_sends.get(chat_id, ()) if at > now - 60)
+            return max(0, PER_GROUP_PER_MINUTE - recent)
+
 
 class TelegramChannel:
     kind = "telegram"
@@ -144,6 +176,10 @@ class TelegramChannel:
         threading.Thread(target=self._loop.run_forever, name="telegram-loop", daemon=True).start()
         self._ready = False
         self._init_lock = asyncio.Lock()  # used on the private loop only
+        self._edits = threading.Lock()
+        self._waiting: set[tuple[str, str]] = set()  # messages with an edit waiting for its slot
+        self._newest: OrderedDict[tuple[str, str], Card] = OrderedDict()  # each message's newest wanted card
+        self._attempt = threading.local()  # the edit this thread tried last and saw fail (deliver retries it)
 
     @classmethod
     def from_config(cls, cfg, conversation=None) -> "TelegramChannel":
@@ -182,14 +218,45 @@ class TelegramChannel:
 
     # -- outbound ----------------------------------------------------------------------
     def send(self, target: str, card: Card) -> MessageRef:
+        return self._post(target, render(card), keyboard(card))
+
+    def _post(self, target: str, text: str, markup: InlineKeyboardMarkup | None) -> MessageRef:
         self.pacer.wait(str(target))
-        msg = self._run(self.bot.send_message, chat_id=target, text=render(card), parse_mode=ParseMode.HTML,
-                        reply_markup=keyboard(card))
+        msg = self._run(self.bot.send_message, chat_id=target, text=text, parse_mode=ParseMode.HTML,
+                        reply_markup=markup)
         return MessageRef(self.kind, str(msg.chat_id), str(msg.message_id))
 
+    def room(self, target: str) -> int | None:
+        """How many more messages the chat takes this minute (None: no count limit)."""
+        return self.pacer.room(str(target))
+
     def update(self, ref: MessageRef, card: Card) -> None:
-        self._run(self.bot.edit_message_text, chat_id=ref.target, message_id=int(ref.message_id), text=render(card),
-                  parse_mode=ParseMode.HTML, reply_markup=keyboard(card))
+        """Edit a card in place, in the chat's next slot. An edit of a message that already has
+        one waiting for its slot is folded into it and returns at once: the waiting edit sends
+        the newest card when its slot comes (a burst of clicks on one card costs one or two
+        edits, not one per click)."""
+        key = (str(ref.target), str(ref.message_id))
+        tried = getattr(self._attempt, "edit", None)
+        retry = tried is not None and tried[0] == key and tried[1] is card  # deliver() again, after a failure
+        with self._edits:
+            if not retry:  # a new edit is the newest wanted state; a retried one is not newer than what was sent
+                self._newest[key] = card
+                self._newest.move_to_end(key)
+                while len(self._newest) > NEWEST_KEPT:
+                    self._newest.popitem(last=False)
+            if key in self._waiting:
+                return
+            self._waiting.add(key)
+        try:
+            self.pacer.wait(key[0])
+        finally:
+            with self._edits:
+                self._waiting.discard(key)
+                newest = self._newest.get(key, card)
+        self._attempt.edit = (key, card)
+        self._run(self.bot.edit_message_text, chat_id=ref.target, message_id=int(ref.message_id), text=render(newest),
+                  parse_mode=ParseMode.HTML, reply_markup=keyboard(newest))
+        self._attempt.edit = None
 
     def answer(self, callback_query_id: str, text: str, alert: bool) -> None:
         self._run(self.bot.answer_callback_query, callback_query_id, text=text[:200] or None, show_alert=alert)
@@ -237,8 +304,8 @@ class TelegramChannel:
     def _on_command(self, message) -> None:
         chat = str(message.chat_id)
         reply = self.conversation.command(self.kind, str(message.from_user.id), message.text, chat, self.language)
-        for card in reply.cards:
-            deliver(self.kind, "reply", lambda: self.send(chat, card))
+        for text, markup in batches(reply.cards):
+            deliver(self.kind, "reply", lambda: self._post(chat, text, markup))
         self.conversation.later(reply, lambda card: deliver(self.kind, "reply", lambda: self.send(chat, card)))
 
     def _on_callback(self, cq, body: bytes) -> None:

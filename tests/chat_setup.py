@@ -96,3 +96,24 @@ def people(url: str) -> dict:
         link_identity(url, name, "telegram", tg_id)
         link_identity(url, name, "wecom", name)
     return out
+
+
+class VirtualClock:
+    """Time that passes only when someone waits: a Telegram Pacer's clock and sleep in tests,
+    so pacing is asserted (every wait is recorded) without a test ever sleeping."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+    def pacer(self):
+        from channels.telegram import Pacer
+
+        return Pacer(clock=self, sleep=self.sleep)
