@@ -330,9 +330,13 @@ class Poller:
     update on a queue; we take them off in order and hand each to `dispatch`, exactly as the
     webhook endpoint does. Run one poller per bot: Telegram answers a second one with 409."""
 
+    RETRY_WAIT = 1.0  # seconds before taking an update again that failed (doubling, up to 30 s)
+    STOP_WAIT = 10.0  # seconds stopping waits for the fetched updates to be taken
+
     def __init__(self, channel: TelegramChannel, timeout: int) -> None:
         self.channel = channel
         self.timeout = timeout
+        self.retry_wait = self.RETRY_WAIT
         self.updater: Updater | None = None
         self._taking: asyncio.Task | None = None
 
@@ -361,21 +365,34 @@ class Poller:
         self.updater = updater
 
     async def _stop(self) -> None:
-        # stop asking, take what was fetched (the Updater's last call confirms it to Telegram)
+        # stop asking (the Updater's last call confirms to Telegram what it fetched), then
+        # take everything fetched
+        queue = self.updater.update_queue
         if self.updater.running:
             await self.updater.stop()
-        await self.updater.update_queue.join()
+        try:
+            await asyncio.wait_for(queue.join(), self.STOP_WAIT)
+        except asyncio.TimeoutError:
+            log.error("stopped with %d fetched Telegram update(s) not taken", queue.qsize() + 1)
         self._taking.cancel()
         self.updater = None
 
     async def _take_all(self, queue: asyncio.Queue) -> None:
         while True:
             update = await queue.get()
+            wait = self.retry_wait
             try:
-                # the database and the conversation are synchronous: off the loop, one at a time
-                await asyncio.to_thread(self._take, update)
-            except Exception:
-                log.exception("a polled Telegram update failed")
+                while True:
+                    try:
+                        # the database and the conversation are synchronous: off the loop, in order
+                        await asyncio.to_thread(self._take, update)
+                        break
+                    except Exception as exc:  # the database, most likely
+                        # Telegram will not offer a fetched update again: try it again, do not drop it
+                        log.error("Telegram update %s not taken (%s: %s); again in %.1fs", update.update_id,
+                                  exc.__class__.__name__, self.channel.redact(str(exc))[:200], wait)
+                        await asyncio.sleep(wait)
+                        wait = min(wait * 2, 30.0)
             finally:
                 queue.task_done()
 

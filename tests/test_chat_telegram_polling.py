@@ -130,3 +130,25 @@ def test_webhook_mode_needs_a_secret_token_and_polling_does_not(db_url):
         from_dict({"database": {"url": db_url}, "chat": {"telegram": {"bot_token": TG_TOKEN}}})
     cfg = from_dict({"database": {"url": db_url}, "chat": {"telegram": {"bot_token": TG_TOKEN, "mode": "polling"}}})
     assert cfg.chat.telegram.secret_token is None and cfg.chat.telegram.poll_timeout_seconds == 30
+
+
+def test_an_update_that_cannot_be_taken_now_is_tried_again_not_dropped(cfg, tg, caplog):
+    """Telegram will not offer an update again once it is fetched: when the database refuses
+    it, the poller keeps it and tries again (a webhook would answer 5xx and be re-posted)."""
+    from sqlalchemy import text
+
+    url = cfg.database.url
+    bid = seed_break(url, -3200)
+    with TestClient(create_app(cfg)) as client:
+        client.app.state.channels["telegram"].listener.retry_wait = 0.01
+        with get_engine(url).begin() as conn:  # where update ids are recorded: gone for a moment
+            conn.execute(text("ALTER TABLE inbound_seen RENAME TO inbound_seen_away"))
+        tg.offer(telegram_click(40, f"resolve|{bid}:1"))
+        deadline = time.monotonic() + 10
+        while caplog.text.count("Telegram update 40 not taken") < 2:  # tried, and tried again
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.01)
+        with get_engine(url).begin() as conn:
+            conn.execute(text("ALTER TABLE inbound_seen_away RENAME TO inbound_seen"))
+        [answer] = tg.wait_for("answerCallbackQuery")
+    assert answer["callback_query_id"] == "cq40" and _status(url, bid) == "resolved"
