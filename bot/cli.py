@@ -349,7 +349,8 @@ def serve(
     host: Annotated[Optional[str], typer.Option(help="Listen address (default: [chat.server] host).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (default: [chat.server] port).")] = None,
 ) -> None:
-    """Serve the inbound endpoints for Slack, Telegram and WeCom, /healthz and /metrics."""
+    """Serve the inbound endpoints for Slack, Telegram and WeCom, /healthz and /metrics (Slack
+    in Socket Mode and Telegram in polling mode connect out instead: no public URL needed)."""
     from bot.server import serve as run_server
 
     run_server(_load(config), host, port)

@@ -99,6 +99,23 @@ class ReplayGuard:
             s.commit()
 
 
+def received(platform: str, what: str, work: Callable[[], None]) -> bool:
+    """Take one delivery that came over a connection we opened (Slack Socket Mode, Telegram
+    polling): timed and counted like a request to `recon serve`; a refusal (a replay, a stale
+    command) is logged and counted, not raised. -> whether it was accepted."""
+    started = time.perf_counter()
+    try:
+        work()
+    except Refused as exc:
+        metrics.INBOUND.labels(platform, f"refused_{exc.kind}").inc()
+        log.warning("refused %s %s: %s", platform, what, exc)
+        return False
+    finally:
+        metrics.INBOUND_SECONDS.labels(platform).observe(time.perf_counter() - started)
+    metrics.INBOUND.labels(platform, "accepted").inc()
+    return True
+
+
 NOT_LINKED = {
     "en": "This account is not linked to a reconbot user: ask an admin for a code, then type /recon link CODE.",
     "zh": "该账号尚未关联 reconbot 用户：请管理员生成关联码，然后发送 /recon link 关联码。",

@@ -4,8 +4,10 @@ A minimal delivery path (the alert pipeline of the scheduler issue replaces it w
 grouping, an outbox and escalation): per route, each open break not yet posted there is
 sent as a card and the message id is stored (`chat_message`), so it is never posted twice
 and can be edited in place later. More than `chat.max_cards_per_run` new breaks at once go
-out as that many cards plus one digest, which keeps within Telegram's 20 messages a minute
-per group.
+out as that many cards plus one digest. A channel that counts messages per chat (Telegram:
+20 a minute per group) says how many more its target takes now (`room`); when the breaks do
+not all fit, fewer cards go out and the digest takes the rest, so several merchants routed
+to one group share its minute instead of queueing behind it.
 """
 
 from __future__ import annotations
@@ -54,7 +56,11 @@ def notify(cfg: Config, channels: dict[str, Channel], merchant_id: str,
         ch = channels[route.channel]
         target_id = getattr(ch, "stored_target", lambda t: t)(route.target)  # robots: a hash, not the key
         breaks = _unposted(url, merchant_id, ch.kind, target_id)
-        for b in breaks[:max_cards]:
+        cards = max_cards
+        room = getattr(ch, "room", lambda _target: None)(route.target)
+        if room is not None and len(breaks) > room:  # keep one of the places left for the digest
+            cards = min(max_cards, max(room - 1, 0))
+        for b in breaks[:cards]:
             card = workflow.card(b.id, ch.language)
             try:
                 ref = deliver(ch.kind, f"card #{b.id}", lambda: ch.send(route.target, card))
@@ -64,7 +70,7 @@ def notify(cfg: Config, channels: dict[str, Channel], merchant_id: str,
             sent.append(ref)
             if ch.kind != "console":
                 remember(url, b.id, ref)
-        rest = breaks[max_cards:]
+        rest = breaks[cards:]  # not posted: a later run gives them cards of their own
         if rest:
             lines = [f"#{b.id} {b.source} {b.type} {b.order_id or b.txn_id or ''} {display(b.difference, b.currency)}"
                      for b in rest[:20]] + (["…"] if len(rest) > 20 else []) + ["/recon pending"]

@@ -6,7 +6,9 @@
     GET  /healthz             the database answers
     GET  /metrics             Prometheus text format
 
-An endpoint exists only for a configured platform. Each channel verifies its request
+An endpoint exists only for a configured platform that takes HTTP: a platform in Slack
+Socket Mode or Telegram polling mode connects out instead (its listener is started with the
+app and stopped before the work in flight is finished). Each channel verifies its request
 before reading anything from it; a refused request (forged, stale, replayed, malformed) is
 answered with 4xx, logged with its reason and counted. The platform work is synchronous
 (database, SDK calls) and runs in Starlette's thread pool.
@@ -29,7 +31,7 @@ from starlette.routing import Route
 
 from bot import metrics
 from bot.inbound import Conversation
-from bot.transport import HttpRequest, Refused
+from bot.transport import HttpRequest, Refused, TransportError
 from core.config import Config
 from models.db import get_engine
 
@@ -82,18 +84,35 @@ def create_app(cfg: Config, run_in_subprocess: bool = False) -> Starlette:
             await run_in_threadpool(ping)
         except Exception as exc:  # the database is what health means here
             return JSONResponse({"status": "unhealthy", "database": exc.__class__.__name__}, status_code=503)
-        return JSONResponse({"status": "ok", "platforms": sorted(k for k in channels if k in PATHS)})
+        body = {"status": "ok", "platforms": sorted(k for k in channels if k in PATHS)}
+        if listeners:  # Slack Socket Mode, Telegram polling: is our own connection up?
+            body["connections"] = {k: "up" if c.connected() else "down" for k, c in listeners.items()}
+        return JSONResponse(body)
 
     async def prometheus(_request: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
+    listeners = {k: c.listener for k, c in channels.items() if getattr(c, "listener", None) is not None}
     routes = [Route("/healthz", healthz), Route("/metrics", prometheus)]
     for kind, path in PATHS.items():
-        if kind in channels:
+        if kind in channels and kind not in listeners:
             routes.append(Route(path, endpoint(kind), methods=["GET", "POST"] if kind == "wecom" else ["POST"]))
     @contextlib.asynccontextmanager
     async def lifespan(_app):
-        yield
+        started = []
+        try:
+            for kind, listener in listeners.items():  # Slack Socket Mode, Telegram polling
+                try:
+                    await run_in_threadpool(listener.start)
+                except TransportError as exc:
+                    log.error("%s: could not connect: %s", kind, exc.message)
+                    raise
+                started.append(listener)
+                log.info("%s: connected (%s)", kind, type(listener).__name__)
+            yield
+        finally:
+            for listener in reversed(started):  # nothing new comes in while the work in flight finishes
+                await run_in_threadpool(listener.stop)
         await run_in_threadpool(conversation.drain, 10.0)  # finish the clicks already answered
 
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -4,6 +4,9 @@ platform-neutral shapes of an inbound HTTP request and its answer.
     send(target, card) -> MessageRef        post a card to a chat / channel / user
     update(ref, card)                        edit that card in place
     handle(request) -> HttpResponse          verify, parse and answer an inbound request
+    listener -> Listener | None              set when inbound traffic comes over a connection
+                                             the module opens itself (Slack Socket Mode,
+                                             Telegram polling) instead of over HTTP
 
 A platform module knows its own errors (a constant table in the module) and raises
 `TransportError(message, permanent=False, retry_after=None)`; retrying is not its job
@@ -73,3 +76,15 @@ class Channel(Protocol):
     def send(self, target: str, card: Card) -> MessageRef: ...
 
     def update(self, ref: MessageRef, card: Card) -> None: ...
+
+
+class Listener(Protocol):
+    """An inbound path that connects out instead of being posted to (Slack Socket Mode,
+    Telegram long polling): for a host no platform can reach. `recon serve` starts it once
+    the app is up and stops it before finishing the work in flight."""
+
+    def start(self) -> None: ...  # connect; TransportError when the platform refuses
+
+    def stop(self) -> None: ...
+
+    def connected(self) -> bool: ...  # for /healthz

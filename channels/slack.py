@@ -6,23 +6,38 @@ timestamp must be within the window, the v0 HMAC-SHA256 signature must match (co
 comparison), and the signature must not have been seen before (replay). Only then does
 slack-bolt parse and dispatch it; its listeners `ack()` at once (Slack waits 3 s at most)
 and the action's work (database, chat.update) runs after the ack.
+
+Socket Mode (`mode = "socket"`, for a host Slack cannot reach): reconbot opens a WebSocket to
+Slack itself (apps.connections.open with the app-level token) and Slack sends the same
+payloads over it as envelopes. There is no request to sign: the connection is ours, opened
+with a secret token. Each envelope is recorded by its id (an Events API event by its
+event_id, which survives redelivery) before it is dispatched, so a redelivered envelope is
+acked again but not acted on twice; then the very same Bolt app and listeners handle it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import re
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App, BoltRequest
+from slack_bolt.adapter.socket_mode.builtin import SocketModeHandler
+from slack_bolt.adapter.socket_mode.internals import build_headers, send_response
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
 
 from bot.cards import Card
 from bot.delivery import deliver
-from bot.inbound import Conversation, fresh
+from bot.inbound import Conversation, fresh, received
 from bot.transport import HttpRequest, HttpResponse, MessageRef, Refused, TransportError
 
 log = logging.getLogger("reconbot.slack")
@@ -89,10 +104,13 @@ class SlackChannel:
     kind = "slack"
     edits_without_event = True
 
-    def __init__(self, bot_token: str, signing_secret: str, base_url: str = "https://slack.com/api/",
-                 language: str = "en", conversation: Conversation | None = None, max_age: int = 300) -> None:
+    def __init__(self, bot_token: str, signing_secret: str | None, base_url: str = "https://slack.com/api/",
+                 language: str = "en", conversation: Conversation | None = None, max_age: int = 300,
+                 app_token: str | None = None) -> None:
         self.language = language
         self.signing_secret = signing_secret
+        # Socket Mode when an app-level token is given: inbound traffic over our own connection
+        self.listener = SocketModeListener(self, app_token) if app_token else None
         self.max_age = max_age
         self.conversation = conversation
         self.client = WebClient(token=bot_token, base_url=base_url, timeout=10)
@@ -110,7 +128,8 @@ class SlackChannel:
     @classmethod
     def from_config(cls, cfg, conversation=None) -> "SlackChannel":
         c = cfg.chat.slack
-        return cls(c.bot_token, c.signing_secret, c.base_url, c.language, conversation, cfg.chat.server.max_age_seconds)
+        return cls(c.bot_token, c.signing_secret if c.mode == "http" else None, c.base_url, c.language, conversation,
+                   cfg.chat.server.max_age_seconds, c.app_token if c.mode == "socket" else None)
 
     # -- outbound ----------------------------------------------------------------------
     def _call(self, method: str, **payload) -> dict:
@@ -132,6 +151,8 @@ class SlackChannel:
 
     # -- inbound -----------------------------------------------------------------------
     def verify(self, request: HttpRequest) -> None:
+        if not self.signing_secret:  # Socket Mode: nothing arrives over HTTP
+            raise Refused("forged", "Slack is in Socket Mode: no signing secret to check a request against")
         fresh(request.headers.get("x-slack-request-timestamp"), self.max_age)
         ts = request.headers["x-slack-request-timestamp"]
         basestring = f"{SIGNATURE_VERSION}:{ts}:".encode() + request.body
@@ -175,3 +196,83 @@ class SlackChannel:
         except TransportError as exc:
             log.error("Slack answer to a click failed: %s", exc.message)
 
+
+
+def envelope_identity(req: SocketModeRequest) -> str:
+    """What makes a Socket Mode delivery the same delivery again: an Events API event keeps
+    its event_id across Slack's retries; anything else is one envelope."""
+    event_id = req.payload.get("event_id") if req.type == "events_api" else None
+    return f"event:{event_id}" if event_id else f"envelope:{req.envelope_id}"
+
+
+class _EnvelopeHandler(SocketModeHandler):
+    """slack-bolt's built-in Socket Mode handler, with our replay record in front of Bolt and
+    an ack for every envelope (Bolt leaves an envelope no listener takes unacked, and Slack
+    would deliver it again)."""
+
+    def __init__(self, channel: "SlackChannel", app_token: str) -> None:
+        super().__init__(channel.app, app_token, logger=log, web_client=channel.client)
+        self.channel = channel
+
+    def handle(self, client, req: SocketModeRequest) -> None:
+        started = time.time()
+        conversation = self.channel.conversation
+        answer = []
+
+        def take():
+            # a redelivered envelope is refused here (and acked below, so Slack stops sending it)
+            conversation.replay.first_time(self.channel.kind, envelope_identity(req))
+            # the audit's request hash: the envelope's payload, as a request body would be
+            raw = json.dumps(req.payload, sort_keys=True, ensure_ascii=False).encode()
+            with conversation.answering():
+                answer.append(self.channel.app.dispatch(BoltRequest(
+                    body=req.payload, headers=build_headers(req), context={"raw_body": raw}, mode="socket_mode")))
+
+        received(self.channel.kind, f"{req.type} envelope {req.envelope_id}", take)
+        if answer and answer[0].status == 200:
+            send_response(client, req, answer[0], started)
+        else:  # a replay, or nothing of ours listens for it (an event type we never asked for)
+            client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+
+
+class SocketModeListener:
+    """Slack Socket Mode through slack-bolt's built-in adapter: slack_sdk's own WebSocket
+    client, no extra package, and it drives the same synchronous Bolt app as HTTP mode (the
+    aiohttp and websockets adapters need an AsyncApp, i.e. every listener written twice).
+    It reconnects by itself when Slack asks (`disconnect` messages) or the link goes quiet."""
+
+    def __init__(self, channel: "SlackChannel", app_token: str) -> None:
+        self.channel = channel
+        self.app_token = app_token
+        self.handler: _EnvelopeHandler | None = None
+
+    def start(self) -> None:
+        # built here, not in __init__: the client starts its threads as soon as it exists
+        self.handler = _EnvelopeHandler(self.channel, self.app_token)
+        try:
+            self.handler.connect()  # apps.connections.open, then the WebSocket handshake
+        except SlackApiError as exc:
+            self.stop()
+            raise _transport_error(exc) from None
+        if not self.handler.client.is_connected():
+            self.stop()
+            raise TransportError("Slack Socket Mode: the WebSocket connection failed (see the log)")
+
+    def stop(self) -> None:
+        if self.handler is None:
+            return
+        # close() waits for the client's threads, which sit in a recv() (3 s timeout) and a
+        # queue get (1 s): wake both, so a shutdown takes milliseconds
+        client = self.handler.client
+        client.auto_reconnect_enabled = False
+        client.closed = True
+        client.message_queue.put(None)
+        session = client.current_session
+        if session is not None and session.sock is not None:
+            with contextlib.suppress(OSError):
+                session.sock.shutdown(socket.SHUT_RDWR)
+        self.handler.close()
+        self.handler = None
+
+    def connected(self) -> bool:
+        return self.handler is not None and self.handler.client.is_connected()

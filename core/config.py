@@ -242,17 +242,40 @@ class ServerConfig(_Strict):
 
 class SlackConfig(_Strict):
     bot_token: str
-    signing_secret: str
+    # http: Slack posts to /slack/events (needs signing_secret and a public URL);
+    # socket: reconbot connects out to Slack (Socket Mode, needs app_token; no public URL)
+    mode: Literal["http", "socket"] = "http"
+    signing_secret: str | None = None
+    app_token: str | None = None  # app-level token (xapp-…) with connections:write
     base_url: str = "https://slack.com/api/"
     language: Literal["en", "zh"] = "en"
+
+    @model_validator(mode="after")
+    def _mode_has_its_secret(self):
+        if self.mode == "http" and not self.signing_secret:
+            raise ValueError('mode = "http" needs signing_secret (or use mode = "socket" with an app_token)')
+        if self.mode == "socket" and not (self.app_token or "").startswith("xapp-"):
+            raise ValueError('mode = "socket" needs app_token, an app-level token (xapp-…)')
+        return self
 
 
 class TelegramConfig(_Strict):
     bot_token: str
+    # webhook: Telegram posts to /telegram/webhook (needs secret_token and a public URL);
+    # polling: reconbot asks Telegram for updates (getUpdates; no public URL)
+    mode: Literal["webhook", "polling"] = "webhook"
     # sent back by Telegram in X-Telegram-Bot-Api-Secret-Token (setWebhook secret_token)
-    secret_token: str = Field(pattern=r"^[A-Za-z0-9_-]{16,256}$")
+    secret_token: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{16,256}$")
+    # polling: how long one getUpdates call waits for an update (long polling)
+    poll_timeout_seconds: int = Field(default=30, ge=0, le=50)
     base_url: str = "https://api.telegram.org/bot"
     language: Literal["en", "zh"] = "en"
+
+    @model_validator(mode="after")
+    def _mode_has_its_secret(self):
+        if self.mode == "webhook" and not self.secret_token:
+            raise ValueError('mode = "webhook" needs secret_token (or use mode = "polling")')
+        return self
 
 
 class WecomConfig(_Strict):

@@ -53,15 +53,23 @@ class FakeApi:
                     fake.calls.append((name, payload, dict(self.headers)))
                     queued = fake.failures.get(name)
                     forced = queued.pop(0) if queued else None
-                status, body, headers = forced if forced else (200, fake.answer(name, payload), {})
+                if forced:
+                    status, body, headers = forced
+                else:
+                    answer = fake.respond(name, payload, self.headers)
+                    status, body = answer if isinstance(answer, tuple) else (200, answer)
+                    headers = {}
                 data = json.dumps(body, ensure_ascii=False).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a cancelled long poll)
+                    self.close_connection = True
 
             do_GET = do_POST = _serve
 
@@ -104,20 +112,48 @@ class FakeApi:
     def method_name(self, path: str) -> str:
         raise NotImplementedError
 
+    def respond(self, name: str, payload: dict, headers) -> dict | tuple[int, dict]:
+        """The answer to a call (a body, or (HTTP status, body)); a platform that looks at the
+        request's headers, or answers with another status, overrides this."""
+        return self.answer(name, payload)
+
     def answer(self, name: str, payload: dict) -> dict:
         raise NotImplementedError
 
 
 class FakeSlack(FakeApi):
-    """Slack Web API: https://slack.com/api/<method>."""
+    """Slack Web API: https://slack.com/api/<method>. With `socket_mode()`, also Slack's Socket
+    Mode end: apps.connections.open (app-level token only) hands out a WebSocket URL."""
 
     def __init__(self) -> None:
         super().__init__()
         self.base_url = f"http://127.0.0.1:{self.port}/api/"
         self._ts = 1764000000
+        self.socket: FakeSlackSocket | None = None
+
+    def socket_mode(self, app_token: str) -> "FakeSlackSocket":
+        """Turn Socket Mode on for the app whose app-level token is `app_token`."""
+        self.app_token = app_token
+        self.socket = FakeSlackSocket()
+        return self.socket
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+        super().close()
 
     def method_name(self, path: str) -> str:
         return path.rsplit("/", 1)[-1]
+
+    def respond(self, name: str, payload: dict, headers) -> dict:
+        if name == "apps.connections.open":
+            token = (headers.get("Authorization") or "").removeprefix("Bearer ")
+            if not token.startswith("xapp-"):  # Slack refuses bot and user tokens here
+                return {"ok": False, "error": "not_allowed_token_type"}
+            if self.socket is None or token != self.app_token:
+                return {"ok": False, "error": "invalid_auth"}
+            return {"ok": True, "url": self.socket.issue_url()}
+        return self.answer(name, payload)
 
     def answer(self, name: str, payload: dict) -> dict:
         if name == "auth.test":
@@ -135,14 +171,152 @@ class FakeSlack(FakeApi):
         return {"ok": False, "error": "unknown_method"}
 
 
+class FakeSlackSocket:
+    """Slack's Socket Mode WebSocket (https://docs.slack.dev/apis/events-api/using-socket-mode/):
+    a connection opened with a ticket from apps.connections.open is greeted with `hello`; the
+    test pushes envelopes {envelope_id, type, payload, accepts_response_payload}; everything
+    the client sends back (acks {"envelope_id": ..., "payload"?: ...}) is recorded."""
+
+    def __init__(self) -> None:
+        from websockets.sync.server import serve
+
+        self.received: list[dict] = []
+        self.connections: list = []
+        self.tickets: set[str] = set()
+        self.opened = 0
+        self.cond = threading.Condition()
+        self.server = serve(self._session, "127.0.0.1", 0, compression=None)
+        self.port = self.server.socket.getsockname()[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+    def issue_url(self) -> str:
+        ticket = os.urandom(8).hex()
+        with self.cond:
+            self.tickets.add(ticket)
+        return f"ws://127.0.0.1:{self.port}/link/?ticket={ticket}&app_id=A0RECON"
+
+    def _session(self, ws) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        ticket = parse_qs(urlparse(ws.request.path).query).get("ticket", [""])[0]
+        with self.cond:
+            known = ticket in self.tickets
+            self.tickets.discard(ticket)  # a ticket opens one connection
+        if not known:
+            ws.close(1008, "invalid ticket")
+            return
+        ws.send(json.dumps({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0RECON"},
+                            "debug_info": {"host": "applink-fake", "build_number": 1,
+                                           "approximate_connection_time": 18060}}))
+        with self.cond:
+            self.connections.append(ws)
+            self.opened += 1
+            self.cond.notify_all()
+        try:
+            for message in ws:
+                with self.cond:
+                    self.received.append(json.loads(message))
+                    self.cond.notify_all()
+        except ConnectionClosed:
+            pass
+        finally:
+            with self.cond:
+                self.connections.remove(ws)
+                self.cond.notify_all()
+
+    def wait_connected(self, opened: int = 1, timeout: float = 10.0) -> None:
+        """Until `opened` connections have been made in all, and one is open."""
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.opened >= opened and self.connections, timeout):
+                raise AssertionError(f"{self.opened} Socket Mode connection(s) opened, expected {opened}")
+
+    def envelope(self, type_: str, payload: dict, envelope_id: str | None = None, **extra) -> str:
+        """Send one envelope over the open connection, as Slack does; -> its envelope_id."""
+        envelope_id = envelope_id or f"{os.urandom(4).hex()}-{os.urandom(2).hex()}-{os.urandom(6).hex()}"
+        message = {"envelope_id": envelope_id, "type": type_, "payload": payload,
+                   "accepts_response_payload": type_ == "slash_commands", **extra}
+        with self.cond:
+            ws = self.connections[-1]
+        ws.send(json.dumps(message))
+        return envelope_id
+
+    def disconnect(self, reason: str = "refresh_requested") -> None:
+        """Slack's notice that this connection is about to be replaced."""
+        with self.cond:
+            ws = self.connections[-1]
+        ws.send(json.dumps({"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-fake"}}))
+
+    def acks(self, envelope_id: str) -> list[dict]:
+        with self.cond:
+            return [m for m in self.received if m.get("envelope_id") == envelope_id]
+
+    def wait_acks(self, envelope_id: str, count: int = 1, timeout: float = 10.0) -> list[dict]:
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.acks_locked(envelope_id)) >= count, timeout):
+                raise AssertionError(f"envelope {envelope_id} acked {len(self.acks_locked(envelope_id))} "
+                                     f"times, expected {count}: {self.received}")
+            return self.acks_locked(envelope_id)
+
+    def acks_locked(self, envelope_id: str) -> list[dict]:
+        return [m for m in self.received if m.get("envelope_id") == envelope_id]
+
+
 class FakeTelegram(FakeApi):
-    """Telegram Bot API: https://api.telegram.org/bot<token>/<method>."""
+    """Telegram Bot API: https://api.telegram.org/bot<token>/<method>.
+
+    Updates for a bot without a webhook wait until getUpdates fetches them (`offer`): a call
+    with `offset` confirms, and forgets, every update below it; with `timeout` it waits that
+    long for one to arrive (long polling). While a webhook is set, getUpdates answers 409.
+    """
 
     def __init__(self, token: str) -> None:
         super().__init__()
         self.token = token
         self.base_url = f"http://127.0.0.1:{self.port}/bot"
         self._message_id = 100
+        self.webhook_url = ""
+        self.pending: list[dict] = []  # offered, not yet confirmed
+        self.updates = threading.Condition()
+        self.closed = False
+
+    def close(self) -> None:
+        with self.updates:
+            self.closed = True
+            self.updates.notify_all()
+        super().close()
+
+    def offer(self, update: bytes | dict) -> None:
+        """An update for the bot (a user clicked, typed), as getUpdates will return it."""
+        with self.updates:
+            self.pending.append(json.loads(update) if isinstance(update, bytes) else update)
+            self.updates.notify_all()
+
+    def respond(self, name: str, payload: dict, headers):
+        if name == "getUpdates":
+            return self._get_updates(payload)
+        if name == "setWebhook":
+            self.webhook_url = payload["url"]
+        if name == "deleteWebhook":
+            with self.updates:
+                self.webhook_url = ""
+                if str(payload.get("drop_pending_updates", "")).lower() == "true":
+                    self.pending.clear()
+        return self.answer(name, payload)
+
+    def _get_updates(self, payload: dict):
+        if self.webhook_url:
+            return 409, {"ok": False, "error_code": 409, "description": "Conflict: can't use getUpdates method "
+                         "while webhook is active; use deleteWebhook to delete the webhook first"}
+        offset, limit = int(payload.get("offset") or 0), int(payload.get("limit") or 100)
+        deadline = time.monotonic() + float(payload.get("timeout") or 0)
+        with self.updates:
+            self.pending = [u for u in self.pending if u["update_id"] >= offset]  # confirmed: gone for good
+            while not self.pending and not self.closed and (left := deadline - time.monotonic()) > 0:
+                self.updates.wait(left)
+            return {"ok": True, "result": sorted(self.pending, key=lambda u: u["update_id"])[:limit]}
 
     def method_name(self, path: str) -> str:
         prefix, _, method = path.rpartition("/")
@@ -160,7 +334,7 @@ class FakeTelegram(FakeApi):
             return {"ok": True, "result": {"message_id": mid, "date": int(time.time()),
                                            "chat": {"id": chat_id, "type": "group" if chat_id < 0 else "private"},
                                            "text": payload.get("text", "")}}
-        if name in ("answerCallbackQuery", "setWebhook"):
+        if name in ("answerCallbackQuery", "setWebhook", "deleteWebhook"):
             return {"ok": True, "result": True}
         return {"ok": False, "error_code": 404, "description": "Not Found: method not found"}
 
@@ -208,16 +382,27 @@ def slack_signed(secret: str, body: bytes, timestamp: int | None = None) -> dict
             "Content-Type": "application/x-www-form-urlencoded"}
 
 
+def slack_command(text: str, user: str = "U0ALICE", channel: str = "C0FIN") -> dict:
+    """A slash command's fields (HTTP: form-encoded; Socket Mode: the envelope's payload)."""
+    return {"token": "legacy", "team_id": "T0FAKE", "team_domain": "fake", "channel_id": channel,
+            "channel_name": "finance", "user_id": user, "user_name": user.lower(), "command": "/recon",
+            "text": text, "api_app_id": "A0RECON", "response_url": "https://hooks.slack.test/x",
+            "trigger_id": "1.2.3"}
+
+
 def slack_command_body(text: str, user: str = "U0ALICE", channel: str = "C0FIN") -> bytes:
-    return urlencode({"token": "legacy", "team_id": "T0FAKE", "team_domain": "fake", "channel_id": channel,
-                      "channel_name": "finance", "user_id": user, "user_name": user.lower(), "command": "/recon",
-                      "text": text, "api_app_id": "A0RECON", "response_url": "https://hooks.slack.test/x",
-                      "trigger_id": "1.2.3"}).encode()
+    return urlencode(slack_command(text, user, channel)).encode()
 
 
 def slack_click_body(action_id: str, value: str, user: str = "U0ALICE", channel: str = "C0FIN",
                      ts: str = "1764000001.000100") -> bytes:
-    payload = {
+    return urlencode({"payload": json.dumps(slack_click(action_id, value, user, channel, ts))}).encode()
+
+
+def slack_click(action_id: str, value: str, user: str = "U0ALICE", channel: str = "C0FIN",
+                ts: str = "1764000001.000100") -> dict:
+    """A block_actions payload (HTTP: form field `payload`; Socket Mode: the envelope's payload)."""
+    return {
         "type": "block_actions", "user": {"id": user, "username": user.lower(), "team_id": "T0FAKE"},
         "api_app_id": "A0RECON", "token": "legacy", "team": {"id": "T0FAKE", "domain": "fake"},
         "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False},
@@ -227,7 +412,6 @@ def slack_click_body(action_id: str, value: str, user: str = "U0ALICE", channel:
         "actions": [{"action_id": action_id, "block_id": "recon:break:1", "value": value, "type": "button",
                      "action_ts": f"{time.time():.6f}", "text": {"type": "plain_text", "text": "x"}}],
     }
-    return urlencode({"payload": json.dumps(payload)}).encode()
 
 
 def telegram_headers(secret: str) -> dict:

@@ -8,6 +8,7 @@ from datetime import date
 from sqlmodel import Session
 
 SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+SLACK_APP_TOKEN = "xapp-1-A0RECON-1-fakeapptoken"
 TG_TOKEN = "123456:ABC-fake-token"
 TG_SECRET = "webhook-secret-0123456789"
 WECOM = dict(corp_id="wx5823bf96d3bd56c7", agent_id=1000002, secret="corp-app-secret", token="QDG6eK",
@@ -16,16 +17,21 @@ SLACK_CHANNEL, TG_CHAT, WECOM_USERS = "C0FIN", "-100500", "alice|bob"
 DAY = date(2026, 11, 20)
 
 
-def chat_config(db_url: str, slack=None, telegram=None, wecom=None, routes=None, **chat):
+def chat_config(db_url: str, slack=None, telegram=None, wecom=None, routes=None, slack_mode: str = "http",
+                telegram_mode: str = "webhook", **chat):
     from core.config import from_dict
 
     section: dict = {"two_approvers_from": "1000.00", "confirm_from": "500.00", **chat}
     default_routes = []
     if slack:
-        section["slack"] = {"bot_token": "xoxb-fake", "signing_secret": SLACK_SECRET, "base_url": slack.base_url}
+        section["slack"] = {"bot_token": "xoxb-fake", "base_url": slack.base_url, "mode": slack_mode,
+                            **({"app_token": SLACK_APP_TOKEN} if slack_mode == "socket"
+                               else {"signing_secret": SLACK_SECRET})}
         default_routes.append({"merchant": "*", "channel": "slack", "target": SLACK_CHANNEL})
     if telegram:
-        section["telegram"] = {"bot_token": TG_TOKEN, "secret_token": TG_SECRET, "base_url": telegram.base_url}
+        section["telegram"] = {"bot_token": TG_TOKEN, "base_url": telegram.base_url, "mode": telegram_mode,
+                               **({"secret_token": TG_SECRET} if telegram_mode == "webhook"
+                                  else {"poll_timeout_seconds": 5})}
         default_routes.append({"merchant": "demo-shop", "channel": "telegram", "target": TG_CHAT})
     if wecom:
         section["wecom"] = {**WECOM, "base_url": wecom.base_url}
@@ -90,3 +96,24 @@ def people(url: str) -> dict:
         link_identity(url, name, "telegram", tg_id)
         link_identity(url, name, "wecom", name)
     return out
+
+
+class VirtualClock:
+    """Time that passes only when someone waits: a Telegram Pacer's clock and sleep in tests,
+    so pacing is asserted (every wait is recorded) without a test ever sleeping."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+    def pacer(self):
+        from channels.telegram import Pacer
+
+        return Pacer(clock=self, sleep=self.sleep)

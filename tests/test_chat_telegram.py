@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -10,7 +11,7 @@ from sqlmodel import Session
 from starlette.testclient import TestClient
 
 from bot.server import create_app
-from chat_setup import TG_CHAT, TG_SECRET, TG_TOKEN, chat_config, people, seed_break
+from chat_setup import TG_CHAT, TG_SECRET, TG_TOKEN, VirtualClock, chat_config, people, seed_break
 from chat_fakes import FakeTelegram, telegram_click, telegram_command, telegram_headers
 from models.db import get_engine
 from models.tables import Break
@@ -29,6 +30,8 @@ def client(db_url, tg):
     people(db_url)
     with TestClient(create_app(cfg)) as c:
         c.cfg = cfg
+        c.clock = VirtualClock()  # messages and edits are paced on it: no test waits for Telegram's slots
+        c.app.state.channels["telegram"].pacer = c.clock.pacer()
         yield c
 
 
@@ -116,24 +119,139 @@ def test_429_retry_after_is_honoured(client, tg):
 
 
 def test_pacing_keeps_one_message_a_second_per_chat_and_twenty_a_minute_per_group():
-    from channels.telegram import Pacer
-
-    now = [1000.0]
-    waits = []
-
-    def sleep(d):
-        waits.append(d)
-        now[0] += d
-
-    p = Pacer(clock=lambda: now[0], sleep=sleep)
+    clock = VirtualClock()
+    p = clock.pacer()
     for _ in range(3):
         p.wait("42")  # a private chat
-    assert waits == [1.0, 1.0]
-    waits.clear()
+    assert clock.waits == [1.0, 1.0] and p.room("42") is None
+    clock.waits.clear()
+    assert p.room("-100500") == 20
     for _ in range(21):
         p.wait("-100500")  # a group: 1/s for 20 messages, then wait for the minute to pass
-    assert waits[:19] == [1.0] * 19 and waits[19] == pytest.approx(41.0)
-    assert sum(waits) == pytest.approx(60.0)
+    assert clock.waits[:19] == [1.0] * 19 and clock.waits[19] == pytest.approx(41.0)
+    assert sum(clock.waits) == pytest.approx(60.0)
+    assert p.room("-100500") == 0  # 20 within the last minute
+    clock.sleep(30)
+    assert p.room("-100500") == 19  # those of more than a minute ago no longer count
+
+
+def _paced(cfg, clock):
+    from channels.telegram import TelegramChannel
+
+    ch = TelegramChannel.from_config(cfg)
+    ch.pacer = clock.pacer()
+    return ch
+
+
+def test_edits_wait_for_the_chats_slot_like_messages(db_url, tg):
+    """Telegram counts an edit like a message (answerCallbackQuery is free)."""
+    from bot.cards import text_card
+
+    clock = VirtualClock()
+    ch = _paced(chat_config(db_url, telegram=tg), clock)
+    ref = ch.send(TG_CHAT, text_card("Card", ["v1"]))
+    ch.update(ref, text_card("Card", ["v2"]))
+    ch.update(ref, text_card("Card", ["v3"]))
+    assert clock.waits == [1.0, 1.0]
+    assert [e["text"] for e in tg.called("editMessageText")] == ["<b>Card</b>\n\nv2", "<b>Card</b>\n\nv3"]
+
+
+class _Gate:
+    """A pacer's sleep that holds the waiting thread until the test lets it go (no real time)."""
+
+    def __init__(self) -> None:
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def sleep(self, _seconds: float) -> None:
+        self.entered.set()
+        assert self.go.wait(10)
+
+
+def _held(db_url, tg):
+    """A channel whose next edit of a just-sent card waits for its slot until released."""
+    from bot.cards import text_card
+    from channels.telegram import Pacer
+
+    gate = _Gate()
+    ch = _paced(chat_config(db_url, telegram=tg), VirtualClock())
+    ref = ch.send(TG_CHAT, text_card("Card", ["sent"]))
+    ch.pacer = Pacer(clock=lambda: 0.0, sleep=gate.sleep)
+    ch.pacer.delay(TG_CHAT)  # the chat's slot for now is taken: the next edit waits
+    return ch, ref, gate
+
+
+def test_edits_of_one_message_waiting_for_their_slot_are_folded_into_the_newest(db_url, tg):
+    from bot.cards import text_card
+
+    ch, ref, gate = _held(db_url, tg)
+    first = threading.Thread(target=ch.update, args=(ref, text_card("Card", ["click 1"])))
+    first.start()
+    assert gate.entered.wait(10)  # the first edit waits for the slot...
+    for n in (2, 3):  # ...and the next clicks' edits join it and return at once
+        ch.update(ref, text_card("Card", [f"click {n}"]))
+    assert tg.called("editMessageText") == []
+    gate.go.set()
+    first.join(10)
+    [edit] = tg.called("editMessageText")
+    assert edit["text"] == "<b>Card</b>\n\nclick 3" and edit["message_id"] == ref.message_id
+
+
+def test_a_retried_edit_sends_the_newest_card_not_the_one_it_started_with(db_url, tg):
+    from bot.cards import text_card
+    from bot.delivery import deliver
+
+    ch, ref, gate = _held(db_url, tg)
+    tg.fail("editMessageText", 502, {"ok": False, "error_code": 502, "description": "Bad Gateway"})
+    old = text_card("Card", ["click 1"])
+    first = threading.Thread(target=deliver, args=("telegram", "edit", lambda: ch.update(ref, old)),
+                             kwargs={"sleep": lambda _s: None})
+    first.start()
+    assert gate.entered.wait(10)
+    ch.update(ref, text_card("Card", ["click 2"]))  # folded into the waiting edit
+    gate.go.set()
+    first.join(10)
+    edits = tg.called("editMessageText")  # the 502, then deliver()'s retry: both with click 2
+    assert [e["text"] for e in edits] == ["<b>Card</b>\n\nclick 2"] * 2
+
+
+def test_a_commands_cards_without_buttons_share_one_message(db_url):
+    from bot.actions import Workflow
+    from bot.cards import text_card
+    from channels.telegram import MAX_TEXT, batches
+
+    cfg = chat_config(db_url)
+    with_buttons = Workflow(cfg).card(seed_break(db_url, -3200))
+    texts = [text_card(f"Shop {i}", ["summary"]) for i in range(3)]
+    out = batches([*texts, with_buttons, texts[0]])
+    assert [m is not None for _t, m in out] == [False, True, False]
+    assert out[0][0] == "\n\n".join(f"<b>Shop {i}</b>\n\nsummary" for i in range(3))
+    long = [text_card("x" * 3000, []), text_card("y" * 3000, [])]
+    assert len(batches(long)) == 2 and all(len(t) <= MAX_TEXT for t, _m in batches(long))
+
+
+def test_a_group_with_little_room_left_this_minute_gets_fewer_cards_and_the_digest(db_url, tg):
+    from bot.notify import notify
+    from chat_setup import DAY
+
+    clock = VirtualClock()
+    cfg = chat_config(db_url, telegram=tg)
+    ch = _paced(cfg, clock)
+    for _ in range(16):  # other merchants' cards went to this group in the last seconds
+        ch.pacer.wait(TG_CHAT)
+    clock.sleep(1)
+    clock.waits.clear()
+    assert ch.room(TG_CHAT) == 4
+    for i in range(6):
+        seed_break(db_url, -100 * (i + 1), order_id=f"W-{i}", day=DAY)
+    sent = notify(cfg, {"telegram": ch}, "demo-shop")
+    messages = tg.called("sendMessage")
+    assert len(sent) == len(messages) == 4  # 3 cards and the digest: exactly the room there was
+    assert messages[-1]["text"].startswith("<b>demo-shop: 3 more open breaks</b>")
+    assert ch.room(TG_CHAT) == 0 and max(clock.waits) <= 1.0  # nothing waited for the minute to pass
+    # the 3 in the digest were not posted: the next run (a minute later) gives them cards
+    clock.sleep(60)
+    notify(cfg, {"telegram": ch}, "demo-shop")
+    assert sum(1 for m in tg.called("sendMessage") if "reply_markup" in m) == 6
 
 
 def test_send_renders_an_inline_keyboard_with_opaque_callback_data(db_url, tg):
