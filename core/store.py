@@ -92,7 +92,10 @@ def prepare(url: str, records: pa.Table) -> pa.Table:
     into SQLite.
     """
     first = "ledger_id" if "ledger_id" in records.column_names else "source"
-    records = records.sort_by([(first, "ascending"), ("kind", "ascending"), ("ref", "ascending")])
+    keys = [("kind", "ascending"), ("ref", "ascending")]
+    if pc.count_distinct(records[first]).as_py() > 1:  # one ledger (the usual file): a key less, 3x faster
+        keys.insert(0, (first, "ascending"))
+    records = records.take(pc.sort_indices(records, sort_keys=keys))
     at, day = records.schema.get_field_index("occurred_at"), records.schema.get_field_index("business_day")
     if is_sqlite(url):  # SQLAlchemy reads SQLite dates and times back from this text form
         records = records.set_column(at, "occurred_at", pc.cast(records["occurred_at"], pa.string()))
