@@ -1,4 +1,5 @@
-"""Telegram: cards as HTML messages with inline keyboards, the /recon command, callbacks.
+"""Telegram: cards as HTML messages with inline keyboards, the /recon command, callbacks,
+chart images with sendPhoto.
 
 Webhook mode: Telegram posts every update to `/telegram/webhook` with the secret token
 given to setWebhook in `X-Telegram-Bot-Api-Secret-Token`. It is compared in constant time
@@ -28,7 +29,7 @@ from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, Re
 from telegram.request import HTTPXRequest
 
 from bot.cards import Card
-from bot.delivery import deliver
+from bot.delivery import deliver, deliver_reply
 from bot.inbound import Conversation
 from bot.transport import HttpRequest, HttpResponse, MessageRef, Refused, TransportError
 
@@ -46,6 +47,7 @@ BENIGN_DESCRIPTIONS = ("message is not modified",)
 PER_CHAT_INTERVAL = 1.0
 PER_GROUP_PER_MINUTE = 20
 MAX_TEXT = 4096
+MAX_CAPTION = 1024  # a photo's caption
 CALLBACK_DATA_MAX = 64
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
 
@@ -160,6 +162,11 @@ class TelegramChannel:
     # -- outbound ----------------------------------------------------------------------
     def send(self, target: str, card: Card) -> MessageRef:
         self.pacer.wait(str(target))
+        if card.image is not None:  # sendPhoto: multipart upload, the title as caption
+            img = card.image
+            msg = self._run(self.bot.send_photo, chat_id=target, photo=img.png, filename=img.filename,
+                            caption=card.title[:MAX_CAPTION])
+            return MessageRef(self.kind, str(msg.chat_id), str(msg.message_id))
         msg = self._run(self.bot.send_message, chat_id=target, text=render(card), parse_mode=ParseMode.HTML,
                         reply_markup=keyboard(card))
         return MessageRef(self.kind, str(msg.chat_id), str(msg.message_id))
@@ -206,7 +213,7 @@ class TelegramChannel:
         reply = self.conversation.command(self.kind, str(message.from_user.id), message.text, chat, self.language)
         for card in reply.cards:
             deliver(self.kind, "reply", lambda: self.send(chat, card))
-        self.conversation.later(reply, lambda card: deliver(self.kind, "reply", lambda: self.send(chat, card)))
+        self.conversation.later(reply, lambda card: deliver_reply(self.kind, lambda c: self.send(chat, c), card))
 
     def _on_callback(self, cq, body: bytes) -> None:
         action, _, value = (cq.data or "").partition("|")
