@@ -5,6 +5,7 @@
     GET|POST /wecom/callback  echostr check and encrypted events
     GET  /healthz             the database answers
     GET  /metrics             Prometheus text format
+    GET  /, /day/YYYY-MM-DD   the read-only page, with [web] configured (bot/web.py)
 
 An endpoint exists only for a configured platform. Each channel verifies its request
 before reading anything from it; a refused request (forged, stale, replayed, malformed) is
@@ -91,6 +92,10 @@ def create_app(cfg: Config, run_in_subprocess: bool = False) -> Starlette:
     for kind, path in PATHS.items():
         if kind in channels:
             routes.append(Route(path, endpoint(kind), methods=["GET", "POST"] if kind == "wecom" else ["POST"]))
+    if cfg.web is not None:  # the read-only page (bot/web.py), behind its login token
+        from bot.web import routes as web_routes
+
+        routes += web_routes(cfg)
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
