@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bot.cards import TITLES, short_path
+from bot.cards import TITLES
 from core.money import display, exponent, to_major
 from core.report import DayReport, SourceReport
 
@@ -80,8 +80,8 @@ def sections(rep: DayReport) -> list[Section]:
                                 Column("explanation", terminal=False, width=60),
                                 Column("evidence (file:line)", width=48)])
     for b in rep.breaks:
-        evidence = "\n".join(f"{e['side']}: {short_path(e['file'])}" + (f":{e['line']}" if e["line"] is not None
-                                                                        else "") for e in b["evidence"])
+        evidence = "\n".join(f"{e['side']}: {e['file']}" + (f":{e['line']}" if e["line"] is not None else "")
+                             for e in b["evidence"])
         breaks.rows.append([b["id"], b["day"], b["source"], b["type"], b["status"], b["severity"], b["order_id"],
                             b["txn_id"], minor(b["internal_amount"]), minor(b["channel_amount"]),
                             minor(b["difference"]), b["explanation"], evidence])
