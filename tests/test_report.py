@@ -233,3 +233,17 @@ def test_recon_report_command(reconciled_sqlite, tmp_path):
                            capture_output=True, text=True, env=env, timeout=120)
     assert never.returncode == 0 and "2026-11-19 was never reconciled" in never.stderr
     assert json.loads(never.stdout)["run_id"] is None
+
+
+def test_recon_demo_writes_the_report_and_the_chart_and_says_where(tmp_path):
+    r = subprocess.run([RECON, "demo", "--output", "out"], capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "200"}, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    wrote = [line.removeprefix("wrote ") for line in r.stdout.splitlines() if line.startswith("wrote ")]
+    assert wrote == ["out/recon-report-demo-shop-2026-11-20.xlsx", "out/recon-report-demo-shop-2026-11-21.xlsx",
+                     "out/recon-chart-demo-shop-2026-11-21.png"]
+    from openpyxl import load_workbook
+
+    wb = load_workbook(tmp_path / wrote[0])
+    assert wb["Breaks"].max_row == 17  # the 16 breaks of the 20th (with the anomaly alert), under the header
+    assert (tmp_path / wrote[2]).read_bytes().startswith(b"\x89PNG")
