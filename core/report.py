@@ -298,13 +298,19 @@ def _source_json(r: SourceReport, cur: str) -> dict:
     }
 
 
+def _utc_iso(t: datetime | None) -> str | None:
+    """Stored times are UTC; SQLite hands them back without their zone."""
+    if t is None:
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).isoformat()
+
+
 def as_json(rep: DayReport) -> dict:
     """The report as plain data: money as decimal strings in major units (never a float)."""
     return {
         "merchant": rep.merchant, "merchant_name": rep.merchant_name, "day": rep.day.isoformat(),
         "currency": rep.currency, "run_id": rep.run_id,
-        "finished_at": rep.finished_at.isoformat() if rep.finished_at else None,
-        "generated_at": rep.generated_at.isoformat(),
+        "finished_at": _utc_iso(rep.finished_at), "generated_at": _utc_iso(rep.generated_at),
         "sources": [_source_json(r, rep.currency) for r in rep.sources],
         "total": _source_json(rep.totals, rep.currency),
         "breaks": rep.breaks,

@@ -133,6 +133,7 @@ def test_json_and_csv_carry_the_same_numbers(reconciled_sqlite):
     assert wx["fees"] == {"rate": "0.006", "charged": "8.05", "returned": "-0.42", "rate_card": "7.40",
                           "deviation": "0.65"}
     assert wx["net_settled"] == "1155.87" and data["total"]["matched_pct"] == "93.6"
+    assert data["run_id"] and data["finished_at"].endswith("+00:00")  # stored UTC, said so
     assert len(data["breaks"]) == 15  # no anomaly model here: the demo's 16th break is its alert
 
     blocks = [list(csv.reader(io.StringIO(b))) for b in csv_text(rep).split("\n\n")]
