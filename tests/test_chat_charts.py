@@ -1,4 +1,4 @@
-"""`/recon DAY` answers with the text summary and then the trend chart as an image, through
+"""`/recon today` answers with the text summary and then the trend chart as an image, through
 each platform's own upload (local fakes speaking the real APIs); when the upload fails for
 good, a line of text goes out instead and the summary stands."""
 
@@ -7,6 +7,8 @@ from __future__ import annotations
 import html
 import io
 import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from PIL import Image as PILImage
@@ -15,10 +17,11 @@ from starlette.testclient import TestClient
 from bot.server import create_app
 from chat_fakes import (FakeSlack, FakeTelegram, FakeWecom, slack_command_body, slack_signed, telegram_command,
                         telegram_headers, wecom_post, wecom_text_xml)
-from chat_setup import DAY, SLACK_CHANNEL, SLACK_SECRET, TG_CHAT, TG_SECRET, TG_TOKEN, WECOM, chat_config, people, \
-    seed_break
+from chat_setup import SLACK_CHANNEL, SLACK_SECRET, TG_CHAT, TG_SECRET, TG_TOKEN, WECOM, chat_config, people, seed_break
 
 PNG = b"\x89PNG\r\n\x1a\n"
+# "today" is the merchant's (Asia/Shanghai): the day the fixture reconciles
+DAY = datetime.now(ZoneInfo("Asia/Shanghai")).date()
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -29,7 +32,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 @pytest.fixture
 def app_for(db_url):
     """A `recon serve` app for one platform's fake, with a reconciled day and linked people."""
-    seed_break(db_url, -3200)
+    seed_break(db_url, -3200, day=DAY)
     people(db_url)
     clients = []
 
@@ -50,7 +53,7 @@ def app_for(db_url):
 
 
 def slack_today(client):
-    body = slack_command_body(DAY.isoformat(), user="U0ALICE")
+    body = slack_command_body("today", user="U0ALICE")
     r = client.post("/slack/events", content=body, headers=slack_signed(SLACK_SECRET, body))
     assert r.status_code == 200
     return r.json()
@@ -80,7 +83,7 @@ def test_telegram_sends_the_chart_with_send_photo(app_for):
     tg = FakeTelegram(TG_TOKEN)
     try:
         client = app_for(telegram=tg)
-        client.post("/telegram/webhook", content=telegram_command(1, f"/recon {DAY}"),
+        client.post("/telegram/webhook", content=telegram_command(1, "/recon today"),
                     headers=telegram_headers(TG_SECRET))
         assert client.app.state.conversation.drain()
         [photo] = tg.wait_for("sendPhoto")
@@ -99,7 +102,7 @@ def test_wecom_uploads_media_then_sends_an_image_message(app_for):
     try:
         client = app_for(wecom=wecom)
         q, body = wecom_post(WECOM["token"], WECOM["encoding_aes_key"], WECOM["corp_id"], WECOM["agent_id"],
-                             wecom_text_xml(WECOM["corp_id"], WECOM["agent_id"], "alice", f"/recon {DAY}"))
+                             wecom_text_xml(WECOM["corp_id"], WECOM["agent_id"], "alice", "/recon 今天"))
         assert client.post("/wecom/callback", params=q, content=body).status_code == 200
         assert client.app.state.conversation.drain()
         [upload] = wecom.wait_for("media/upload")
@@ -131,7 +134,7 @@ def test_a_failed_upload_falls_back_to_text(app_for, platform):
         elif platform == "telegram":
             fake.fail("sendPhoto", 400, {"ok": False, "error_code": 400,
                                          "description": "Bad Request: PHOTO_INVALID_DIMENSIONS"})
-            client.post("/telegram/webhook", content=telegram_command(2, f"/recon {DAY}"),
+            client.post("/telegram/webhook", content=telegram_command(2, "/recon today"),
                         headers=telegram_headers(TG_SECRET))
             summary, text = fake.wait_for("sendMessage", 2)
             assert summary["text"].startswith(f"<b>demo-shop · {DAY}</b>")
@@ -140,7 +143,7 @@ def test_a_failed_upload_falls_back_to_text(app_for, platform):
         else:
             fake.fail("media/upload", 200, {"errcode": 40006, "errmsg": "invalid file size"})
             q, body = wecom_post(WECOM["token"], WECOM["encoding_aes_key"], WECOM["corp_id"], WECOM["agent_id"],
-                                 wecom_text_xml(WECOM["corp_id"], WECOM["agent_id"], "alice", f"/recon {DAY}"))
+                                 wecom_text_xml(WECOM["corp_id"], WECOM["agent_id"], "alice", "/recon 今天"))
             client.post("/wecom/callback", params=q, content=body)
             summary, text = fake.wait_for("message/send", 2)
             assert summary["markdown"]["content"].startswith(f"**demo-shop · {DAY}**")
