@@ -30,7 +30,9 @@ def find_chromium() -> str | None:
 
 def _apt(*args: str, timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    return subprocess.run(["apt-get", *args], capture_output=True, text=True, timeout=timeout, env=env)
+    # wait for another apt/dpkg run to finish rather than fail on its lock
+    return subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=120", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 def ensure_chromium() -> tuple[str | None, str]:
