@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench accuracy anomaly-eval anomaly-bench install clean
+.PHONY: demo test bench accuracy anomaly-eval anomaly-bench report-bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ anomaly-eval: $(STAMP)
 
 anomaly-bench: $(STAMP)
 	$(BIN)/python bench/anomaly_bench.py
+
+report-bench: $(STAMP)
+	$(BIN)/python bench/report_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache reconbot.db demo-output

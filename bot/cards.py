@@ -63,15 +63,25 @@ class Button:
 
 
 @dataclass(frozen=True)
+class Image:
+    """A picture a card carries (a chart): each platform uploads it its own way."""
+
+    png: bytes
+    filename: str
+    alt: str  # what it shows, in words (alt text; the caption where a platform has one)
+
+
+@dataclass(frozen=True)
 class Card:
     key: str
     title: str
     severity: str
     fields: list[tuple[str, str]]
-    text: str
+    text: str  # with an image: the line sent instead when the image cannot be uploaded
     evidence: list[str]
     buttons: list[Button] = field(default_factory=list)
     note: str = ""  # the outcome line, e.g. "Approved by alice at 10:42 UTC"
+    image: Image | None = None
 
 
 @dataclass(frozen=True)

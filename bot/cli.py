@@ -12,6 +12,7 @@ Contract other issues and the docs rely on:
   recon serve [--host H] [--port P]         inbound endpoints for Slack, Telegram, WeCom
   recon model train [--merchant M] [--until YYYY-MM-DD]     (docs/anomaly.md)
   recon anomaly expected BREAK [--by NAME] [--note TEXT]
+  recon report [--day D] [--merchant M] [--format table|json|csv|xlsx] [--output PATH] [--chart PATH]
 Every command takes `--config PATH` (or RECON_CONFIG); without one, embedded defaults.
 Errors are printed as one clear line each and the exit code is non-zero.
 """
@@ -539,6 +540,64 @@ def demo(output: Annotated[Path, typer.Option(help="Folder for the demo database
     from bot.demo import run_demo
 
     run_demo(output, out)
+
+
+class ReportFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    xlsx = "xlsx"
+
+
+@app.command()
+def report(
+    config: ConfigOpt = None,
+    merchant: MerchantOpt = None,
+    day: Annotated[Optional[str], typer.Option(help="Business day (default: yesterday, merchant time).")] = None,
+    format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of the terminal "
+                                                   "(xlsx default: recon-report-MERCHANT-DAY.xlsx).")] = None,
+    chart: Annotated[Optional[Path], typer.Option(help="Also write the trend charts as PNG here.")] = None,
+) -> None:
+    """The day's report per source: both sides, matched %, breaks by type, in transit,
+    automatic adjustments, fees against the rate card, net settled; then every break with
+    its evidence."""
+    from bot.report_tables import csv_text, print_report, write_text
+    from core.report import as_json, day_report
+
+    cfg = _load(config)
+    m = _merchant(cfg, merchant)
+    the_day = _day(day, m.timezone)
+    rep = day_report(cfg, m.id, the_day)
+    if rep.run_id is None:
+        err.print(f"note: {m.id} {the_day} was never reconciled (recon run --day {the_day}): "
+                  "the report has no run figures", highlight=False)
+    if format is ReportFormat.xlsx:
+        from bot.report_xlsx import write_xlsx
+
+        path = write_xlsx(rep, output or Path(f"recon-report-{m.id}-{the_day}.xlsx"))
+        out.print(f"report written to {path}", highlight=False)
+    elif format is ReportFormat.table:
+        if output:
+            with output.open("w", encoding="utf-8") as fh:
+                print_report(Console(file=fh, width=160, no_color=True), rep)
+            out.print(f"report written to {output}", highlight=False)
+        else:
+            print_report(out, rep)
+    else:
+        text = csv_text(rep) if format is ReportFormat.csv else \
+            json.dumps(as_json(rep), ensure_ascii=False, indent=2) + "\n"
+        if output:
+            out.print(f"report written to {write_text(output, text)}", highlight=False)
+        else:
+            sys.stdout.write(text)
+    if chart:
+        from core.charts import render_dashboard
+        from core.report import trend
+
+        chart.write_bytes(render_dashboard(trend(cfg, m.id, the_day), cfg))
+        (err if format in (ReportFormat.json, ReportFormat.csv) and not output else out).print(
+            f"chart written to {chart}", highlight=False)
 
 
 def _merchant(cfg: Config, merchant: str | None):

@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from typing import Callable
 from zoneinfo import ZoneInfo
 
-from bot.cards import Card, text_card
+from bot.cards import Card, Image, text_card
 from bot.users import Actor, UserError, identify, redeem_link_code
 from core.config import Config
 from core.money import display
@@ -89,6 +89,8 @@ TEXT = {
         "none": "none", "in_transit": " | in transit {n}",
         "open": "Open breaks", "mine": "Assigned to you", "nothing_open": "Nothing open.",
         "nothing_mine": "Nothing assigned to you.", "more": "… and {n} more",
+        "chart": "{merchant}: matched %, break amounts, refund rate and fee share, {first} – {last}",
+        "chart_failed": "The chart could not be attached; the summary above has the day's numbers.",
     },
     "zh": {
         "help_title": "reconbot 命令", "unknown": "无法理解“{text}”。",
@@ -110,6 +112,8 @@ TEXT = {
         "none": "无", "in_transit": " | 在途 {n}",
         "open": "待处理差异", "mine": "指派给我的差异", "nothing_open": "没有待处理差异。",
         "nothing_mine": "没有指派给您的差异。", "more": "…… 另有 {n} 条",
+        "chart": "{merchant}：匹配率、差异金额、退款率、手续费占比（{first} 至 {last}）",
+        "chart_failed": "图表未能发送；当日数据见上方概况。",
     },
 }
 
@@ -158,8 +162,10 @@ class Commands:
         if not merchants:
             return Reply([text_card(t["nothing_title"], [t["no_scope"]])])
         if cmd.name == "summary":
-            return Reply([self.summary(m, resolve_day(cmd.day, self.cfg.merchant(m).timezone), lang)
-                          for m in merchants])
+            days = {m: resolve_day(cmd.day, self.cfg.merchant(m).timezone) for m in merchants}
+            # the text answers at once; the charts take a moment to draw and follow it
+            return Reply([self.summary(m, d, lang) for m, d in days.items()],
+                         later=self._charts(days, lang) if self.cfg.report.chat_charts else None)
         if cmd.name in ("pending", "mine"):
             return Reply([self.pending(actor, merchants, mine=cmd.name == "mine", lang=lang)])
         # run
@@ -167,7 +173,26 @@ class Commands:
             return Reply([text_card(t["not_allowed"], [t["run_role"].format(role=actor.role)])])
         days = {m: resolve_day(cmd.day, self.cfg.merchant(m).timezone) for m in merchants}
         started = text_card(t["run_started"], [t["reconciling"].format(merchant=m, day=d) for m, d in days.items()])
-        return Reply([started], later=lambda: [self._run(m, d, lang) for m, d in days.items()])
+        charts = self._charts(days, lang) if self.cfg.report.chat_charts else (lambda: [])
+        return Reply([started], later=lambda: [self._run(m, d, lang) for m, d in days.items()] + charts())
+
+    def _charts(self, days: dict[str, date], lang: str) -> Callable[[], list[Card]]:
+        return lambda: [card for m, d in days.items() if (card := self.chart(m, d, lang)) is not None]
+
+    def chart(self, merchant_id: str, day: date, lang: str = "en") -> Card | None:
+        """The trend charts up to `day` as one image card; None when no day of the period was
+        reconciled (nothing to draw)."""
+        from core.charts import render_dashboard  # matplotlib: loaded when first needed
+        from core.report import trend
+
+        t = trend(self.cfg, merchant_id, day)
+        if t.empty:
+            return None
+        words = TEXT[lang]
+        alt = words["chart"].format(merchant=merchant_id, first=t.first, last=t.last)
+        return Card(key=f"chart:{merchant_id}:{day}", title=alt, severity="info", fields=[],
+                    text=words["chart_failed"], evidence=[],
+                    image=Image(render_dashboard(t, self.cfg), f"recon-{merchant_id}-{day}.png", alt))
 
     def _run(self, merchant_id: str, day: date, lang: str = "en") -> Card:
         if self.run_in_subprocess:

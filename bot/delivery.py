@@ -1,12 +1,15 @@
-"""One retry stage for every platform: honour Retry-After, back off on 5xx, stop on permanent."""
+"""One retry stage for every platform: honour Retry-After, back off on 5xx, stop on permanent;
+and a reply whose image cannot be uploaded goes out as text."""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Callable, TypeVar
 
 from bot import metrics
+from bot.cards import Card
 from bot.transport import TransportError
 
 T = TypeVar("T")
@@ -34,3 +37,20 @@ def deliver(platform: str, what: str, fn: Callable[[], T], sleep: Callable[[floa
             metrics.OUTBOUND.labels(platform, "ok").inc()
             return result
     raise AssertionError("unreachable")
+
+
+def deliver_reply(platform: str, send: Callable[[Card], T], card: Card) -> T:
+    """A command's reply card. One that carries an image (a chart) is uploaded; when the
+    upload fails for good, the card goes out as text instead (its `text` says so), so the
+    chat always gets an answer."""
+    if card.image is None:
+        return deliver(platform, "reply", lambda: send(card))
+    try:
+        ref = deliver(platform, "image", lambda: send(card))
+    except TransportError as exc:
+        metrics.IMAGES.labels(platform, "sent_as_text").inc()
+        log.warning("%s: image %s not attached (%s); sending its text instead", platform, card.image.filename,
+                    exc.message)
+        return deliver(platform, "reply", lambda: send(replace(card, image=None)))
+    metrics.IMAGES.labels(platform, "attached").inc()
+    return ref

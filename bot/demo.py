@@ -117,3 +117,21 @@ def run_demo(output: Path, console: Console) -> None:
     for row in rows:
         channel.send("", break_card(row))
     console.print(f"List them again with: recon breaks --config {output / 'recon.toml'}", highlight=False)
+    console.print(Rule("report and charts"))
+    for path in write_report_and_chart(cfg, merchant, output):
+        console.print(f"wrote {path}", highlight=False)
+    console.print(f"Again, for any day: recon report --config {output / 'recon.toml'} --day {DAYS[0]} "
+                  f"--format xlsx --chart chart.png", highlight=False)
+
+
+def write_report_and_chart(cfg, merchant, output: Path) -> list[Path]:
+    """The XLSX report of each demo day and the trend charts up to the last one."""
+    from bot.report_xlsx import write_xlsx
+    from core.charts import render_dashboard
+    from core.report import day_report, trend
+
+    paths = [write_xlsx(day_report(cfg, merchant.id, day), output / f"recon-report-{merchant.id}-{day}.xlsx")
+             for day in DAYS]
+    chart = output / f"recon-chart-{merchant.id}-{DAYS[-1]}.png"
+    chart.write_bytes(render_dashboard(trend(cfg, merchant.id, DAYS[-1]), cfg))
+    return paths + [chart]

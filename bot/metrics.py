@@ -11,3 +11,5 @@ INBOUND_SECONDS = Histogram("recon_inbound_seconds", "Time to answer an inbound 
 ACTIONS = Counter("recon_actions", "Button actions by action and outcome.", ["action", "status"], registry=REGISTRY)
 OUTBOUND = Counter("recon_outbound_calls", "Calls to platform APIs by outcome.", ["platform", "outcome"],
                    registry=REGISTRY)
+IMAGES = Counter("recon_chart_images", "Chart images for chat answers: attached, or sent as text instead.",
+                 ["platform", "outcome"], registry=REGISTRY)

@@ -5,6 +5,7 @@
     GET|POST /wecom/callback  echostr check and encrypted events
     GET  /healthz             the database answers
     GET  /metrics             Prometheus text format
+    GET  /, /day/YYYY-MM-DD   the read-only page, with [web] configured (bot/web.py)
 
 An endpoint exists only for a configured platform that takes HTTP: a platform in Slack
 Socket Mode or Telegram polling mode connects out instead (its listener is started with the
@@ -97,6 +98,10 @@ def create_app(cfg: Config, run_in_subprocess: bool = False) -> Starlette:
     for kind, path in PATHS.items():
         if kind in channels and kind not in listeners:
             routes.append(Route(path, endpoint(kind), methods=["GET", "POST"] if kind == "wecom" else ["POST"]))
+    if cfg.web is not None:  # the read-only page (bot/web.py), behind its login token
+        from bot.web import routes as web_routes
+
+        routes += web_routes(cfg)
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         started = []

@@ -1,4 +1,5 @@
-"""Slack: Block Kit cards with buttons, the `/recon` slash command, edits with chat.update.
+"""Slack: Block Kit cards with buttons, the `/recon` slash command, edits with chat.update,
+chart images as files (files.getUploadURLExternal + files.completeUploadExternal).
 
 HTTP mode: Slack posts slash commands and button clicks (interactivity) to one URL,
 `/slack/events`. Each request is verified here before anything is read from its body: the
@@ -25,18 +26,19 @@ import logging
 import re
 import socket
 import time
+import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App, BoltRequest
 from slack_bolt.adapter.socket_mode.builtin import SocketModeHandler
 from slack_bolt.adapter.socket_mode.internals import build_headers, send_response
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
 from bot.cards import Card
-from bot.delivery import deliver
+from bot.delivery import deliver, deliver_reply
 from bot.inbound import Conversation, fresh, received
 from bot.transport import HttpRequest, HttpResponse, MessageRef, Refused, TransportError
 
@@ -139,8 +141,29 @@ class SlackChannel:
             raise _transport_error(exc) from None
 
     def send(self, target: str, card: Card) -> MessageRef:
+        if card.image is not None:
+            return self.upload(target, card)
         data = self._call("chat.postMessage", channel=target, text=card.title, blocks=blocks(card))
         return MessageRef(self.kind, data.get("channel", target), data["ts"])
+
+    def upload(self, target: str, card: Card) -> MessageRef:
+        """The card's image into the channel, the way Slack takes files now: files.getUploadURLExternal,
+        the bytes POSTed to the URL it gives, files.completeUploadExternal (slack_sdk's
+        files_upload_v2 makes the three calls). -> the file id."""
+        img = card.image
+        try:
+            done = self.client.files_upload_v2(channel=target, file=img.png, filename=img.filename,
+                                               title=img.alt[:250], alt_txt=img.alt[:1000],
+                                               initial_comment=card.title)
+        except SlackApiError as exc:
+            raise _transport_error(exc) from None
+        except urllib.error.HTTPError as exc:  # the upload URL answered 4xx/5xx
+            raise TransportError(f"Slack file upload: HTTP {exc.code}",
+                                 permanent=exc.code not in TRANSIENT_STATUS) from None
+        except (SlackRequestError, OSError) as exc:  # refused before sending, or the connection failed
+            raise TransportError(f"Slack file upload failed: {exc.__class__.__name__}") from None
+        files = done.get("files") or [{}]
+        return MessageRef(self.kind, target, files[0].get("id", ""))
 
     def update(self, ref: MessageRef, card: Card) -> None:
         self._call("chat.update", channel=ref.target, ts=ref.message_id, text=card.title, blocks=blocks(card))
@@ -175,7 +198,7 @@ class SlackChannel:
         cards = reply.cards
         ack(response_type="in_channel", text=cards[0].title, blocks=[b for c in cards for b in blocks(c)])
         channel = command.get("channel_id")
-        self.conversation.later(reply, lambda card: deliver(self.kind, "reply", lambda: self.send(channel, card)))
+        self.conversation.later(reply, lambda card: deliver_reply(self.kind, lambda c: self.send(channel, c), card))
 
     def _on_action(self, ack, body, action, context):
         ack()  # within Slack's 3 seconds, before any work

@@ -1,4 +1,5 @@
-"""Telegram: cards as HTML messages with inline keyboards, the /recon command, callbacks.
+"""Telegram: cards as HTML messages with inline keyboards, the /recon command, callbacks,
+chart images with sendPhoto.
 
 Webhook mode: Telegram posts every update to `/telegram/webhook` with the secret token
 given to setWebhook in `X-Telegram-Bot-Api-Secret-Token`. It is compared in constant time
@@ -43,7 +44,7 @@ from telegram.ext import Updater
 from telegram.request import HTTPXRequest
 
 from bot.cards import Card
-from bot.delivery import deliver
+from bot.delivery import deliver, deliver_reply
 from bot.inbound import Conversation, received
 from bot.transport import HttpRequest, HttpResponse, MessageRef, Refused, TransportError
 
@@ -62,6 +63,7 @@ PER_CHAT_INTERVAL = 1.0
 PER_GROUP_PER_MINUTE = 20
 MAX_TEXT = 4096
 NEWEST_KEPT = 1024  # messages whose newest wanted card is remembered, for folding edits together
+MAX_CAPTION = 1024  # a photo's caption
 CALLBACK_DATA_MAX = 64
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
 ALLOWED_UPDATES = ["message", "callback_query"]  # all reconbot reads, webhook or polling
@@ -218,6 +220,12 @@ class TelegramChannel:
 
     # -- outbound ----------------------------------------------------------------------
     def send(self, target: str, card: Card) -> MessageRef:
+        if card.image is not None:  # sendPhoto: multipart upload, the title as caption
+            self.pacer.wait(str(target))
+            img = card.image
+            msg = self._run(self.bot.send_photo, chat_id=target, photo=img.png, filename=img.filename,
+                            caption=card.title[:MAX_CAPTION])
+            return MessageRef(self.kind, str(msg.chat_id), str(msg.message_id))
         return self._post(target, render(card), keyboard(card))
 
     def _post(self, target: str, text: str, markup: InlineKeyboardMarkup | None) -> MessageRef:
@@ -306,7 +314,7 @@ class TelegramChannel:
         reply = self.conversation.command(self.kind, str(message.from_user.id), message.text, chat, self.language)
         for text, markup in batches(reply.cards):
             deliver(self.kind, "reply", lambda: self._post(chat, text, markup))
-        self.conversation.later(reply, lambda card: deliver(self.kind, "reply", lambda: self.send(chat, card)))
+        self.conversation.later(reply, lambda card: deliver_reply(self.kind, lambda c: self.send(chat, c), card))
 
     def _on_callback(self, cq, body: bytes) -> None:
         action, _, value = (cq.data or "").partition("|")

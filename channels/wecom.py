@@ -4,7 +4,8 @@ Outbound (a small client of ours over httpx: wechatpy has no template_card helpe
 `gettoken` (cached, refreshed when WeCom says it expired), `message/send` with a
 `template_card` of type `button_interaction` (task_id, main title, key-value lines, up to
 6 buttons whose keys carry the opaque "action|break id:version"), and after a click
-`message/update_template_card` with the event's single-use ResponseCode.
+`message/update_template_card` with the event's single-use ResponseCode. A chart goes up
+with `media/upload` (multipart) and out as an `image` message.
 
 Inbound, the app's callback URL (`/wecom/callback`): GET echostr verification and POST
 events, both signed with msg_signature = SHA1(sort(token, timestamp, nonce, encrypted))
@@ -29,7 +30,7 @@ from wechatpy.enterprise.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidSignatureException
 
 from bot.cards import Card
-from bot.delivery import deliver
+from bot.delivery import deliver, deliver_reply
 from bot.inbound import Conversation, fresh
 from bot.transport import HttpRequest, HttpResponse, MessageRef, Refused, TransportError
 
@@ -39,6 +40,10 @@ log = logging.getLogger("reconbot.wecom")
 ERRORS = {
     -1: (False, "system busy"),
     40001: (True, "invalid secret"),
+    40004: (True, "invalid media type"),
+    40005: (True, "invalid media file type"),
+    40006: (True, "invalid media file size"),
+    40007: (True, "invalid media_id"),
     40013: (True, "invalid corpid"),
     40014: (False, "invalid access_token"),
     41001: (False, "access_token missing"),
@@ -46,6 +51,7 @@ ERRORS = {
     40056: (True, "invalid agentid"),
     45009: (False, "API frequency limit reached"),
     45033: (False, "too many concurrent calls"),
+    44001: (True, "empty media file"),
     48002: (True, "API forbidden for this app"),
     60011: (True, "no privilege for this user or department"),
     60020: (True, "calling IP not in the app's trusted IPs"),
@@ -130,10 +136,20 @@ class WecomClient:
             return self._token[0]
 
     def post(self, path: str, payload: dict) -> dict:
+        return self._with_token(lambda token: self.http.post(self.base_url + path, params={"access_token": token},
+                                                             json=payload))
+
+    def upload(self, media_type: str, filename: str, data: bytes, content_type: str) -> str:
+        """media/upload (multipart, field "media"): a temporary media id, valid three days."""
+        answer = self._with_token(lambda token: self.http.post(
+            self.base_url + "media/upload", params={"access_token": token, "type": media_type},
+            files={"media": (filename, data, content_type)}))
+        return answer["media_id"]
+
+    def _with_token(self, call) -> dict:
         for attempt in (1, 2):
             try:
-                return _check(self.http.post(self.base_url + path, params={"access_token": self.token()},
-                                             json=payload))
+                return _check(call(self.token()))
             except TransportError as exc:
                 if getattr(exc, "errcode", None) in TOKEN_ERRORS and attempt == 1:
                     with self._lock:
@@ -169,6 +185,11 @@ class WecomChannel:
     # -- outbound ----------------------------------------------------------------------
     def send(self, target: str, card: Card) -> MessageRef:
         """`target`: WeCom userids joined by "|" (or "@all")."""
+        if card.image is not None:  # an image message needs the picture uploaded first
+            media_id = self.client.upload("image", card.image.filename, card.image.png, "image/png")
+            data = self.client.post("message/send", {"touser": target, "msgtype": "image", "agentid": self.agent_id,
+                                                     "image": {"media_id": media_id}})
+            return MessageRef(self.kind, target, data.get("msgid", ""))
         if card.buttons:
             task_id = f"recon-{card.key.replace(':', '-')}-{uuid.uuid4().hex[:12]}"
             self.client.post("message/send", {"touser": target, "msgtype": "template_card", "agentid": self.agent_id,
@@ -230,7 +251,7 @@ class WecomChannel:
         reply = self.conversation.command(self.kind, user, msg["Content"], chat=user, lang=self.language)
         for card in reply.cards:
             deliver(self.kind, "reply", lambda: self.send(user, card))
-        self.conversation.later(reply, lambda card: deliver(self.kind, "reply", lambda: self.send(user, card)))
+        self.conversation.later(reply, lambda card: deliver_reply(self.kind, lambda c: self.send(user, c), card))
 
     def _on_click(self, msg: dict, body: bytes) -> None:
         user = msg.get("FromUserName", "")

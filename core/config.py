@@ -318,6 +318,29 @@ class ChatConfig(_Strict):
         return self
 
 
+class ReportConfig(_Strict):
+    """`recon report`, the charts (core/charts.py) and what `/recon today` attaches."""
+
+    # a font file with CJK glyphs for the charts' labels; empty: the bundled Noto Sans SC
+    font: str = ""
+    # how many days the trend charts cover (ending on the day asked for)
+    chart_days: int = Field(default=30, ge=2, le=366)
+    # attach the chart image to the `/recon DAY` answer in chat
+    chat_charts: bool = True
+
+
+class WebConfig(_Strict):
+    """The read-only page on `recon serve` (bot/web.py): `/`, `/day/YYYY-MM-DD`."""
+
+    # the login token: open the page once as /?token=...; write it as "${RECON_WEB_TOKEN}"
+    token: SecretStr = Field(min_length=16)
+    # how long a login lasts (the session cookie's Max-Age)
+    session_hours: int = Field(default=12, ge=1, le=24 * 90)
+    # send the cookie only over HTTPS (keep true behind the TLS proxy; browsers also keep a
+    # Secure cookie for http://localhost)
+    cookie_secure: bool = True
+
+
 class Config(_Strict):
     database: DatabaseConfig = DatabaseConfig()
     merchants: list[MerchantConfig] = []
@@ -327,6 +350,8 @@ class Config(_Strict):
     policy: PolicyConfig = PolicyConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
     chat: ChatConfig = ChatConfig()
+    report: ReportConfig = ReportConfig()
+    web: WebConfig | None = None  # no [web] section: no page is served
     # where the file came from; relative source paths are resolved against its folder
     base_dir: Path = Path(".")
     origin: str = "<embedded defaults>"

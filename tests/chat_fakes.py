@@ -7,6 +7,7 @@ sends us. Nothing here imports reconbot.
 from __future__ import annotations
 
 import base64
+import email.policy
 import hashlib
 import hmac
 import json
@@ -15,6 +16,7 @@ import socket
 import struct
 import threading
 import time
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlparse
 
@@ -47,7 +49,7 @@ class FakeApi:
                 raw = self.rfile.read(length) if length else b""
                 url = urlparse(self.path)
                 name = fake.method_name(url.path)
-                payload = fake.decode(raw, self.headers.get("content-type", ""))
+                payload = fake.body(name, raw, self.headers.get("content-type", ""))
                 payload.update({k: v[0] for k, v in parse_qs(url.query).items()})
                 with fake.lock:
                     fake.calls.append((name, payload, dict(self.headers)))
@@ -59,10 +61,11 @@ class FakeApi:
                     answer = fake.respond(name, payload, self.headers)
                     status, body = answer if isinstance(answer, tuple) else (200, answer)
                     headers = {}
-                data = json.dumps(body, ensure_ascii=False).encode()
+                text = isinstance(body, str)  # a plain-text answer (Slack's upload URL says "OK - <size>")
+                data = body.encode() if text else json.dumps(body, ensure_ascii=False).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                    self.send_header("Content-Type", f"{'text/plain' if text else 'application/json'}; charset=utf-8")
                     self.send_header("Content-Length", str(len(data)))
                     for k, v in headers.items():
                         self.send_header(k, v)
@@ -82,12 +85,31 @@ class FakeApi:
         self.server.shutdown()
         self.server.server_close()
 
+    def body(self, name: str, raw: bytes, content_type: str) -> dict:
+        """What a call sent, as a dict (a platform overrides this for raw uploads)."""
+        return self.decode(raw, content_type)
+
     @staticmethod
     def decode(raw: bytes, content_type: str) -> dict:
+        """JSON, form fields, or multipart/form-data: text fields as str, files as
+        {"filename", "content_type", "data": bytes}."""
         if not raw:
             return {}
         if "json" in content_type:
             return json.loads(raw)
+        if content_type.startswith("multipart/form-data"):
+            msg = BytesParser(policy=email.policy.HTTP).parsebytes(
+                f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+            out = {}
+            for part in msg.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                data = part.get_payload(decode=True)
+                if part.get_filename() is not None:
+                    out[name] = {"filename": part.get_filename(), "content_type": part.get_content_type(),
+                                 "data": data}
+                else:
+                    out[name] = data.decode()
+            return out
         return {k: v[0] for k, v in parse_qs(raw.decode()).items()}
 
     def fail(self, name: str, status: int, body: dict, headers: dict | None = None, times: int = 1) -> None:
@@ -122,13 +144,17 @@ class FakeApi:
 
 
 class FakeSlack(FakeApi):
-    """Slack Web API: https://slack.com/api/<method>. With `socket_mode()`, also Slack's Socket
-    Mode end: apps.connections.open (app-level token only) hands out a WebSocket URL."""
+    """Slack Web API: https://slack.com/api/<method>, and the upload URLs that
+    files.getUploadURLExternal hands out (https://files.slack.com/upload/v1/..., recorded as
+    "upload" with the raw bytes under "data" and the file id under "file_id"). With
+    `socket_mode()`, also Slack's Socket Mode end: apps.connections.open (app-level token
+    only) hands out a WebSocket URL."""
 
     def __init__(self) -> None:
         super().__init__()
         self.base_url = f"http://127.0.0.1:{self.port}/api/"
         self._ts = 1764000000
+        self._files = 0
         self.socket: FakeSlackSocket | None = None
 
     def socket_mode(self, app_token: str) -> "FakeSlackSocket":
@@ -143,6 +169,8 @@ class FakeSlack(FakeApi):
         super().close()
 
     def method_name(self, path: str) -> str:
+        if path.startswith("/upload/v1/"):
+            return "upload"
         return path.rsplit("/", 1)[-1]
 
     def respond(self, name: str, payload: dict, headers) -> dict:
@@ -155,7 +183,23 @@ class FakeSlack(FakeApi):
             return {"ok": True, "url": self.socket.issue_url()}
         return self.answer(name, payload)
 
-    def answer(self, name: str, payload: dict) -> dict:
+    def body(self, name: str, raw: bytes, content_type: str) -> dict:
+        if name == "upload":  # the file's bytes, whatever content type the client claimed
+            return {"data": raw}
+        return super().body(name, raw, content_type)
+
+    def answer(self, name: str, payload: dict) -> dict | str:
+        if name == "files.getUploadURLExternal":
+            with self.lock:
+                self._files += 1
+                file_id = f"F0FAKE{self._files:04d}"
+            return {"ok": True, "upload_url": f"http://127.0.0.1:{self.port}/upload/v1/{file_id}",
+                    "file_id": file_id}
+        if name == "upload":
+            return f"OK - {len(payload['data'])}"
+        if name == "files.completeUploadExternal":
+            return {"ok": True, "files": [{"id": f["id"], "title": f.get("title", "")}
+                                          for f in json.loads(payload["files"])]}
         if name == "auth.test":
             return {"ok": True, "url": "https://fake.slack.com/", "team": "Fake", "user": "reconbot",
                     "team_id": "T0FAKE", "user_id": "U0BOT", "bot_id": "B0BOT"}
@@ -334,6 +378,19 @@ class FakeTelegram(FakeApi):
             return {"ok": True, "result": {"message_id": mid, "date": int(time.time()),
                                            "chat": {"id": chat_id, "type": "group" if chat_id < 0 else "private"},
                                            "text": payload.get("text", "")}}
+        if name == "sendPhoto":  # multipart: the picture is the "photo" field
+            with self.lock:
+                self._message_id += 1
+                mid = self._message_id
+            chat_id = int(payload["chat_id"])
+            size = len(payload["photo"]["data"])
+            return {"ok": True, "result": {
+                "message_id": mid, "date": int(time.time()), "caption": payload.get("caption", ""),
+                "chat": {"id": chat_id, "type": "group" if chat_id < 0 else "private"},
+                "photo": [{"file_id": f"AgAC{mid}-s", "file_unique_id": f"AQAD{mid}s", "width": 320, "height": 209,
+                           "file_size": size // 8},
+                          {"file_id": f"AgAC{mid}-x", "file_unique_id": f"AQAD{mid}x", "width": 1100,
+                           "height": 720, "file_size": size}]}}
         if name in ("answerCallbackQuery", "setWebhook", "deleteWebhook"):
             return {"ok": True, "result": True}
         return {"ok": False, "error_code": 404, "description": "Not Found: method not found"}
@@ -359,6 +416,10 @@ class FakeWecom(FakeApi):
             return {"errcode": 0, "errmsg": "ok", "access_token": f"ACCESS-{n}", "expires_in": 7200}
         if name == "message/send":
             return {"errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": f"msg{len(self.calls)}"}
+        if name == "media/upload":  # multipart: the file is the "media" field
+            return {"errcode": 0, "errmsg": "", "type": payload.get("type", ""),
+                    "media_id": f"3a8{len(self.calls):04d}Fake{payload['media']['filename']}",
+                    "created_at": str(int(time.time()))}
         if name == "message/update_template_card":
             return {"errcode": 0, "errmsg": "ok", "invaliduser": []}
         if name == "webhook/send":

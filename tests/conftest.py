@@ -7,6 +7,7 @@ server is not reachable, the PostgreSQL variants skip and say why.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -49,13 +50,14 @@ def pg_unreachable() -> str | None:
     return _pg_problem
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    """A migrated, empty reconbot database (SQLite file or a private PostgreSQL schema)."""
+@contextlib.contextmanager
+def fresh_database(kind: str, folder: Path):
+    """A migrated, empty reconbot database: a SQLite file in `folder`, or a private
+    PostgreSQL schema (dropped afterwards). Skips, saying why, where PostgreSQL is not reachable."""
     from models.db import upgrade
 
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'recon.db'}"
+    if kind == "sqlite":
+        url = f"sqlite:///{folder / 'recon.db'}"
         upgrade(url)
         yield url
         return
@@ -78,6 +80,13 @@ def db_url(request, tmp_path):
         get_engine(url).dispose()
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """A migrated, empty reconbot database (SQLite file or a private PostgreSQL schema)."""
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
 
 
 def demo_config(db_url: str, **source_overrides):

@@ -130,7 +130,8 @@ base_url = "{wecom.base_url}"
                             wecom_text_xml(WECOM["corp_id"], WECOM["agent_id"], "bob", "/recon 2026-11-20"))
         client.post("/wecom/callback", params=wq, content=wb)
         assert client.app.state.conversation.drain()
-        answer = wecom.called("message/send")[-1]["markdown"]["content"]
+        # the last text message (the day's chart may follow it as an image message)
+        answer = [m for m in wecom.called("message/send") if m["msgtype"] == "markdown"][-1]["markdown"]["content"]
         assert answer.startswith("**demo-shop · 2026-11-20**\n> alipay: 我方 ")  # in Chinese on WeCom
 
     with Session(get_engine(url)) as s:
