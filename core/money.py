@@ -1,6 +1,6 @@
 """Money as integer minor units: ISO 4217 exponents and exact conversions.
 
-Parsing happens in DuckDB (vectorised) with the same rules; these helpers are for the
+Parsing happens vectorised (DuckDB, or Arrow for the million-row formats) with the same rules; these helpers are for the
 few places that handle single values (config thresholds, rendering).
 """
 

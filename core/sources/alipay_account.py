@@ -36,7 +36,6 @@ continuous ("余额变动并不保证连续 ... 但是会保证最终一致").
 from __future__ import annotations
 
 import re
-from datetime import date
 from decimal import Decimal
 
 from core.sources import tabular as T

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.config import MerchantConfig, SourceConfig
+from core.sources import convert as C
 from core.sources import tabular as T
-from core.sources.base import InputFile, ParseError, Parsed, decode_text, mode_day, sniff_text
+from core.sources.base import RECORD_FIELDS, InputFile, ParseError, Parsed, decode_text, mode_day
 
 CANONICAL = ["order_id", "channel", "amount", "currency", "status", "paid_at", "refund_amount", "channel_txn_id"]
 OPTIONAL = ["refunded_at", "payer", "memo"]
@@ -98,84 +101,85 @@ class OrdersExport:
         for col in CANONICAL + OPTIONAL:
             if col not in raw.column_names:
                 raw = raw.append_column(col, pa.array([""] * raw.num_rows, pa.string()))
-        con = T.connect()
-        con.register("raw", raw)
-        con.register("status_map", pa.table({"k": list(STATUS), "v": list(STATUS.values())}))
-        con.register("channel_map", pa.table({"k": list(self.channel_names), "v": list(self.channel_names.values())}))
-        currency = T.constant_if_single(con, f"upper(coalesce(clean_text(currency), '{self.currency}'))")
-        cols = [T.Col("oid", "order_id", required=True), T.Col("chan", "channel", required=True),
-                T.Col("st", "status", required=True), T.Col("paid_s", "paid_at", required=True),
-                T.Col("amt", "amount", "money", required=True), T.Col("refund", "refund_amount", "money"),
-                T.Col("refunded_s", "refunded_at"), T.Col("txn", "channel_txn_id"), T.Col("payer", "payer"),
-                T.Col("memo", "memo"), T.Col("cur_s", "currency")]
+        currency = pc.utf8_upper(pc.fill_null(C.clean_text(raw["currency"]), self.currency))
+        cols = [C.Col("oid", "order_id", required=True), C.Col("chan", "channel", required=True),
+                C.Col("st", "status", required=True), C.Col("paid_s", "paid_at", required=True),
+                C.Col("amt", "amount", "money", required=True), C.Col("refund", "refund_amount", "money"),
+                C.Col("refunded_s", "refunded_at"), C.Col("txn", "channel_txn_id"), C.Col("payer", "payer"),
+                C.Col("memo", "memo"), C.Col("cur_s", "currency")]
+        o = C.typed_table(raw, cols, currency=currency)
         # An explicit offset (+08:00, Z) wins; a bare local time is in the merchant's zone.
-        at = ("CASE WHEN regexp_matches({s}, '(Z|[+-]\\d\\d:?\\d\\d)$') THEN TRY_CAST({s} AS TIMESTAMPTZ) "
-              f"ELSE timezone('{self.tz}', TRY_STRPTIME({{s}}, {T.TIME_FORMATS})) END")
-        # One projection types every column once; the checks below read its flags.
-        con.execute(f"""
-            CREATE TEMP TABLE o AS
-            SELECT t.line, t._cur, t._bad, t.oid, t.chan, t.st, t.paid_s, t.amt, t.refund, t.refunded_s, t.txn,
-                   t.payer, t.memo, t.cur_s,  -- not the conversion's helper columns: o is materialised
-                   {at.format(s="paid_s")} AS paid, {at.format(s="refunded_s")} AS refunded,
-                   s.v AS norm_status, c.v AS norm_channel
-            FROM {T.typed_select(cols, currency_sql=currency)} t
-            LEFT JOIN status_map s ON s.k = lower(t.st) LEFT JOIN channel_map c ON c.k = t.chan
-        """)
-        self._first_problem(con, path, cols, currency)
-        local = lambda ts: f"CAST(timezone('{self.tz}', {ts}) AS DATE)"  # noqa: E731
-        records = con.sql(f"""
-            SELECT line, norm_channel AS source, 'payment' AS kind, oid AS ref, txn AS txn_id, oid AS order_id,
-                   amt AS amount, _cur AS currency, CAST(0 AS BIGINT) AS fee, CAST(0 AS BIGINT) AS discount,
-                   norm_status AS status, timezone('UTC', paid) AS occurred_at, {local('paid')} AS business_day,
-                   payer, memo
-            FROM o
-            UNION ALL
-            SELECT line, norm_channel, 'refund', oid, txn, oid, -refund, _cur, 0, 0, norm_status,
-                   timezone('UTC', coalesce(refunded, paid)), {local('coalesce(refunded, paid)')}, payer, memo
-            FROM o WHERE coalesce(refund, 0) > 0
-        """).to_arrow_table()
-        dupes = con.execute("SELECT oid, min(line), max(line) FROM o GROUP BY 1 "
-                            "HAVING count(*) > 1 ORDER BY 2 LIMIT 1").fetchall()
-        if dupes:
-            dupes = dupes[0]
-            raise ParseError(path, f"order appears twice (also on line {dupes[1]})", line=dupes[2],
-                             field="order_id", value=dupes[0])
-        totals = con.execute("SELECT count(*), _cur, sum(amt), coalesce(sum(refund), 0) FROM o "
-                             "GROUP BY _cur ORDER BY _cur").fetchall()
-        control = {"orders": sum(t[0] for t in totals),
-                   "amount_minor": {t[1]: int(t[2]) for t in totals},
-                   "refund_minor": {t[1]: int(t[3]) for t in totals}}
-        return Parsed(self.format, self.side, records, mode_day(records.filter(_is_payment(records))), control)
+        paid, paid_day = C.instants(o["paid_s"], self.tz)
+        refunded, refunded_day = C.instants(o["refunded_s"], self.tz)
+        status = _lookup(pc.utf8_lower(o["st"]), STATUS)
+        channel = _lookup(o["chan"], self.channel_names)
+        self._first_problem(path, raw, o, cols, paid, refunded, status, channel)
+        o = C.check_bad(path, o, raw, cols)
+        self._first_repeat(path, o)
 
-    def _first_problem(self, con, path, cols, currency) -> None:
+        payments = self._records(o, channel, status, "payment", o["amt"], paid, paid_day)
+        has_refund = pc.fill_null(pc.greater(o["refund"], 0), False)
+        refunds = self._records(o, channel, status, "refund", pc.negate(o["refund"]),
+                                pc.coalesce(refunded, paid), pc.coalesce(refunded_day, paid_day)).filter(has_refund)
+        records = pa.concat_tables([payments, refunds])
+        control = {"orders": o.num_rows, "amount_minor": {}, "refund_minor": {}}
+        for group in o.group_by("_cur").aggregate([("amt", "sum"), ("refund", "sum")]).sort_by("_cur").to_pylist():
+            control["amount_minor"][group["_cur"]] = int(group["amt_sum"] or 0)
+            control["refund_minor"][group["_cur"]] = int(group["refund_sum"] or 0)
+        return Parsed(self.format, self.side, records, mode_day(payments), control)
+
+    @staticmethod
+    def _records(o: pa.Table, channel, status, kind: str, amount, at, day) -> pa.Table:
+        n = o.num_rows
+        zeros = pa.array(np.zeros(n, np.int64))
+        return pa.table({
+            "line": o["line"], "source": channel, "kind": pa.array([kind] * n, pa.string()), "ref": o["oid"],
+            "txn_id": o["txn"], "order_id": o["oid"], "amount": amount, "currency": o["_cur"], "fee": zeros,
+            "discount": zeros, "status": status, "occurred_at": at, "business_day": day, "payer": o["payer"],
+            "memo": o["memo"],
+        }, schema=RECORD_FIELDS)
+
+    def _first_problem(self, path, raw, o, cols, paid, refunded, status, channel) -> None:
         """Name the first row that is wrong, and how; nothing when every row is right."""
+        known = pc.is_valid
         problems = [
-            ("paid_at", "paid_s IS NOT NULL AND paid IS NULL", "not a date-time (ISO-8601, e.g. 2026-11-20 14:03:00 or with +08:00)"),
-            ("refunded_at", "refunded_s IS NOT NULL AND refunded IS NULL", "not a date-time (ISO-8601, e.g. 2026-11-20 14:03:00 or with +08:00)"),
-            ("currency", "cur_s IS NOT NULL AND NOT regexp_full_match(cur_s, '[A-Za-z]{3}')", "not an ISO currency code"),
-            ("status", "st IS NOT NULL AND norm_status IS NULL", f"unknown status (known: {', '.join(sorted(STATUS))})"),
-            ("channel", "chan IS NOT NULL AND norm_channel IS NULL",
+            ("paid_at", pc.and_not(known(o["paid_s"]), known(paid)),
+             "not a date-time (ISO-8601, e.g. 2026-11-20 14:03:00 or with +08:00)"),
+            ("refunded_at", pc.and_not(known(o["refunded_s"]), known(refunded)),
+             "not a date-time (ISO-8601, e.g. 2026-11-20 14:03:00 or with +08:00)"),
+            ("currency", pc.and_not(known(o["cur_s"]), pc.fill_null(pc.match_substring_regex(o["cur_s"], "^[A-Za-z]{3}$"), False)),
+             "not an ISO currency code"),
+            ("status", pc.and_not(known(o["st"]), known(status)), f"unknown status (known: {', '.join(sorted(STATUS))})"),
+            ("channel", pc.and_not(known(o["chan"]), known(channel)),
              f"unknown channel (known: {', '.join(sorted(set(self.channel_names)))})"),
         ]
-        any_bad = " OR ".join(["_bad"] + [f"({cond})" for _f, cond, _r in problems])
-        line = con.execute(f"SELECT min(line) FROM o WHERE {any_bad}").fetchall()[0][0]
-        if line is None:
+        flags = o["_bad"]
+        for _field, flag, _reason in problems:
+            flags = pc.or_(flags, flag)
+        if not pc.any(flags).as_py():
             return
-        flagged = con.sql(f"SELECT line, _bad FROM o WHERE line = {int(line)}").to_arrow_table()
-        if flagged["_bad"][0].as_py():
-            T.check_bad(con, path, flagged, cols, currency_sql=currency)
-        for field, cond, reason in problems:
-            hit = con.execute(f'SELECT CAST(raw."{field}" AS VARCHAR) FROM o JOIN raw USING (line) '
-                              f"WHERE line = ? AND {cond}", [line]).fetchall()
-            if hit:
-                hit = hit[0]
-                raise ParseError(path, reason, line=line, field=field, value=hit[0])
+        first = pc.index(flags, True).as_py()
+        if o["_bad"][first].as_py():
+            C.check_bad(path, o.slice(first, 1), raw.slice(first, 1), cols)
+        for field, flag, reason in problems:
+            if flag[first].as_py():
+                raise ParseError(path, reason, line=o["line"][first].as_py(), field=field, value=raw[field][first].as_py())
+
+    @staticmethod
+    def _first_repeat(path, o: pa.Table) -> None:
+        """An order that appears twice in one export would hide a second payment: refused."""
+        if len(pc.unique(o["oid"])) == o.num_rows:
+            return
+        lines = o.group_by("oid").aggregate([("line", "min"), ("line", "max"), ("line", "count")])
+        first = lines.filter(pc.greater(lines["line_count"], 1)).sort_by("line_min").slice(0, 1).to_pylist()[0]
+        raise ParseError(path, f"order appears twice (also on line {first['line_min']})", line=first["line_max"],
+                         field="order_id", value=first["oid"])
 
 
-def _is_payment(records: pa.Table):
-    import pyarrow.compute as pc
-
-    return pc.equal(records["kind"], "payment")
+def _lookup(values, mapping: dict[str, str]):
+    """values -> mapping[value], NULL where the value is not a key."""
+    return pc.take(pa.array(list(mapping.values()), pa.string()),
+                   pc.index_in(values, value_set=pa.array(list(mapping), pa.string())))
 
 
 def _csv_rows(text: str):

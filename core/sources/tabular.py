@@ -6,7 +6,9 @@ each row's line number, so an error can still name it.
 
 Typing: DuckDB SQL over the text columns (`TRY_CAST`, `TRY_STRPTIME`). One query then
 looks for the first row whose non-empty value did not convert, and names file, line,
-field and value. No Python loop runs per row on the happy path.
+field and value. No Python loop runs per row on the happy path. (The two million-row
+formats, WeChat Pay trade bills and orders exports, are typed with Arrow instead:
+core/sources/convert.py.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from typing import Literal
 
 import duckdb
 import numpy as np
@@ -24,8 +25,7 @@ import pyarrow.csv as pacsv
 
 from core.money import _EXPONENT_EXCEPTIONS
 from core.sources.base import ParseError
-
-Kind = Literal["money", "fee", "timestamp", "text"]
+from core.sources.convert import time_formats_sql
 
 def _exponent_case() -> str:
     by_exp: dict[int, list[str]] = {}
@@ -37,9 +37,6 @@ def _exponent_case() -> str:
 
 _EXPONENT_CASE = _exponent_case()  # a hash lookup per row, not 25 comparisons
 
-# Local date-time layouts the statements use (tried in order)
-TIME_FORMATS = ("['%Y-%m-%d %H:%M:%S', '%Y/%m/%d %H:%M:%S', '%Y-%m-%dT%H:%M:%S', '%Y-%m-%d %H:%M', "
-                "'%Y/%m/%d %H:%M']")
 
 # Cleaning shared by every numeric field: backtick prefixes (WeChat), tab suffixes (Alipay),
 # currency signs, thousands separators, full-width minus, spaces.
@@ -49,7 +46,7 @@ CREATE OR REPLACE MACRO clean_num(s) AS
     nullif(regexp_replace(replace(clean_text(s), '－', '-'), '[,¥￥$\s]', '', 'g'), '');
 CREATE OR REPLACE MACRO to_dec(s) AS TRY_CAST(clean_num(s) AS DECIMAL(38, 18));
 CREATE OR REPLACE MACRO local_ts(s) AS TRY_STRPTIME(replace(clean_text(s), '：', ':'), {formats});
-""".replace("{formats}", TIME_FORMATS)
+""".replace("{formats}", time_formats_sql())
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -213,128 +210,3 @@ def map_values(table: pa.Table, column: str, mapping: dict[str, str]) -> pa.Tabl
     mapped = pc.take(pa.array(list(mapping.values())), idx)
     values = pc.if_else(pc.is_null(mapped), pc.utf8_lower(table[column]), mapped)
     return table.set_column(table.schema.get_field_index(column), column, values)
-
-
-# -- the fast path: one typed table per file ----------------------------------------------
-
-@dataclass(frozen=True)
-class Col:
-    """One output column of `typed_table`, converted from one raw column.
-
-    kind: text (cleaned string), money (exact minor units: more decimals than the
-    currency has is an error), fee (minor units rounded half-up: fees are shown with up to
-    5 decimals), dec (an exact decimal, for control totals), time (a naive local timestamp).
-    """
-
-    name: str
-    source: str
-    kind: Literal["text", "money", "fee", "dec", "time"] = "text"
-    required: bool = False
-
-    @property
-    def reason(self) -> str:
-        return {"money": "not an amount with the currency's decimals", "fee": "not a number",
-                "dec": "not a number", "time": "not a date-time (expected YYYY-MM-DD HH:MM:SS)",
-                "text": "required value is empty"}[self.kind]
-
-
-# How a raw cell is cleaned before typing, in three steps, each applied only to the values
-# that need it (a cheap byte test first: cleaning every value of every column was half the
-# time of parsing a million-row bill):
-# 1. strip what the format wraps values in: "generic" copes with any export (backticks and
-#    tabs anywhere); "backtick" is for formats that only prefix one (WeChat);
-_STRIP = {
-    "generic": "CASE WHEN contains({0}, '`') OR contains({0}, chr(9)) THEN replace(replace({0}, '`', ''), chr(9), '') "
-               "ELSE {0} END",
-    "backtick": "CASE WHEN prefix({0}, '``') THEN ltrim({0}, '`') WHEN prefix({0}, '`') THEN substr({0}, 2) ELSE {0} END",
-}
-# 2. trim spaces (DuckDB's trim also takes Unicode spaces, hence any non-ASCII value goes
-#    through it) and make empty NULL;
-_TRIM = "nullif(CASE WHEN prefix({0}, ' ') OR suffix({0}, ' ') OR strlen({0}) <> length({0}) THEN trim({0}) ELSE {0} END, '')"
-# 3. numbers only, "generic" only: currency signs, thousands separators, full-width minus, spaces.
-_NUMBER = (r"CASE WHEN regexp_matches({0}, '[,¥￥$\s－]') "
-           r"THEN nullif(regexp_replace(replace({0}, '－', '-'), '[,¥￥$\s]', '', 'g'), '') ELSE {0} END")
-CLEANERS = ("generic", "backtick")
-
-
-def clean_text_sql(expr: str, cleaner: str) -> str:
-    """Steps 1 and 2 for one expression (repeats it: for single values, not for columns)."""
-    return _TRIM.format(f"({_STRIP[cleaner].format(expr)})")
-
-
-def typed_select(cols: list[Col], *, currency_sql: str = "'CNY'", cleaner: str = "generic",
-                 table: str = "raw") -> str:
-    """A subquery with `line`, `_cur`, every column converted, and a `_bad` flag.
-
-    Use it as the FROM of a source's records query: all conversions then sit in one
-    projection, which DuckDB computes once per row (20x faster on a million rows than
-    checking in a WHERE clause, which it does not deduplicate). `_bad` marks rows where a
-    non-empty value did not convert or a required one is empty; `check_bad` names it.
-    Amounts are limited to 12 integer digits. Each raw column is cleaned once, in nested
-    projections (`_r`: stripped, `_t`: trimmed), however many outputs read it.
-    """
-    raw_cols = list(dict.fromkeys(c.source for c in cols))
-    ref = {src: k for k, src in enumerate(raw_cols)}
-    stripped = ", ".join(f"{_STRIP[cleaner].format(_q(src))} AS _r{k}" for src, k in ref.items())
-    trimmed = ", ".join(f"{_TRIM.format(f'_r{k}')} AS _t{k}" for k in ref.values())
-    cleaned = f"(SELECT *, {trimmed} FROM (SELECT *, {stripped} FROM {table}))"
-    sel = [f"{currency_sql} AS _cur", f"{_EXPONENT_CASE.format(cur='_cur')} AS _exp",
-           "CAST(pow(10, _exp) AS BIGINT) AS _mult"]
-    bad = []
-    for c in cols:
-        text = f"_t{ref[c.source]}"
-        if c.kind == "text":
-            sel.append(f"{text} AS {c.name}")
-        elif c.kind == "time":
-            sel += [f"{text} AS {c.name}__s",
-                    f"TRY_STRPTIME(replace({c.name}__s, '：', ':'), {TIME_FORMATS}) AS {c.name}"]
-            bad.append(f"({c.name}__s IS NOT NULL AND {c.name} IS NULL)")
-        else:
-            number = _NUMBER.format(text) if cleaner == "generic" else text
-            sel += [f"{number} AS {c.name}__s", f"TRY_CAST({c.name}__s AS DECIMAL(18, 6)) AS {c.name}__d"]
-            if c.kind == "money":
-                sel.append(f"CASE WHEN length(split_part({c.name}__s, '.', 2)) <= _exp "
-                           f"THEN CAST({c.name}__d * _mult AS BIGINT) END AS {c.name}")
-            elif c.kind == "fee":
-                sel.append(f"CAST(round({c.name}__d * _mult) AS BIGINT) AS {c.name}")
-            else:
-                sel.append(f"{c.name}__d AS {c.name}")
-            bad.append(f"({c.name}__s IS NOT NULL AND {c.name} IS NULL)")
-        if c.required:
-            bad.append(f"({c.name} IS NULL)" if c.kind == "text" else f"({c.name}__s IS NULL)")
-    sel.append(f"({' OR '.join(bad) or 'false'}) AS _bad")
-    return f"(SELECT line, {', '.join(sel)} FROM {cleaned})"
-
-
-def _q(column: str) -> str:
-    return '"' + column.replace('"', '""') + '"'
-
-
-def constant_if_single(con, expr: str, table: str = "raw") -> str:
-    """`expr`, or its one value as a literal when the whole file has one (a currency, say):
-    per-row currency lookups cost more than all the other typing of an amount."""
-    found = [r[0] for r in con.execute(f"SELECT DISTINCT {expr} FROM {table} LIMIT 2").fetchall()]
-    if len(found) == 1 and isinstance(found[0], str) and found[0].isalnum():
-        return f"'{found[0]}'"
-    return expr
-
-
-def check_bad(con, path, records: pa.Table, cols: list[Col], *, currency_sql: str = "'CNY'",
-              cleaner: str = "generic", table: str = "raw") -> pa.Table:
-    """Raise ParseError naming the first bad row's field and value; else drop `_bad`."""
-    flags = records["_bad"]
-    if pc.any(flags).as_py():
-        line = pc.min(pc.filter(records["line"], flags)).as_py()
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _one AS SELECT * FROM {table} WHERE line = {int(line)}")
-        one = con.sql(f"SELECT * FROM {typed_select(cols, currency_sql=currency_sql, cleaner=cleaner, table='_one')}").to_arrow_table()
-        for c in cols:
-            value = con.execute(f'SELECT CAST("{c.source}" AS VARCHAR) FROM _one').fetchall()[0][0]
-            cleaned = con.execute(f"SELECT {clean_text_sql('$1', cleaner)}", [value]).fetchall()[0][0]
-            if cleaned is None:
-                if c.required:
-                    raise ParseError(path, "required value is empty", line=line, field=c.source, value="")
-                continue
-            if c.kind != "text" and one[c.name][0].as_py() is None:
-                raise ParseError(path, c.reason, line=line, field=c.source, value=value.strip("`\t "))
-        raise ParseError(path, "a value did not convert", line=line)  # not reached: some column is at fault
-    return records.drop_columns(["_bad"])

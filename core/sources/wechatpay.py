@@ -19,6 +19,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.sources import convert as C
 from core.sources import tabular as T
 from core.sources.base import RECORD_FIELDS, ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, first_line, mode_day, summary_number
 
@@ -121,58 +122,62 @@ class WeChatPayTradeBill(ChannelSource):
         refund = _first(cols, "申请退款金额", "退款金额")
         refund_coupon = _first(cols, "充值券退款金额", "代金券或立减优惠退款金额")
         refund_time = _first(cols, "退款成功时间")
-        typed = [T.Col("paid_at", "交易时间", "time", required=True), T.Col("txn", "微信订单号", required=True),
-                 T.Col("ord", "商户订单号"), T.Col("state", "交易状态", required=True), T.Col("fee", "手续费", "fee")]
-        typed += [T.Col(name, col, "text") for name, col in (
+        typed = [C.Col("paid_at", "交易时间", "time", required=True), C.Col("txn", "微信订单号", required=True),
+                 C.Col("ord", "商户订单号"), C.Col("state", "交易状态", required=True), C.Col("fee", "手续费", "fee")]
+        typed += [C.Col(name, col, "text") for name, col in (
             ("refund_id", "微信退款单号"), ("refund_state", "退款状态"), ("payer", "用户标识"), ("goods", "商品名称"),
             ("attach", "商户数据包")) if col in cols]
         if refund_time:
-            typed.append(T.Col("refunded_at", refund_time, "time"))
+            typed.append(C.Col("refunded_at", refund_time, "time"))
         # every amount the summary totals, typed exactly (the records use four of them)
         totalled = {col for col in SUMMARY_TOTALS.values() if col in cols and col != "手续费"}
         totalled |= {c for c in (gross, coupon, refund, refund_coupon) if c}
-        typed += [T.Col(_money_name(col), col, "money") for col in sorted(totalled)]
-        typed.append(T.Col("fee_exact", "手续费", "dec"))
+        typed += [C.Col(_money_name(col), col, "money") for col in sorted(totalled)]
+        typed.append(C.Col("fee_exact", "手续费", "dec"))
         # the data rows end on the line above the summary header (sum_line - 1): counted already
         raw = T.read_rows(file.path, body, first_line, header, physical_lines=sum_line - 1 - first_line,
                           only=[c.source for c in typed] + ["货币种类"])
-
-        con = T.connect()
-        con.register("raw", raw)
-        currency = T.constant_if_single(con, "coalesce(nullif(trim(ltrim(\"货币种类\", '`')), ''), 'CNY')")
-        m = lambda c: _money_name(c) if c else "0"  # noqa: E731
-        is_refund = "state = 'REFUND'"
-        when = "coalesce(refunded_at, paid_at)" if refund_time else "paid_at"
-        memo = "concat_ws(' | ', goods, attach)" if "商户数据包" in cols else ("goods" if "商品名称" in cols else "NULL")
-        out = con.sql(f"""
-            SELECT line, CAST(NULL AS VARCHAR) AS source,
-                   CASE WHEN {is_refund} THEN 'refund' ELSE 'payment' END AS kind,
-                   CASE WHEN {is_refund} THEN coalesce({"refund_id" if "微信退款单号" in cols else "NULL"},
-                                                      txn || ':refund:' || line)
-                        ELSE txn || '/' || coalesce(ord, '') END AS ref,
-                   txn AS txn_id, ord AS order_id,
-                   CASE WHEN {is_refund} THEN -{m(refund)} ELSE {m(gross)} END AS amount,
-                   _cur AS currency, fee,
-                   CASE WHEN {is_refund} THEN -{m(refund_coupon)} ELSE {m(coupon)} END AS discount,
-                   CASE WHEN {is_refund} THEN {"coalesce(refund_state, 'SUCCESS')" if "退款状态" in cols else "'SUCCESS'"}
-                        ELSE state END AS status,
-                   {T.utc_sql(when, self.tz)} AS occurred_at,
-                   CAST({when} AS DATE) AS business_day,
-                   {"payer" if "用户标识" in cols else "NULL"} AS payer,
-                   {memo} AS memo,
-                   _bad, state AS _state, fee_exact AS _fee_exact,
-                   {", ".join(f"{_money_name(c)} AS _{_money_name(c)}" for c in sorted(totalled))}
-            FROM {T.typed_select(typed, currency_sql=currency, cleaner="backtick")}
-        """).to_arrow_table()  # a plain projection: DuckDB keeps the file's row order
-        out = T.check_bad(con, file.path, out, typed, currency_sql=currency, cleaner="backtick")
-        unknown = pc.invert(pc.is_in(out["_state"], value_set=pa.array(["SUCCESS", "REFUND", "REVOKED"])))
+        currency = pc.fill_null(C.clean_text(raw["货币种类"], "backtick"), "CNY")
+        t = C.check_bad(file.path, C.typed_table(raw, typed, currency=currency, cleaner="backtick"), raw, typed,
+                        cleaner="backtick")
+        unknown = pc.invert(pc.is_in(t["state"], value_set=pa.array(["SUCCESS", "REFUND", "REVOKED"])))
         if pc.any(unknown).as_py():
-            bad = out.filter(unknown).slice(0, 1).to_pylist()[0]
+            first = pc.index(unknown, True).as_py()
             raise ParseError(file.path, "unknown 交易状态 (expected SUCCESS, REFUND or REVOKED)",
-                             line=bad["line"], field="交易状态", value=bad["_state"])
-        totals = self._check_totals(out, file, sum_names, sum_values, sum_line, cols)
-        records = T.map_values(out.select(RECORD_FIELDS.names), "status", STATUS)
+                             line=t["line"][first].as_py(), field="交易状态", value=t["state"][first].as_py())
+        totals = self._check_totals(t, file, sum_names, sum_values, sum_line, cols)
+        records = self._records(t, cols, gross, coupon, refund, refund_coupon)
         return Parsed(self.format, self.side, records, mode_day(records), totals)
+
+    def _records(self, t: pa.Table, cols, gross, coupon, refund, refund_coupon) -> pa.Table:
+        is_refund = pc.equal(t["state"], "REFUND")
+        n = t.num_rows
+        zero = pa.scalar(0, pa.int64())
+        money = lambda col: t[_money_name(col)] if col else zero  # noqa: E731
+        either = lambda refund_value, payment_value: pc.if_else(is_refund, refund_value, payment_value)  # noqa: E731
+        text = lambda name: t[name] if name in t.column_names else pa.nulls(n, pa.string())  # noqa: E731
+        line_text = pc.cast(t["line"], pa.string())
+        refund_ref = pc.coalesce(text("refund_id"), pc.binary_join_element_wise(t["txn"], line_text, ":refund:"))
+        when = pc.coalesce(t["refunded_at"], t["paid_at"]) if "refunded_at" in t.column_names else t["paid_at"]
+        memo = C.join_text(t["goods"], t["attach"], " | ") if "商户数据包" in cols else text("goods")
+        records = pa.table({
+            "line": t["line"],
+            "source": pa.nulls(n, pa.string()),
+            "kind": either(pa.scalar("refund"), pa.scalar("payment")),
+            "ref": either(refund_ref, pc.binary_join_element_wise(t["txn"], pc.fill_null(t["ord"], ""), "/")),
+            "txn_id": t["txn"],
+            "order_id": t["ord"],
+            "amount": either(pc.negate(money(refund)), money(gross)),
+            "currency": t["_cur"],
+            "fee": t["fee"],
+            "discount": either(pc.negate(money(refund_coupon)), money(coupon)),
+            "status": either(pc.fill_null(text("refund_state"), "SUCCESS"), t["state"]),
+            "occurred_at": C.to_utc(when, self.tz),
+            "business_day": pc.cast(when, pa.date32()),
+            "payer": text("payer"),
+            "memo": memo,
+        }, schema=RECORD_FIELDS)
+        return T.map_values(records, "status", STATUS)
 
     def _check_totals(self, out: pa.Table, file, names, values, line, cols) -> dict:
         totals: dict[str, str] = {}
@@ -188,9 +193,9 @@ class WeChatPayTradeBill(ChannelSource):
             if column is None or column not in cols:
                 continue
             if column == "手续费":
-                actual = Decimal(pc.sum(out["_fee_exact"]).as_py() or 0)
+                actual = Decimal(pc.sum(out["fee_exact"]).as_py() or 0)
             else:  # amounts are summed exactly in minor units (fen)
-                actual = Decimal(pc.sum(out["_" + _money_name(column)]).as_py() or 0).scaleb(-2)
+                actual = Decimal(pc.sum(out[_money_name(column)]).as_py() or 0).scaleb(-2)
             if actual != stated:
                 shown = actual.quantize(Decimal(1).scaleb(min(stated.as_tuple().exponent, 0)))
                 raise ControlTotalError(file.path, f"the rows' {column} add up to {shown}",
