@@ -1,7 +1,8 @@
 """Money as integer minor units: ISO 4217 exponents and exact conversions.
 
-Parsing happens vectorised (DuckDB, or Arrow for the million-row formats) with the same rules; these helpers are for the
-few places that handle single values (config thresholds, rendering).
+Parsing happens vectorised (DuckDB, or Arrow for the million-row formats) with the same
+rules; these helpers are for the few places that handle single values (config
+thresholds, rendering).
 """
 
 from __future__ import annotations
