@@ -10,10 +10,11 @@ breaks reconbot reports for this data: short, long, amount_mismatch, status_mism
 duplicate_charge. Prints one JSON line: the counts and the rows read.
 
 Written the way pandas is ordinarily used: `read_csv` with the columns it needs as text,
-`.str` methods, `merge` (with `indicator` for what is left on each side), `groupby`; no hand tuning, no Python loop per row. It is
-the baseline, not a second engine: one channel, exact keys only (no groups, no fuzzy pass,
-no tolerances, no evidence file:line), which is all this synthetic day needs. bench_day.py
-checks its counts against planted.json, so the comparison is like for like.
+`.str` methods, `merge` (with `indicator` for what is left on each side), `groupby`; no hand
+tuning, no Python loop per row. It is the baseline, not a second engine: one channel, exact
+keys only (no groups, no fuzzy pass, no tolerances, no evidence file:line), which is all this
+synthetic day needs. bench_day.py checks its counts against planted.json, so the comparison
+is like for like.
 """
 
 from __future__ import annotations

@@ -92,7 +92,8 @@ class Step:
             return (f"stopped at {self.stopped_at_mib / 1024:.1f} GiB RSS after {self.wall_s:.0f} s: "
                     "more memory than this machine had free")
         if self.returncode == -signal.SIGKILL:
-            return f"killed (SIGKILL) after {self.wall_s:.0f} s, peak RSS {self.peak_rss_mib / 1024:.1f} GiB: out of memory?"
+            return (f"killed (SIGKILL) after {self.wall_s:.0f} s, peak RSS {self.peak_rss_mib / 1024:.1f} GiB: "
+                    "out of memory?")
         return f"exited {self.returncode}"
 
 
@@ -137,7 +138,8 @@ def run_step(n: int, name: str, argv: list[str], cwd: Path, logs: Path, rows: in
     stopped = None
     with open(log, "wb") as fh:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "160"})
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                env={**os.environ, "COLUMNS": "160"})
         if max_rss is None:
             _pid, status, usage = os.wait4(proc.pid, 0)
         else:
@@ -313,13 +315,14 @@ def bench_size(n: int, baselines: list[str], keep: bool, max_rss: int | None) ->
                 p.unlink()
         for key in baselines:
             label, script = BASELINES[key]
-            step = run_step(n, f"baseline {key}", [sys.executable, str(HERE / script), str(files.orders), str(files.bill)],
-                            work, work, files.orders_rows + files.bill_rows, max_rss)
+            argv = [sys.executable, str(HERE / script), str(files.orders), str(files.bill)]
+            step = run_step(n, f"baseline {key}", argv, work, work, files.orders_rows + files.bill_rows, max_rss)
             result.baselines[key] = step
             if step.stopped_at_mib is not None or step.returncode == -signal.SIGKILL:
                 result.notes.append(f"{label} could not run N={n:,} on this machine: {step.failure()}")
             elif step.returncode != 0:
-                result.problems.append(f"baseline {key} {step.failure()}:\n{step.log.read_text(errors='replace')[-2000:]}")
+                log = step.log.read_text(errors="replace")[-2000:]
+                result.problems.append(f"baseline {key} {step.failure()}:\n{log}")
             else:
                 problem = check_baseline(key, step, files)
                 if problem:
@@ -412,7 +415,8 @@ def goals(results: list[SizeResult]) -> tuple[Table, list[str]]:
         r = by_n.get(n)
         total = r.recon_total() if r else None
         ok = None if r is None else (total is not None and total[0] <= limit)
-        rows.append(("must", f"{n:,}: ingest + run ≤ {limit:.0f} s", f"{total[0]:.1f} s" if total else "—", verdict(ok, r)))
+        rows.append(("must", f"{n:,}: ingest + run ≤ {limit:.0f} s", f"{total[0]:.1f} s" if total else "—",
+                     verdict(ok, r)))
         if n in MUST_RSS:
             cap = MUST_RSS[n]
             peak = max((s.peak_rss_mib for s in r.recon), default=None) if r else None
@@ -499,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
                   highlight=False)
     failed = [r.n for r in results if r.problems]
     if failed:
-        console.print(f"[bold red]FAILED: wrong or missing results for N = {', '.join(f'{n:,}' for n in failed)}[/bold red]")
+        sizes_failed = ", ".join(f"{n:,}" for n in failed)
+        console.print(f"[bold red]FAILED: wrong or missing results for N = {sizes_failed}[/bold red]")
         return 1
     return 0
 

@@ -293,7 +293,8 @@ def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
     order = np.argsort(np.concatenate([g["t"] for g in rows]), kind="stable")
     total = len(order)
     sel = {key: np.concatenate([g[key] for g in rows])[order] for key in rows[0]}
-    del rows, order
+    rows.clear()  # the groups live on in `sel` only
+    del order
 
     # -- the bill: text, a chunk of rows at a time ------------------------------------------
     with open(bill_path, "wb") as fh:
