@@ -347,8 +347,9 @@ def _mib(x: float | None) -> str:
     return "—" if x is None else f"{x:,.0f}"
 
 
-def _ratio(x: float | None) -> str:
-    return "—" if x is None else f"{x:.2f}×"
+def _ratio(x: tuple[float, float] | None) -> str:
+    """wall ratio (cpu ratio)"""
+    return "—" if x is None else f"{x[0]:.2f}× ({x[1]:.2f}×)"
 
 
 def steps_table(results: list[SizeResult]) -> Table:
@@ -371,7 +372,8 @@ def _baseline(r: SizeResult, key: str) -> Step | None:
 
 
 def side_by_side(results: list[SizeResult]) -> Table:
-    t = Table(title="side by side: same files, wall seconds (cpu seconds), peak RSS MiB", title_justify="left")
+    t = Table(title="side by side: same files; wall seconds (cpu seconds), ratios of wall (of cpu), peak RSS MiB",
+              title_justify="left")
     for col in ("N", "reconbot ingest+run", "bare DuckDB", "pandas", "reconbot ÷ DuckDB", "pandas ÷ reconbot",
                 "RSS reconbot", "RSS DuckDB", "RSS pandas"):
         t.add_column(col, justify="right")
@@ -386,8 +388,8 @@ def side_by_side(results: list[SizeResult]) -> Table:
             return "not run" if s is None else f"[red]{s.failure().split(':')[0]}[/red]"
 
         recon_cell = f"{total[0]:.2f} ({total[1]:.1f})" if total else "[red]failed[/red]"
-        vs_duck = total[0] / duck.wall_s if total and duck else None
-        vs_pandas = pandas.wall_s / total[0] if total and pandas else None
+        vs_duck = (total[0] / duck.wall_s, total[1] / duck.cpu_s) if total and duck else None
+        vs_pandas = (pandas.wall_s / total[0], pandas.cpu_s / total[1]) if total and pandas else None
         stopped = r.baselines.get("pandas")
         pandas_rss = (_mib(pandas.peak_rss_mib) if pandas else
                       f"> {stopped.stopped_at_mib:,.0f}" if stopped is not None and stopped.stopped_at_mib else "—")
@@ -437,10 +439,11 @@ def goals(results: list[SizeResult]) -> tuple[Table, list[str]]:
         if "duckdb" in r.baselines:
             x = total[0] / duck.wall_s if total and duck else None
             rows.append(("target", f"{r.n:,}: within {TARGET_VS_DUCKDB:.0f}× of bare DuckDB",
-                         f"{x:.1f}×" if x else "—", verdict(None if x is None else x <= TARGET_VS_DUCKDB, r)))
+                         f"reconbot ÷ DuckDB {x:.1f}×" if x else "—",
+                         verdict(None if x is None else x <= TARGET_VS_DUCKDB, r)))
         if "pandas" in r.baselines:
             x = pandas.wall_s / total[0] if total and pandas else None
-            shown = f"{x:.2f}× faster" if x else "pandas did not finish" if total else "—"
+            shown = f"pandas ÷ reconbot {x:.2f}×" if x else "pandas did not finish" if total else "—"
             rows.append(("target", f"{r.n:,}: ≥ {TARGET_VS_PANDAS:.0f}× faster than pandas", shown,
                          verdict(None if x is None else x >= TARGET_VS_PANDAS, r)))
     t = Table(title="goals (issue 3): wall time on this machine", title_justify="left")
