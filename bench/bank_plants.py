@@ -114,10 +114,14 @@ class BankPlanter:
     def matched(self) -> dict[str, str]:
         return {o: f"bank {inst.case}" for inst in self.instances for o in inst.matched}
 
+    def __post_init__(self) -> None:
+        self.offset = self.rng.randrange(1000)  # the seed moves every amount
+
     def _amount(self) -> Decimal:
-        """A fresh amount: no two bank orders or lines share one unless a case says so."""
+        """A fresh amount: no two bank orders or lines share one unless a case says so (the
+        yuan part grows by 137 a call)."""
         self.serial += 1
-        return Decimal(3000 + 137 * self.serial) + Decimal(self.serial % 97) / 100
+        return Decimal(3000 + 137 * self.serial + self.offset) + Decimal((self.serial + self.offset) % 97) / 100
 
     def _ref(self, booked: date) -> str:
         self.serial += 1

@@ -1,6 +1,6 @@
 """Synthetic business day for the benchmark: N orders of one merchant, paid by WeChat Pay.
 
-    python bench/gen_day.py 1000000          # -> bench/out/day-1000000-s20261120-v1/
+    python bench/gen_day.py 1000000          # -> bench/out/day-1000000-s20261120-v4/
 
 Writes, for 2026-11-20 (Asia/Shanghai):
 - orders.csv: the shop's export, canonical header
@@ -10,9 +10,10 @@ Writes, for 2026-11-20 (Asia/Shanghai):
   column header, the 7-column summary whose totals agree with the rows).
 - planted.json: what was planted and the breaks a run must report, by type.
 
-Seeded and vectorised (numpy draws, Arrow string kernels, one buffer per file), so a
-million orders take a few seconds. Files are cached under bench/out/ keyed by N, seed
-and GEN_VERSION; `generate()` returns the cached set when it is complete.
+Seeded and vectorised (numpy draws, Arrow string kernels, text written a million rows at
+a time), so a million orders take a few seconds and 10M about a minute in under 2 GiB.
+Files are cached under bench/out/ keyed by N, seed and GEN_VERSION; `generate()` returns
+the cached set when it is complete.
 
 Planted (counts scale with N, each at least 1 for N >= 10_000; sets are disjoint):
   short            paid in our books, absent from the bill                N / 1000
