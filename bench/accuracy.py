@@ -22,21 +22,25 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "examples"))
+sys.path.insert(0, str(REPO / "bench"))
 
+import bank_plants  # noqa: E402  (bank transfers and their MT940 statements)
 import make_demo as fmt  # noqa: E402  (the demo's real-format writers)
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from core import engine  # noqa: E402
 from core.breaks import list_breaks  # noqa: E402
 from core.config import from_dict  # noqa: E402
 from core.ingest import ingest_file  # noqa: E402
 from core.money import to_minor  # noqa: E402
+from core.rules import Rules  # noqa: E402
 from core.runs import run_day  # noqa: E402
 from models.db import get_engine, upgrade  # noqa: E402
 
@@ -57,6 +61,7 @@ class Planter:
         self.expected: dict[tuple[str, str], tuple[str, int]] = {}  # (order id, type) -> (source, difference)
         self.matched: dict[str, str] = {}  # order id -> the case that must not break
         self.extra: list[fmt.Order] = []  # channel-only rows
+        self.ambiguous: list[tuple[fmt.Order, fmt.Order]] = []  # (order on the channel, its twin): one payment
         self.serial = 0
 
     def expect(self, o: fmt.Order, type_: str, diff: Decimal) -> None:
@@ -126,6 +131,7 @@ class Planter:
                              on_channel=False, extra={"books_without_txn": True})
             o.amount, o.channel_order_id, o.extra["books_without_txn"] = amount, f"X{self.serial}", True
             self.extra.append(twin)
+            self.ambiguous.append((o, twin))
             self.expect(o, "suggested_match", Decimal(0))
             self.expect(twin, "suggested_match", Decimal(0))
         elif case == "split" and o.channel == "alipay":
@@ -152,9 +158,11 @@ CASES = ["short", "long", "amount_mismatch", "refund_channel_only", "refund_book
          "reversed", "fx", "redelivered", "ambiguous", "split", "merged"]
 
 
-def generate(folder: Path, days: int, per_channel: int, seed: int):
+def generate(folder: Path, days: int, per_channel: int, seed: int, bank_rules: Rules):
     rng = random.Random(seed)
     planter = Planter(rng)
+    # the bank's own generator: the channels' days stay what they were for a seed
+    bank = bank_plants.BankPlanter(random.Random(f"{seed}-bank"), bank_rules)
     everything: list[fmt.Order] = []
     by_day: dict[datetime, list[fmt.Order]] = {}
     for k in range(days + 1):  # one more day, without plants: its statements age out the last day
@@ -170,9 +178,11 @@ def generate(folder: Path, days: int, per_channel: int, seed: int):
             for o in orders if k == days else []:
                 planter.matched[o.order_id] = "ordinary"
             todays += orders
+        if k < days:
+            bank.plant_day(day, k)
         by_day[day] = todays
         everything += todays
-    everything += planter.extra
+    everything += planter.extra + bank.orders
     fmt.assign_ids(everything)
     for day in by_day:
         books = [o for o in everything if o.in_books and o.paid_at.date() == day.date()]
@@ -181,7 +191,53 @@ def generate(folder: Path, days: int, per_channel: int, seed: int):
             fmt.wechat_bill([o for o in everything if o.channel == "wechatpay"], day))
         (folder / f"{fmt.ALIPAY_ACCOUNT}_{day:%Y%m%d}.csv.zip").write_bytes(
             fmt.alipay_zip([o for o in everything if o.channel == "alipay"], day))
-    return planter, list(by_day)
+    bank.write_statements(folder, list(by_day))
+    for key, diff in bank.breaks.items():
+        planter.expected[key] = (bank_plants.SOURCE, diff)
+    planter.matched.update(bank.matched)
+    return planter, bank, list(by_day)
+
+
+class FuzzyProbe:
+    """The pairs the fuzzy pass produced, per order, from the latest run of the order's day.
+
+    A run stores breaks and counts, not the pairs it matched, and fuzzy precision needs the
+    pairs: this wraps the engine's `fuzzy` pass (it runs unchanged) and reads the engine's
+    match table `m` and views `ip`/`cp` right after it. If those names change in
+    core/engine.py, the probe says so instead of scoring nothing."""
+
+    PAIRS = """SELECT ip.order_id, cp.txn_id, m.status, m.score FROM m JOIN ip ON ip.id = m.iid
+               JOIN cp ON cp.id = m.cid WHERE m.rule = 'fuzzy' AND ip.day = ?"""
+
+    def __init__(self) -> None:
+        self.pairs: dict[str, list[tuple[str, str, float]]] = {}  # order id -> [(channel txn id, status, score)]
+
+    def observe(self, con, ctx) -> None:
+        day = ctx.window.day
+        try:
+            for (order_id,) in con.execute("SELECT DISTINCT order_id FROM ip WHERE day = ?", [day]).fetchall():
+                self.pairs.pop(order_id, None)  # a re-run of the day replaces what it said before
+            for order_id, txn, status, score in con.execute(self.PAIRS, [day]).fetchall():
+                self.pairs.setdefault(order_id, []).append((txn, status, score))
+        except Exception as exc:  # noqa: BLE001 - any DuckDB error here means the engine's tables changed
+            raise SystemExit(f"accuracy: cannot read the fuzzy pass's pairs ({exc}); core/engine.py's match "
+                             "table or views changed: update FuzzyProbe in bench/accuracy.py") from exc
+
+    def __enter__(self) -> "FuzzyProbe":
+        self._at = engine.PASSES.index(engine.fuzzy)
+
+        def fuzzy_observed(con, ctx):
+            engine.fuzzy(con, ctx)
+            self.observe(con, ctx)
+
+        engine.PASSES[self._at] = fuzzy_observed
+        return self
+
+    def __exit__(self, *exc) -> None:
+        engine.PASSES[self._at] = engine.fuzzy
+
+    def with_status(self, status: str) -> set[tuple[str, str]]:
+        return {(o, txn) for o, found in self.pairs.items() for txn, st, _score in found if st == status}
 
 
 def main() -> int:
@@ -190,33 +246,39 @@ def main() -> int:
     ap.add_argument("--orders", type=int, default=300, help="ordinary orders per channel per day")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=200)  # failure lines unwrapped in a log
     with tempfile.TemporaryDirectory(prefix="recon-accuracy-") as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
-        planter, days = generate(folder, args.days, args.orders, args.seed)
         url = f"sqlite:///{folder / 'accuracy.db'}"
-        upgrade(url)
         cfg = from_dict({
             "database": {"url": url},
             "fx": {"rates": {"USD/CNY": str(FX_RATE)}},
+            # our order ids, as the merged-payment pass finds them in memos and attach fields
+            # (W-10012, A-50003, K-70005, a merged partner's W-10012-M)
+            "matching": {"id_patterns": [r"[WAK]-\d{4,6}(?:-[A-Z])?"]},
             "merchants": [{"id": "acc", "name": "Accuracy", "sources": [
                 {"name": "orders", "kind": "orders"},
                 {"name": "wechatpay", "kind": "wechatpay", "settlement_lag_days": 1, "fee_rate": "0.006"},
-                {"name": "alipay", "kind": "alipay", "settlement_lag_days": 1, "fee_rate": "0.006"}]}],
+                {"name": "alipay", "kind": "alipay", "settlement_lag_days": 1, "fee_rate": "0.006"},
+                {"name": bank_plants.SOURCE, "kind": "mt940", "settlement_lag_days": 1, "timezone": "Asia/Shanghai"}]}],
         })
         m = cfg.merchants[0]
+        bank_rules = Rules.for_source(cfg, m, m.source(bank_plants.SOURCE))
+        planter, bank, days = generate(folder, args.days, args.orders, args.seed, bank_rules)
+        upgrade(url)
         for p in sorted(folder.glob("*")):
             if p.suffix != ".db" and not p.name.endswith(("-wal", "-shm")):
                 ingest_file(cfg, m, p)
-        for day in days[:-1]:  # the trailing day only delivers statements
-            run_day(cfg, m, day.date())
+        with FuzzyProbe() as probe:
+            for day in days[:-1]:  # the trailing day only delivers statements
+                run_day(cfg, m, day.date())
         found = list_breaks(url, m.id)
         assert not [b for b in found if b["status"] == "in_transit"], "the trailing day should age everything out"
         adjustments = _adjustments(url)
         elapsed = time.perf_counter() - t0
         get_engine(url).dispose()
-    return report(console, planter, found, adjustments, args, elapsed)
+    return report(console, planter, bank, probe, found, adjustments, args, elapsed)
 
 
 def _adjustments(url: str) -> dict[int, int]:
@@ -228,38 +290,56 @@ def _adjustments(url: str) -> dict[int, int]:
         return {a.break_id: a.amount for a in s.exec(select(Adjustment)).all()}
 
 
-def report(console, planter: Planter, found: list[dict], adjustments: dict[int, int], args, elapsed) -> int:
+def _key(b: dict) -> str:
+    """A break's planted key: its order id, or for a bank line that names none, the bank's reference."""
+    return b["order_id"] or b["txn_id"]
+
+
+def fuzzy_expectations(planter: Planter, bank: bank_plants.BankPlanter) -> dict[tuple[str, str], tuple[str, str]]:
+    """(order id, channel txn id) -> (path the pair must take, where it is and why)."""
+    out = {}
+    for x in bank.fuzzy:
+        e = x.entry
+        out[(x.order_id, e.ref)] = (x.status, f"{e.file} line {e.line} ({e.booked}, {e.amount} CNY, "
+                                              f"/NAME/{e.name}/REMI/{e.remittance}): {x.why}")
+    for o, twin in planter.ambiguous:
+        for order in (o, twin):
+            out[(order.order_id, o.txn_id)] = ("suggested", f"WeChat bill {o.paid_at:%Y-%m-%d}, payment {o.txn_id} "
+                                                            f"(order id {o.channel_order_id}): two orders, one amount")
+    return out
+
+
+def report(console, planter: Planter, bank, probe: FuzzyProbe, found: list[dict], adjustments: dict[int, int],
+           args, elapsed) -> int:
     expected = planter.expected
-    by_order = defaultdict(list)
+    by_key = defaultdict(list)
     for b in found:
-        by_order[b["order_id"]].append(b)
+        by_key[_key(b)].append(b)
     rows: dict[str, Counter] = defaultdict(Counter)
-    false_breaks = []
-    for (order, type_), (_source, diff) in expected.items():
+    false_breaks, missed = [], []
+    for (key, type_), (source, diff) in expected.items():
         rows[type_]["planted"] += 1
-        hits = by_order.get(order, [])
+        hits = by_key.get(key, [])
         if hits:
             rows[type_]["found"] += 1
         typed = [b for b in hits if b["type"] == type_]
         if typed:
             rows[type_]["right type"] += 1
-            if any(cents(Decimal(b["difference"])) == diff for b in typed):
-                rows[type_]["right amount"] += 1
+        if any(cents(Decimal(b["difference"])) == diff for b in typed):
+            rows[type_]["right amount"] += 1
+        else:
+            got = ", ".join(f"{b['type']} {b['difference']}" for b in hits) or "no break"
+            missed.append(f"{source} {key}: planted {type_} {diff / 100:.2f}, found {got}")
     for b in found:
-        if (b["order_id"], b["type"]) not in expected:
+        if (_key(b), b["type"]) not in expected:
             false_breaks.append(b)
-    # fuzzy: a planted ambiguity must be suggested, never auto-matched; nothing else suggested
-    suggested = {b["order_id"] for b in found if b["type"] == "suggested_match"}
-    planted_fuzzy = {o for (o, t) in expected if t == "suggested_match"}
-    precision = len(suggested & planted_fuzzy) / len(suggested) if suggested else 1.0
-    recall = len(suggested & planted_fuzzy) / len(planted_fuzzy) if planted_fuzzy else 1.0
     # an adjustment is false unless its break was planted with exactly that difference
-    planted_ids = {b["id"]: b for b in found if (b["order_id"], b["type"]) in expected}
+    planted_ids = {b["id"]: b for b in found if (_key(b), b["type"]) in expected}
     false_adj = [bid for bid, amount in adjustments.items()
                  if bid not in planted_ids or abs(cents(Decimal(planted_ids[bid]["difference"]))) != amount]
 
-    t = Table(title=f"accuracy: {args.days} days × {args.orders} orders per channel, seed {args.seed} "
-                    f"({elapsed:.1f} s)", title_justify="left")
+    t = Table(title=f"accuracy: {args.days} days × {args.orders} orders per channel + {len(bank.orders)} bank "
+                    f"transfer orders, seed {args.seed} ({elapsed:.1f} s)", title_justify="left")
     for col in ("type", "planted", "found", "right type", "right amount"):
         t.add_column(col, justify="left" if col == "type" else "right")
     perfect = True
@@ -272,16 +352,97 @@ def report(console, planter: Planter, found: list[dict], adjustments: dict[int, 
     console.print(t)
     must_not = Counter(planter.matched.values())
     console.print(f"cases that must match without a break: {dict(sorted(must_not.items()))}", highlight=False)
+    console.print(f"planted but not found as planted: {len(missed)}", highlight=False)
+    for line in missed[:10]:
+        console.print(f"  {line}", highlight=False)
     console.print(f"false breaks: {len(false_breaks)}", highlight=False)
     for b in false_breaks[:10]:
-        console.print(f"  {b['day']} {b['source']} {b['type']} {b['order_id']}: {b['explanation']}", highlight=False)
-    console.print(f"fuzzy: precision {precision:.2f}, recall {recall:.2f} over {len(planted_fuzzy)} planted ambiguities",
-                  highlight=False)
+        console.print(f"  {b['day']} {b['source']} {b['type']} {_key(b)}: {b['explanation']}", highlight=False)
+
+    fuzzy_ok, failures = fuzzy_report(console, planter, bank, probe, found, expected)
+    failures += bank_report(console, bank, by_key, probe)
     console.print(f"auto-adjustments: {len(adjustments)} proposed, {len(false_adj)} false", highlight=False)
-    ok = perfect and not false_breaks and not false_adj and precision == recall == 1.0
-    console.print("[green]PASS[/green]: 100% found with the right type and difference, 0 false auto-adjustments"
-                  if ok else "[red]MISS[/red]: see the rows above")
+    for line in failures:
+        console.print(f"[bold red]FAILURE[/bold red] seed {args.seed}: {line}", highlight=False)
+    ok = perfect and not false_breaks and not false_adj and fuzzy_ok
+    console.print("[green]PASS[/green]: 100% found with the right type and difference, fuzzy precision and recall "
+                  "1.00 on both paths, 0 false auto-adjustments" if ok else "[red]MISS[/red]: see the rows above")
     return 0 if ok else 1
+
+
+def fuzzy_report(console, planter, bank, probe: FuzzyProbe, found, expected) -> tuple[bool, list[str]]:
+    """Precision and recall of the fuzzy pass, by pair (order, channel line), on the confirmed
+    path and on the suggested path; each wrong pair as one line for the failure list."""
+    want = fuzzy_expectations(planter, bank)
+    got = {"confirmed": probe.with_status("confirmed"), "suggested": probe.with_status("suggested")}
+    t = Table(title="fuzzy pass, by pair (order, channel line)", title_justify="left")
+    for col in ("path", "planted", "engine", "right", "precision", "recall"):
+        t.add_column(col, justify="left" if col == "path" else "right")
+    ok = True
+    for path in ("confirmed", "suggested"):
+        planted = {pair for pair, (p, _why) in want.items() if p == path}
+        right = planted & got[path]
+        precision = len(right) / len(got[path]) if got[path] else 1.0
+        recall = len(right) / len(planted) if planted else 1.0
+        ok &= precision == recall == 1.0
+        t.add_row(path, str(len(planted)), str(len(got[path])), str(len(right)), f"{precision:.2f}", f"{recall:.2f}",
+                  style=None if precision == recall == 1.0 else "red")
+    console.print(t)
+    failures = []
+    engine_said = {(o, txn): st for o, found_ in probe.pairs.items() for txn, st, _sc in found_}
+    scores = {(o, txn): sc for o, found_ in probe.pairs.items() for txn, st, sc in found_}
+    for (order, txn), (path, why) in sorted(want.items()):
+        said = engine_said.get((order, txn))
+        if said != path:
+            instead = [f"{st} with {t} (score {sc:.3f})" for t, st, sc in probe.pairs.get(order, [])] or ["nothing"]
+            failures.append(f"{order} + {txn}: expected {path}, got {said or 'no pair'}; for {order} the engine "
+                            f"has {', '.join(instead)}. {why}")
+    for pair, said in sorted(engine_said.items()):
+        if pair not in want:
+            order, txn = pair
+            failures.append(f"{order} + {txn}: the engine made a {said} pair (score {scores[pair]:.3f}) that was "
+                            f"not planted")
+    # the suggested pairs are the suggested_match breaks: both must agree
+    cards = {(b["order_id"], b["txn_id"]) for b in found if b["type"] == "suggested_match"}
+    if cards != got["suggested"]:
+        failures.append(f"suggested_match breaks {sorted(cards ^ got['suggested'])} differ from the fuzzy pass's "
+                        "suggested pairs")
+    return ok and not failures, failures
+
+
+def bank_report(console, bank, by_key, probe: FuzzyProbe) -> list[str]:
+    """Per planted bank case: how many came out exactly as they must (fuzzy pairs, planted
+    breaks with their amounts, and no other break on its orders or lines); -> a failure line
+    for every break that should not be there or is missing."""
+    said = {(o, txn): st for o, found_ in probe.pairs.items() for txn, st, _sc in found_}
+    per_case: dict[str, Counter] = defaultdict(Counter)
+    failures = []
+    for inst in bank.instances:
+        keys = {x.order_id for x in inst.fuzzy} | set(inst.matched) | {e.ref for e in inst.entries} | \
+            {k for k, _t in inst.breaks}
+        lines = "; ".join(f"{e.file} line {e.line} ({e.booked}, {e.amount} CNY, /NAME/{e.name}/REMI/{e.remittance})"
+                          for e in inst.entries)
+        wrong = [f"{b['type']} {b['difference']} on {b['day']} for {k}" for k in sorted(keys)
+                 for b in by_key.get(k, []) if (k, b["type"]) not in inst.breaks]
+        missing = [f"{t} {d / 100:.2f} for {k}" for (k, t), d in inst.breaks.items()
+                   if not any(b["type"] == t and cents(Decimal(b["difference"])) == d for b in by_key.get(k, []))]
+        pairs_ok = all(said.get((x.order_id, x.entry.ref)) == x.status for x in inst.fuzzy)
+        per_case[inst.case]["planted"] += 1
+        per_case[inst.case]["right"] += pairs_ok and not wrong and not missing
+        if wrong or missing:
+            pairs = "; ".join(f"{x.order_id} {x.status} with {x.entry.ref}" for x in inst.fuzzy)
+            failures.append(f"bank {inst.case} planted {inst.day}: "
+                            + "; ".join([*(f"unexpected break {w}" for w in wrong), *(f"missing {m}" for m in missing)])
+                            + f". Lines: {lines or 'none'}" + (f". Expected pairs: {pairs}" if pairs else ""))
+    t = Table(title="bank transfers (MT940 statements), by case", title_justify="left")
+    for col in ("case", "planted", "as expected"):
+        t.add_column(col, justify="left" if col == "case" else "right")
+    for case in bank_plants.CASES_SHOWN:
+        c = per_case.get(case)
+        if c:
+            t.add_row(case, str(c["planted"]), str(c["right"]), style=None if c["planted"] == c["right"] else "red")
+    console.print(t)
+    return failures
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Synthetic business day for the benchmark: N orders of one merchant, paid by WeChat Pay.
 
-    python bench/gen_day.py 1000000          # -> bench/out/day-1000000-s20261120-v1/
+    python bench/gen_day.py 1000000          # -> bench/out/day-1000000-s20261120-v4/
 
 Writes, for 2026-11-20 (Asia/Shanghai):
 - orders.csv: the shop's export, canonical header
@@ -10,9 +10,10 @@ Writes, for 2026-11-20 (Asia/Shanghai):
   column header, the 7-column summary whose totals agree with the rows).
 - planted.json: what was planted and the breaks a run must report, by type.
 
-Seeded and vectorised (numpy draws, Arrow string kernels, one buffer per file), so a
-million orders take a few seconds. Files are cached under bench/out/ keyed by N, seed
-and GEN_VERSION; `generate()` returns the cached set when it is complete.
+Seeded and vectorised (numpy draws, Arrow string kernels, text written a million rows at
+a time), so a million orders take a few seconds and 10M about a minute in under 2 GiB.
+Files are cached under bench/out/ keyed by N, seed and GEN_VERSION; `generate()` returns
+the cached set when it is complete.
 
 Planted (counts scale with N, each at least 1 for N >= 10_000; sets are disjoint):
   short            paid in our books, absent from the bill                N / 1000
@@ -42,6 +43,7 @@ import pyarrow.compute as pc
 
 OUT = Path(__file__).resolve().parent / "out"
 GEN_VERSION = 4
+CHUNK = 1_000_000  # rows turned into text at a time (see _chunks)
 DAY = "2026-11-20"
 DAY_COMPACT = "20261120"
 SEED = 20261120
@@ -155,23 +157,39 @@ def _times(seconds: np.ndarray, fmt: str = "{day} {hms}") -> pa.Array:
     return _CLOCK[fmt].take(pa.array(seconds))
 
 
-def _write_text(path: Path, prefix: str, lines: pa.Array, suffix: str) -> None:
-    """Write prefix, the lines' concatenation (they carry their own terminators), suffix: no per-row Python."""
+def _write_lines(fh, lines: pa.Array) -> None:
+    """Append the lines' concatenation (they carry their own terminators): no per-row Python."""
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
+    if not len(lines):
+        return
     width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
     offsets = np.frombuffer(lines.buffers()[1], dtype=width, count=len(lines) + 1, offset=lines.offset * width().itemsize)
-    with open(path, "wb") as fh:
-        fh.write(prefix.encode("utf-8"))
-        if len(lines):
-            fh.write(memoryview(lines.buffers()[2])[int(offsets[0]):int(offsets[-1])])
-        fh.write(suffix.encode("utf-8"))
+    fh.write(memoryview(lines.buffers()[2])[int(offsets[0]):int(offsets[-1])])
+
+
+def _chunks(n: int):
+    """Row ranges turned into text one at a time: the text of 10M bill rows (2.5 GB) never
+    sits in memory at once, and each chunk's string buffer stays under Arrow's 2 GiB offsets."""
+    for lo in range(0, n, CHUNK):
+        yield lo, min(n, lo + CHUNK)
 
 
 # -- the day ----------------------------------------------------------------------------
 
 def _count(n: int, per: int) -> int:
     return max(1, n // per) if n >= 10_000 else max(0, n // per)
+
+
+# Bill row groups: what the channel writes for each; a row is (group, index), its text is
+# built from those only when its chunk is written.
+PAY, DUP, LONG, REFUND = 0, 1, 2, 3
+TXN_PREFIX = pa.array(["4200001" + DAY_COMPACT, "4200002" + DAY_COMPACT, "4200003" + DAY_COMPACT, "4200001" + DAY_COMPACT])
+OID_PREFIX = pa.array(["B", "B", "BX", "B"])
+STATE = pa.array(["SUCCESS", "SUCCESS", "SUCCESS", "REFUND"])
+REFUND_TYPE = pa.array(["", "", "", "ORIGINAL"])
+REFUND_STATUS = pa.array(["", "", "", "SUCCESS"])
+LONG_USERS = 90_000_000  # user ids of the payers our books never saw: above any order index
 
 
 def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
@@ -185,7 +203,6 @@ def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
 
     # Orders in paid-time order: 07:00:00 .. 22:59:59 local, so refunds (+5..60 min) stay on the day.
     paid_s = np.sort(rng.integers(7 * 3600, 23 * 3600, size=n, dtype=np.int64))
-    idx = np.arange(n, dtype=np.int64)
     amount = rng.integers(1, 400, size=n, dtype=np.int64) * 50 + rng.choice(np.array([0, 0, 0, 0, 10, 80]), size=n)
     goods = rng.integers(0, len(GOODS), size=n)
 
@@ -198,6 +215,7 @@ def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
         at += k[name]
     if at > n:
         raise ValueError(f"N={n} is too small for the planted differences")
+    del perm
 
     # shorts end in .87 and longs in .37, amounts no other payment has: the engine's fuzzy pass
     # (same amount, close in time) must find no candidate for them, or they become suggested matches
@@ -212,22 +230,24 @@ def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
     status[sets["unpaid_collected"]] = 3
     status[sets["unpaid_absent"]] = 3
     refund_s = paid_s + rng.integers(300, 3600, size=n, dtype=np.int64)
-
-    order_id = _join("B", _pad(idx, 8))
-    txn_id = _join("4200001" + DAY_COMPACT, _pad(idx, 13))
     no_txn = np.zeros(n, dtype=bool)
     no_txn[sets["unpaid_collected"]] = True
     no_txn[sets["unpaid_absent"]] = True
-    books_txn = pc.if_else(pa.array(no_txn), "", txn_id)
 
     # -- orders.csv -----------------------------------------------------------------------
     status_words = pa.array(["paid", "refunded", "partially_refunded", "unpaid"])
-    paid_iso = _times(paid_s, "{day}T{hms}+08:00")
-    # the last "column" is the line terminator: the separator before it is dropped by joining it with ""
-    order_lines = _join(_join(order_id, "wechatpay", _money(amount), "CNY", status_words.take(pa.array(status)),
-                              paid_iso, _money(refund), books_txn, sep=","), "\n")
+    with open(orders_path, "wb") as fh:
+        fh.write((ORDERS_HEADER + "\n").encode("utf-8"))
+        for lo, hi in _chunks(n):
+            i = np.arange(lo, hi, dtype=np.int64)
+            books_txn = pc.if_else(pa.array(no_txn[lo:hi]), "", _join("4200001" + DAY_COMPACT, _pad(i, 13)))
+            # the last "column" is the line terminator: the separator before it is dropped by joining it with ""
+            _write_lines(fh, _join(_join(
+                _join("B", _pad(i, 8)), "wechatpay", _money(amount[lo:hi]), "CNY",
+                status_words.take(pa.array(status[lo:hi])), _times(paid_s[lo:hi], "{day}T{hms}+08:00"),
+                _money(refund[lo:hi]), books_txn, sep=","), "\n"))
 
-    # -- the bill: payments -----------------------------------------------------------------
+    # -- the bill: which rows, in numbers -------------------------------------------------
     on_channel = np.ones(n, dtype=bool)
     on_channel[sets["short"]] = False
     on_channel[sets["unpaid_absent"]] = False
@@ -238,74 +258,69 @@ def _write_day(n: int, seed: int, orders_path: Path, bill_path: Path) -> dict:
     coupon = np.zeros(n, dtype=np.int64)
     coupon[sets["coupon"]] = np.minimum(500, gross[sets["coupon"]] // 2)
 
-    rows = []  # one dict of column arrays per row group, concatenated below
+    rows: list[dict[str, np.ndarray]] = []  # one dict of column arrays per row group, concatenated below
 
-    def group(t_s, txn, oid, user, state, settle, coup, refund_no, m_refund_no, refunded, refund_type, refund_status,
-              goods_i, fee5, gross_amt, applied):
-        m = len(t_s)
-        rows.append(dict(
-            t=t_s, txn=txn, oid=oid, user=user, state=_const(state, m), settle=settle, coupon=coup,
-            refund_no=refund_no, m_refund_no=m_refund_no, refunded=refunded, refund_type=_const(refund_type, m),
-            refund_status=_const(refund_status, m), goods=goods_i, fee5=fee5, gross=gross_amt, applied=applied))
-
-    def user_of(i):
-        return _join("oUpF8uMuAJO_M2pxb1Q9z", _pad(i, 8))
+    def group(g, t_s, i, user, settle, coup, refunded, goods_i, fee5, gross_amt, applied):
+        rows.append(dict(g=np.full(len(t_s), g, dtype=np.int8), t=t_s, i=i, user=user, settle=settle, coupon=coup,
+                         refunded=refunded, goods=goods_i, fee5=fee5, gross=gross_amt, applied=applied))
 
     zeros = lambda m: np.zeros(m, dtype=np.int64)  # noqa: E731
-    zero_txt = lambda m: _const("0", m)  # noqa: E731
     settle = gross[pay] - coupon[pay]
-    group(paid_s[pay], txn_id.take(pa.array(pay)), order_id.take(pa.array(pay)), user_of(pay), "SUCCESS", settle,
-          coupon[pay], zero_txt(len(pay)), zero_txt(len(pay)), zeros(len(pay)), "", "", goods[pay], settle * 6,
-          gross[pay], zeros(len(pay)))
+    group(PAY, paid_s[pay], pay, pay, settle, coupon[pay], zeros(len(pay)), goods[pay], settle * 6, gross[pay],
+          zeros(len(pay)))
+    del settle
 
     # a second charge of the same order, 41 s later, with its own transaction id
     dup = sets["duplicate_charge"]
-    dup_txn = _join("4200002" + DAY_COMPACT, _pad(dup, 13))
-    group(paid_s[dup] + 41, dup_txn, order_id.take(pa.array(dup)), user_of(dup), "SUCCESS", gross[dup], zeros(len(dup)),
-          zero_txt(len(dup)), zero_txt(len(dup)), zeros(len(dup)), "", "", goods[dup], gross[dup] * 6, gross[dup],
-          zeros(len(dup)))
+    group(DUP, paid_s[dup] + 41, dup, dup, gross[dup], zeros(len(dup)), zeros(len(dup)), goods[dup], gross[dup] * 6,
+          gross[dup], zeros(len(dup)))
 
     # payments our books never saw
     nl = k["long"]
     long_i = np.arange(nl, dtype=np.int64)
     long_s = rng.integers(7 * 3600, 23 * 3600, size=nl, dtype=np.int64)
     long_amt = rng.integers(1, 200, size=nl, dtype=np.int64) * 100 + 37
-    group(long_s, _join("4200003" + DAY_COMPACT, _pad(long_i, 13)), _join("BX", _pad(long_i, 8)),
-          user_of(long_i + 90_000_000), "SUCCESS", long_amt, zeros(nl), zero_txt(nl), zero_txt(nl), zeros(nl), "", "",
-          long_i % len(GOODS), long_amt * 6, long_amt, zeros(nl))
+    group(LONG, long_s, long_i, long_i + LONG_USERS, long_amt, zeros(nl), zeros(nl), long_i % len(GOODS), long_amt * 6,
+          long_amt, zeros(nl))
 
     # refunds on the bill: the ones our books agree with, and the ones they do not show
     ref = np.sort(np.concatenate([sets["refund_full"], sets["refund_partial"], sets["refund_channel_only"]]))
     ref_amt = np.where(refund[ref] > 0, refund[ref], amount[ref])
     ref_amt = np.where(np.isin(ref, sets["refund_channel_only"]), np.maximum(1, amount[ref] // 2), ref_amt)
     m = len(ref)
-    group(refund_s[ref], txn_id.take(pa.array(ref)), order_id.take(pa.array(ref)), user_of(ref), "REFUND", zeros(m),
-          zeros(m), _join("5030000" + DAY_COMPACT, _pad(ref, 14)),
-          _join("RF", order_id.take(pa.array(ref))), ref_amt, "ORIGINAL", "SUCCESS", goods[ref], -ref_amt * 6,
-          zeros(m), ref_amt)
+    group(REFUND, refund_s[ref], ref, ref, zeros(m), zeros(m), ref_amt, goods[ref], -ref_amt * 6, zeros(m), ref_amt)
+    del paid_s, amount, goods, status, refund, refund_s, no_txn, on_channel, pay, gross, coupon
 
-    col = {key: (pa.concat_arrays([g[key] for g in rows]) if isinstance(rows[0][key], pa.Array)
-                 else np.concatenate([g[key] for g in rows])) for key in rows[0]}
-    order = np.argsort(col["t"], kind="stable")
-    take = pa.array(order)
+    order = np.argsort(np.concatenate([g["t"] for g in rows]), kind="stable")
     total = len(order)
-    sel = {key: (v.take(take) if isinstance(v, pa.Array) else v[order]) for key, v in col.items()}
+    sel = {key: np.concatenate([g[key] for g in rows])[order] for key in rows[0]}
+    rows.clear()  # the groups live on in `sel` only
+    del order
 
-    fields = [
-        _times(sel["t"], "`{day} {hms}"), WECHAT_APPID, WECHAT_MCH, "0", "",
-        sel["txn"], sel["oid"], sel["user"], "JSAPI", sel["state"], "OTHERS",
-        "CNY", _money(sel["settle"]), _money(sel["coupon"]), sel["refund_no"], sel["m_refund_no"],
-        _money(sel["refunded"]), "0.00", sel["refund_type"], sel["refund_status"],
-        pa.array(GOODS).take(pa.array(sel["goods"])), "", _money(sel["fee5"], 5), "0.60%",
-        _money(sel["gross"]), _money(sel["applied"]),
-        "\r\n",  # 费率备注 is empty: the separator gives its backtick, then the line ends
-    ]
-    bill_lines = _join(*fields, sep=",`")
-    sums = [str(total), _fmt(sel["settle"].sum(), 2), _fmt(sel["refunded"].sum(), 2), "0.00",
-            _fmt(sel["fee5"].sum(), 5), _fmt(sel["gross"].sum(), 2), _fmt(sel["applied"].sum(), 2)]
-    summary = WX_SUMMARY + "\r\n" + ",".join("`" + v for v in sums) + "\r\n"
-    _write_text(orders_path, ORDERS_HEADER + "\n", order_lines, "")
-    _write_text(bill_path, "\ufeff" + WX_HEADER + "\r\n", bill_lines, summary)
+    # -- the bill: text, a chunk of rows at a time ------------------------------------------
+    with open(bill_path, "wb") as fh:
+        fh.write(("\ufeff" + WX_HEADER + "\r\n").encode("utf-8"))
+        for lo, hi in _chunks(total):
+            c = {key: v[lo:hi] for key, v in sel.items()}
+            g = pa.array(c["g"])
+            oid = _join(OID_PREFIX.take(g), _pad(c["i"], 8))
+            is_refund = pa.array(c["g"] == REFUND)
+            fields = [
+                _times(c["t"], "`{day} {hms}"), WECHAT_APPID, WECHAT_MCH, "0", "",
+                _join(TXN_PREFIX.take(g), _pad(c["i"], 13)), oid, _join("oUpF8uMuAJO_M2pxb1Q9z", _pad(c["user"], 8)),
+                "JSAPI", STATE.take(g), "OTHERS",
+                "CNY", _money(c["settle"]), _money(c["coupon"]),
+                pc.if_else(is_refund, _join("5030000" + DAY_COMPACT, _pad(c["i"], 14)), "0"),
+                pc.if_else(is_refund, _join("RF", oid), "0"),
+                _money(c["refunded"]), "0.00", REFUND_TYPE.take(g), REFUND_STATUS.take(g),
+                pa.array(GOODS).take(pa.array(c["goods"])), "", _money(c["fee5"], 5), "0.60%",
+                _money(c["gross"]), _money(c["applied"]),
+                "\r\n",  # 费率备注 is empty: the separator gives its backtick, then the line ends
+            ]
+            _write_lines(fh, _join(*fields, sep=",`"))
+        sums = [str(total), _fmt(sel["settle"].sum(), 2), _fmt(sel["refunded"].sum(), 2), "0.00",
+                _fmt(sel["fee5"].sum(), 5), _fmt(sel["gross"].sum(), 2), _fmt(sel["applied"].sum(), 2)]
+        fh.write((WX_SUMMARY + "\r\n" + ",".join("`" + v for v in sums) + "\r\n").encode("utf-8"))
 
     expected = {
         "short": k["short"],

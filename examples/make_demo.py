@@ -190,7 +190,8 @@ def write_orders(orders: list[Order], path: Path) -> None:
     for o in sorted((o for o in orders if o.in_books), key=lambda o: o.paid_at):
         txn = "" if o.extra.get("books_without_txn") or o.status == "unpaid" else o.txn_id
         refunded = o.refunded_at.isoformat() + "+08:00" if o.refund else ""
-        payer = o.payer if o.channel == "wechatpay" else ""
+        # bank transfers: the customer as our books know them, which the fuzzy pass looks for
+        payer = o.payer if o.channel in ("wechatpay", "bank") else ""
         lines.append(",".join([o.order_id, o.channel, money(o.amount), o.currency, o.status,
                                o.paid_at.isoformat() + "+08:00", money(o.refund), txn, refunded, payer]))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
