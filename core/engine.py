@@ -269,6 +269,14 @@ def merged_payment(con, ctx: _Context) -> None:
         WHERE g.n > 1 AND g.same_cur AND abs(g.total - g.ca) <= {ctx.tol('g.ca')}""")
 
 
+def _names_id(text: str, order_id: str) -> str:
+    """SQL: `text` names `order_id` as a whole id, not as the start or middle of a longer one
+    (a memo naming K-90115 does not name K-9011). Id characters are those of the default id
+    pattern: letters, digits, `_` and `-`."""
+    return (f"(strpos(upper(coalesce({text}, '')), upper({order_id})) > 0 AND regexp_matches(upper({text}), "
+            f"'(^|[^A-Z0-9_-])' || regexp_escape(upper({order_id})) || '($|[^A-Z0-9_-])'))")
+
+
 def fuzzy(con, ctx: _Context) -> None:
     """Leftovers: amount within tolerance and time within the window, scored; a mutual
     untied best at or above the threshold is confirmed, any other best is suggested."""
@@ -288,7 +296,7 @@ def fuzzy(con, ctx: _Context) -> None:
              cand AS (
                 SELECT li.id AS iid, lc.id AS cid,
                        -- the order id written in the channel's memo is the strongest signal
-                       CASE WHEN li.order_id IS NOT NULL AND strpos(upper(coalesce(lc.memo, '')), upper(li.order_id)) > 0
+                       CASE WHEN li.order_id IS NOT NULL AND {_names_id('lc.memo', 'li.order_id')}
                             THEN {r.fuzzy_weight_order_id} ELSE 0 END
                      + CASE WHEN li.payer IS NOT NULL AND length(li.payer) >= 2 AND
                                  strpos(upper(coalesce(lc.payer, '') || ' ' || coalesce(lc.memo, '')), upper(li.payer)) > 0
@@ -311,10 +319,16 @@ def fuzzy(con, ctx: _Context) -> None:
         WHERE ri = 1 AND rc = 1 AND score >= {r.fuzzy_min_score}
           AND coalesce(i_next, -1) < score AND coalesce(c_next, -1) < score""")
     # Suggest only for items that would otherwise be breaks now: one still in transit waits.
+    # The best candidate among those still free: a line confirmed for another order (its memo
+    # names that one) is not offered again.
     _claim(con, f"""
-        SELECT fz.iid, fz.cid, fz.iid, 'fuzzy', 'suggested', fz.score FROM fz JOIN ip ON ip.id = fz.iid
-        WHERE fz.ri = 1 AND fz.iid NOT IN (SELECT iid FROM m WHERE status = 'confirmed')
-          AND NOT {ctx.in_transit('channel', 'ip.day')}""")
+        SELECT iid, cid, iid, 'fuzzy', 'suggested', score FROM (
+            SELECT fz.iid, fz.cid, fz.score, ip.day,
+                   row_number() OVER (PARTITION BY fz.iid ORDER BY fz.score DESC, fz.cid) AS best
+            FROM fz JOIN ip ON ip.id = fz.iid
+            WHERE fz.iid NOT IN (SELECT iid FROM m WHERE status = 'confirmed')
+              AND fz.cid NOT IN (SELECT cid FROM m WHERE status = 'confirmed'))
+        WHERE best = 1 AND NOT {ctx.in_transit('channel', 'day')}""")
 
 
 PASSES = [exact_txn_id, exact_order_id, split_payment, closest_order_candidate, merged_payment, fuzzy]
@@ -435,8 +449,9 @@ def long_payment(ctx: _Context) -> str:
                     anchor_ref="ref") + f"""
         FROM c_left WHERE day = {ctx.d}
           AND NOT EXISTS (SELECT 1 FROM pairs_all p WHERE p.order_id = c_left.order_id)
-          -- a channel item suggested for one of this day's orders is shown on that card
-          AND id NOT IN (SELECT m.cid FROM m JOIN ip ON ip.id = m.iid WHERE m.status = 'suggested' AND ip.day = {ctx.d})"""
+          -- a channel item suggested for an order is shown on that order's card, also when the
+          -- order is a day earlier (a transfer books the next day) and its card came from that run
+          AND id NOT IN (SELECT cid FROM m WHERE status = 'suggested')"""
 
 
 def short_payment(ctx: _Context) -> str:

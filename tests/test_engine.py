@@ -186,6 +186,17 @@ CASES = {
         [rec(txn="B1", amount=50000, memo="TRANSFER", at="11:00")],
         [("suggested_match", "payment", "A-2001", 50000, 50000, 0, "open", "fuzzy")],
     ),
+    "fuzzy: a memo naming K-90115 does not name K-9011 (an id is matched whole, never as a prefix)": (
+        [rec(order="K-9011", amount=639472, status="paid", at="08:05"),
+         rec(order="K-90115", amount=639472, status="paid", at="16:45", line=2)],
+        [rec(txn="B1", amount=639472, memo="PAYMENT FOR ORDER K-90115", at="23:59")],
+        [("short", "payment", "K-9011", 639472, None, -639472, "open", "unmatched")],
+    ),
+    "fuzzy: a transfer booked a day after its order is on that order's card (its own run), not a long": (
+        [rec(order="A-2001", amount=475060, status="paid", payer="Qingshan Bakery", day=date(2026, 11, 19))],
+        [rec(txn="B1", amount=475060, payer="QINGSHAN BAKERY CHAIN CO LTD", memo="HUO KUAN", at="00:00")],
+        [],
+    ),
     "fuzzy: outside the time window nothing is proposed": (
         [rec(order="A-2001", amount=50000, status="paid", at="10:00")],
         [rec(txn="B1", amount=50000, memo="A-2001", day=date(2026, 11, 24), at="11:00")],
