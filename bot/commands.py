@@ -200,7 +200,7 @@ class Commands:
             import sys
 
             config = [] if self.cfg.origin.startswith("<") else ["--config", self.cfg.origin]
-            done = subprocess.run([sys.executable, "-c", "from bot.cli import main; main()", "run", "--day",
+            done = subprocess.run([sys.executable, "-c", "from bot.entry import main; main()", "run", "--day",
                                    day.isoformat(), "--merchant", merchant_id, *config],
                                   capture_output=True, text=True, timeout=3600)
             if done.returncode != 0:
