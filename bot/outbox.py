@@ -134,7 +134,9 @@ def enqueue(url: str, m: Message, now: datetime) -> bool:
                                  state="closed" if m.final else "live", created_at=now, updated_at=now)
                 s.add(card)
                 s.flush()  # a second pass queueing the same card stops here (unique card, route)
-                s.add(Outbox(idem_key=f"send:{card.id}:{m.channel}:{m.card_key}", op="send", channel=m.channel,
+                # unique per send (the card's uniqueness is the alert_card row's); kept in the row,
+                # so every retry of this send carries the same key to the platform
+                s.add(Outbox(idem_key=f"send:{m.card_key}:{uuid.uuid4().hex}", op="send", channel=m.channel,
                              target=m.target, card_key=m.card_key, break_id=m.break_id, payload=payload,
                              next_attempt_at=now, created_at=now))
             else:
@@ -152,7 +154,7 @@ def enqueue(url: str, m: Message, now: datetime) -> bool:
                              .execution_options(synchronize_session=False)).rowcount == 0:
                     s.execute(update(Outbox).where(same, Outbox.op == "update").values(state="superseded")
                               .execution_options(synchronize_session=False))
-                    s.add(Outbox(idem_key=f"update:{card.id}:{h}", op="update", channel=m.channel, target=m.target,
+                    s.add(Outbox(idem_key=f"update:{m.card_key}:{h[:16]}:{uuid.uuid4().hex}", op="update", channel=m.channel, target=m.target,
                                  card_key=m.card_key, break_id=m.break_id, payload=payload, next_attempt_at=now,
                                  created_at=now))
             s.commit()
