@@ -246,8 +246,8 @@ def _send(cfg: Config, channels: dict[str, Channel], row: Outbox, now: datetime)
             if row.in_doubt and find is not None:
                 ref = find(target, row.idem_key)
                 if ref is not None:
-                    log.info("outbox #%s: %s already has it (message %s); not sending again", row.id, row.channel,
-                             ref.message_id)
+                    log.warning("outbox #%s: %s already has it (message %s); not sending again", row.id,
+                                row.channel, ref.message_id)
             if ref is None:
                 if row.in_doubt:
                     log.warning("outbox #%s: %s cannot tell whether it took this message before the crash; "
