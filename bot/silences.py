@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from bot.users import Actor
@@ -135,10 +135,3 @@ def matching(silences: list[Silence], merchant_id: str, source: str, btype: str,
             return x
     return None
 
-
-def ended_since(url: str, merchant_id: str, since: datetime, now: datetime) -> bool:
-    """Whether a silence of the merchant ended between `since` and `now` (so a pass is due)."""
-    q = select(Silence.id).where(Silence.merchant_id == merchant_id,
-                                 or_(Silence.ended_at.between(since, now), Silence.ends_at.between(since, now)))
-    with Session(get_engine(url)) as s:
-        return s.execute(q.limit(1)).first() is not None
