@@ -110,7 +110,7 @@ def alert_merchant(cfg: Config, channels: dict[str, Channel], merchant_id: str,
     breaks, live = collect(cfg, merchant_id)
     held = inhibit(breaks, report)
     held |= silence(cfg, merchant_id, breaks, now, report)
-    plans = group(cfg, merchant_id, breaks, held, live, report)
+    plans = group(cfg, merchant_id, breaks, held, live, report, now)
     messages = dedupe(cfg, route(cfg, channels, merchant_id, plans, live, report))
     outbox(cfg, messages, now, report)
     stop_escalations(cfg, breaks, now)
@@ -167,8 +167,7 @@ def own_card(cfg: Config, b: Break) -> bool:
 
 
 def group(cfg: Config, merchant_id: str, breaks: list[Break], held: set[int], live: dict[str, list[AlertCard]],
-          report: AlertReport) -> list[Plan]:
-    now = datetime.now(timezone.utc)
+          report: AlertReport, now: datetime) -> list[Plan]:
     plans: list[Plan] = []
     small: dict[DigestKey, list[Break]] = defaultdict(list)
     for b in breaks:

@@ -488,8 +488,8 @@ def test_two_drainers_send_each_row_once(db_url, slack):
     chans = channels(cfg)
     breaks, live = collect(cfg, "demo-shop")
     held = inhibit(breaks, report) | silence(cfg, "demo-shop", breaks, T0, report)
-    outbox(cfg, dedupe(cfg, route(cfg, chans, "demo-shop", group(cfg, "demo-shop", breaks, held, live, report),
-                                  live, report)), T0, report)
+    plans = group(cfg, "demo-shop", breaks, held, live, report, T0)
+    outbox(cfg, dedupe(cfg, route(cfg, chans, "demo-shop", plans, live, report)), T0, report)
     assert report.sends == 12
     counts: list[int] = []
     barrier = threading.Barrier(2)
@@ -507,3 +507,39 @@ def test_two_drainers_send_each_row_once(db_url, slack):
     keys = [json.dumps(p["metadata"]) for p in slack_posts(slack)]
     assert len(keys) == len(set(keys)) == 12
     assert {r.state for r in rows(db_url, Outbox)} == {"sent"}
+
+
+def test_migration_keeps_the_cards_the_old_notifier_posted(tmp_path):
+    """0005 folds chat_message into alert_card: a card posted before the upgrade is still
+    edited in place (its hash is unknown, so the first pass edits it once), never re-sent."""
+    from sqlalchemy import text
+
+    from models.db import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0004_anomaly")
+    with get_engine(url).begin() as conn:
+        conn.execute(text("INSERT INTO merchant VALUES ('demo-shop', 'Demo', 'Asia/Shanghai', 'CNY')"))
+        conn.execute(text("INSERT INTO recon_run (id, merchant_id, business_day, started_at, status, stats) "
+                          "VALUES (1, 'demo-shop', '2026-11-20', '2026-11-21 02:00:00', 'done', '{}')"))
+        conn.execute(text(
+            "INSERT INTO break (id, merchant_id, business_day, source, type, status, severity, key, order_id, "
+            "internal_amount, difference, currency, rule, tolerance, explanation, evidence, first_run_id, "
+            "last_run_id, version, created_at, updated_at) VALUES (1, 'demo-shop', '2026-11-20', 'wechatpay', "
+            "'short', 'open', 'normal', 'k', 'W-1', 32000, -32000, 'CNY', 'r', 0, 'short', '[]', 1, 1, 1, "
+            "'2026-11-21 02:00:00', '2026-11-21 02:00:00')"))
+        conn.execute(text("INSERT INTO chat_message (break_id, channel, target, message_id, sent_at) "
+                          "VALUES (1, 'slack', 'C0FIN', '1764000001.000100', '2026-11-21 02:00:01')"))
+    upgrade(url)
+    [card] = rows(url, AlertCard)
+    assert (card.card_key, card.channel, card.target, card.message_id, card.state) == (
+        "break:1", "slack", "C0FIN", "1764000001.000100", "live")
+    slack = FakeSlack()
+    try:
+        cfg = config(url, slack=slack)
+        report = alert_merchant(cfg, channels(cfg), "demo-shop")
+        assert (report.sends, report.updates) == (0, 1) and slack_posts(slack) == []
+        [upd] = slack.called("chat.update")
+        assert upd["ts"] == "1764000001.000100"
+    finally:
+        slack.close()
