@@ -9,6 +9,8 @@ Contract other issues and the docs rely on:
   recon pull [--day D] [--merchant M] [--source S]... [--folder]
   recon users add|list|link ...     people, roles, chat accounts
   recon approve|assign|resolve BREAK ...   the card buttons, from the console
+  recon silence add|list|end ...            time-boxed silences of alerts
+  recon alerts send|drain|routes|enable ... the alert pipeline and its outbox
   recon serve [--host H] [--port P]         inbound endpoints for Slack, Telegram, WeCom
   recon model train [--merchant M] [--until YYYY-MM-DD]     (docs/anomaly.md)
   recon anomaly expected BREAK [--by NAME] [--note TEXT]
@@ -53,6 +55,10 @@ model_app = typer.Typer(no_args_is_help=True, help="The anomaly model (Isolation
 app.add_typer(model_app, name="model")
 anomaly_app = typer.Typer(no_args_is_help=True, help="Verdicts on anomaly alerts.")
 app.add_typer(anomaly_app, name="anomaly")
+silence_app = typer.Typer(no_args_is_help=True, help="Time-boxed silences: no new alert cards for matching breaks.")
+app.add_typer(silence_app, name="silence")
+alerts_app = typer.Typer(no_args_is_help=True, help="The alert pipeline: send, drain the outbox, routes.")
+app.add_typer(alerts_app, name="alerts")
 
 out = Console()
 err = Console(stderr=True)
@@ -178,7 +184,7 @@ def run(
     config: ConfigOpt = None,
     merchant: MerchantOpt = None,
     day: Annotated[Optional[str], typer.Option(help="Business day (default: yesterday, merchant time).")] = None,
-    notify: Annotated[bool, typer.Option(help="Send the open breaks to the merchant's chat routes.")] = True,
+    notify: Annotated[bool, typer.Option(help="Alert the merchant's chat routes (the alert pipeline).")] = True,
 ) -> None:
     """Reconcile one business day for a merchant."""
     cfg = _load(config)
@@ -186,18 +192,163 @@ def run(
     summary = run_with_progress(cfg, m, _day(day, m.timezone), err)
     print_summary(out, summary)
     if notify:
-        from bot.notify import notify as send_cards
+        from bot.alerts import alert_merchant
 
-        send_cards(cfg, _channels(cfg), m.id)
+        err.print(alert_merchant(cfg, _channels(cfg), m.id).line(), style="dim", highlight=False)
 
 
-def _channels(cfg: Config) -> dict:
+def _channels(cfg: Config, quiet: bool = False) -> dict:
+    """The configured channels; `quiet`: the console channel prints nothing (its card was
+    just shown by the command itself)."""
     import channels
 
     built = channels.build(cfg)
     if "console" in built:
-        built["console"].console = out
+        built["console"].console = Console(file=io.StringIO()) if quiet else out
     return built
+
+
+def _actor(cfg: Config, as_user: str | None):
+    import getpass
+
+    from bot.users import UserError, get_user, identify
+
+    url = cfg.database.url
+    try:
+        actor = get_user(url, as_user) if as_user else identify(url, "console", getpass.getuser())
+    except UserError as exc:
+        _fail(str(exc), 2)
+    if actor is None:
+        _fail(f"who is acting? pass --as NAME, or link your login once: "
+              f"recon users link NAME --platform console --id {getpass.getuser()}", 2)
+    return actor
+
+
+@silence_app.command("add")
+def silence_add(
+    for_: Annotated[str, typer.Option("--for", help="How long: 2d, 36h, 1d12h, 90m.")],
+    reason: Annotated[str, typer.Option(help="Why, for the others (\"bank holiday, T+2 expected\").")],
+    merchant: MerchantOpt = None,
+    source: Annotated[Optional[str], typer.Option(help="Only this source.")] = None,
+    type_: Annotated[Optional[str], typer.Option("--type", help="Only this break type (short, long, ...).")] = None,
+    day: Annotated[Optional[str], typer.Option(help="Only breaks of this business day (YYYY-MM-DD).")] = None,
+    config: ConfigOpt = None,
+    as_: Annotated[Optional[str], typer.Option("--as", help="Who silences (an approver or admin).")] = None,
+) -> None:
+    """Silence alerts for a while: matching breaks get no new card and do not escalate."""
+    from bot.silences import Matchers, SilenceError, add, parse_duration
+
+    cfg = _load(config)
+    m = _merchant(cfg, merchant)
+    actor = _actor(cfg, as_)
+    try:
+        the_day = date.fromisoformat(day) if day else None
+    except ValueError:
+        _fail(f"--day {day!r} is not a date (YYYY-MM-DD)", 2)
+    try:
+        row = add(cfg, actor, Matchers(m.id, source, type_, the_day), parse_duration(for_), reason)
+    except (SilenceError, ConfigError) as exc:
+        _fail(str(exc), 2)
+    out.print(f"silence #{row.id}: {Matchers(m.id, source, type_, the_day).describe()} until "
+              f"{row.ends_at:%Y-%m-%d %H:%M} UTC, by {row.author}: {row.reason}", highlight=False)
+
+
+@silence_app.command("list")
+def silence_list(config: ConfigOpt = None,
+                 all_: Annotated[bool, typer.Option("--all", help="Also the silences that are over.")] = False) -> None:
+    """The silences in force (with --all: every one)."""
+    from datetime import timezone
+
+    from bot.silences import listing
+
+    cfg = _load(config)
+    t = Table()
+    for col in ("id", "merchant", "source", "type", "day", "until (UTC)", "by", "reason", "state"):
+        t.add_column(col)
+    now = datetime.now(timezone.utc)
+    for x in listing(cfg.database.url, now, include_over=all_):
+        ends = x.ends_at if x.ends_at.tzinfo else x.ends_at.replace(tzinfo=timezone.utc)
+        state = f"ended by {x.ended_by}" if x.ended_at else ("over" if ends <= now else "active")
+        t.add_row(str(x.id), x.merchant_id, x.source or "*", x.type or "*", str(x.business_day or "*"),
+                  f"{ends:%Y-%m-%d %H:%M}", x.author, x.reason, state)
+    out.print(t)
+
+
+@silence_app.command("end")
+def silence_end(
+    silence_id: Annotated[int, typer.Argument(metavar="ID")],
+    config: ConfigOpt = None,
+    as_: Annotated[Optional[str], typer.Option("--as", help="Who ends it (an approver or admin).")] = None,
+) -> None:
+    """End a silence now; what it held back is sent at once."""
+    from bot.alerts import alert_merchant
+    from bot.silences import SilenceError, end
+
+    cfg = _load(config)
+    actor = _actor(cfg, as_)
+    try:
+        row = end(cfg, actor, silence_id)
+    except SilenceError as exc:
+        _fail(str(exc), 2)
+    out.print(f"silence #{row.id} ended by {row.ended_by}", highlight=False)
+    err.print(alert_merchant(cfg, _channels(cfg), row.merchant_id).line(), style="dim", highlight=False)
+
+
+@alerts_app.command("send")
+def alerts_send(merchant: MerchantOpt = None, config: ConfigOpt = None) -> None:
+    """Run the alert pipeline over a merchant's current breaks (what `recon run` does after a run)."""
+    from bot.alerts import alert_merchant
+
+    cfg = _load(config)
+    m = _merchant(cfg, merchant)
+    out.print(alert_merchant(cfg, _channels(cfg), m.id).line(), highlight=False)
+
+
+@alerts_app.command("drain")
+def alerts_drain(config: ConfigOpt = None) -> None:
+    """Send what is due in the outbox (and escalations that are due)."""
+    from bot.alerts import drain_outbox, escalate_due
+
+    cfg = _load(config)
+    chans = _channels(cfg)
+    sent = drain_outbox(cfg, chans)
+    levels = escalate_due(cfg, chans)
+    out.print(f"{sent} message(s) delivered, {levels} escalation(s) sent", highlight=False)
+
+
+@alerts_app.command("routes")
+def alerts_routes(config: ConfigOpt = None) -> None:
+    """The alert routes, with the ones the outbox disabled after a permanent error."""
+    from sqlmodel import Session, select
+
+    from models.tables import AlertRoute
+
+    cfg = _load(config)
+    t = Table()
+    for col in ("merchant", "channel", "target", "severity", "state"):
+        t.add_column(col)
+    chans = _channels(cfg)
+    from bot.outbox import stored_target
+
+    with Session(db.get_engine(cfg.database.url)) as s:
+        off = {(r.channel, r.target): r for r in s.exec(select(AlertRoute)).all()}
+    for r in cfg.chat.routes:
+        stored = stored_target(chans, r)
+        d = off.get((r.channel, stored))
+        t.add_row(r.merchant, r.channel, stored or "—", ",".join(r.severity),
+                  f"disabled {d.disabled_at:%Y-%m-%d %H:%M}: {d.reason}" if d else "active")
+    out.print(t)
+
+
+@alerts_app.command("enable")
+def alerts_enable(channel: str, target: Annotated[str, typer.Argument()] = "", config: ConfigOpt = None) -> None:
+    """Use a route the outbox disabled again (after fixing it: bot invited, id corrected)."""
+    from bot.outbox import enable_route
+
+    cfg = _load(config)
+    if not enable_route(cfg.database.url, channel, target):
+        _fail(f"{channel} {target} is not disabled", 1)
+    out.print(f"{channel} {target} enabled; the next pass sends what it missed", highlight=False)
 
 
 ActorOpt = Annotated[Optional[str], typer.Option("--as", help="Act as this reconbot user (else the one linked to "
@@ -269,7 +420,7 @@ def _console_act(config, break_id: int, action: str, as_user: str | None, arg: s
     import getpass
 
     from bot.actions import Click, Workflow
-    from bot.notify import refresh
+    from bot.alerts import alert_merchant
     from bot.users import UserError, get_user, identify
     from models.tables import Break
 
@@ -287,6 +438,7 @@ def _console_act(config, break_id: int, action: str, as_user: str | None, arg: s
     with Session(db.get_engine(url)) as s:
         b = s.get(Break, break_id)
         version = b.version if b else 0
+        b_merchant = b.merchant_id if b else None
     workflow = Workflow(cfg)
     outcome = workflow.act(actor, Click(action, break_id, version, arg, "console"))
     if outcome.card is not None:
@@ -296,7 +448,8 @@ def _console_act(config, break_id: int, action: str, as_user: str | None, arg: s
     if outcome.status in ("refused", "lost", "stale"):
         _fail(outcome.message, 1)
     out.print(outcome.message, highlight=False)
-    refresh(cfg, _channels(cfg), break_id)
+    if outcome.changed:  # the break's cards in every chat follow (the pipeline's update path)
+        alert_merchant(cfg, _channels(cfg, quiet=True), b_merchant)
 
 
 @app.command()

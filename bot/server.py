@@ -46,6 +46,7 @@ def create_app(cfg: Config, run_in_subprocess: bool = False) -> Starlette:
 
     conversation = Conversation(cfg, run_in_subprocess)
     channels = registry.build(cfg, conversation)
+    conversation.commands.channels = channels  # a run or an ended silence is followed by an alert pass
 
     def _answer(channel, req):
         with conversation.answering():

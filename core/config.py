@@ -140,6 +140,9 @@ class MerchantConfig(_Strict):
     name: str
     timezone: str = "Asia/Shanghai"
     currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    # the language of this merchant's alert cards on every platform (default: each
+    # platform's own `language`)
+    language: Literal["en", "zh"] | None = None
     sources: list[SourceConfig] = []
 
     @field_validator("timezone")
@@ -223,10 +226,69 @@ class AnomalyConfig(_Strict):
     model_dir: str = "anomaly-models"
 
 
+SEVERITIES = ("note", "normal", "urgent")
+
+
 class ChatRoute(_Strict):
     merchant: str = "*"
     channel: Literal["console", "wecom", "wecom_robot", "slack", "telegram"] = "console"
     target: str = ""
+    # which alerts this route takes, by severity (note | normal | urgent); all by default
+    severity: list[Literal["note", "normal", "urgent"]] = list(SEVERITIES)
+
+
+class EscalationLevel(_Strict):
+    # minutes after the break's card was first sent (default: 10 for the first level, 30 for
+    # the second; later levels must say)
+    after_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
+    # where this level sends the card (a finance lead, a second chat)
+    routes: list[ChatRoute] = Field(min_length=1)
+
+
+class AlertsConfig(_Strict):
+    """The alert pipeline (bot/alerts.py): grouping, escalation and the outbox."""
+
+    # a break whose difference is at least this much (major units) gets a card of its own
+    # (and escalates); smaller ones go into one digest per merchant, source and day.
+    # Default: tolerance.auto_adjust_below (what is not small enough to adjust by itself).
+    threshold: Decimal | None = Field(default=None, ge=0)
+    # a source and day with at least this many small breaks gets a digest card; fewer get
+    # cards of their own
+    digest_from: int = Field(default=3, ge=1, le=1000)
+    # the largest breaks a digest lists by name
+    digest_top: int = Field(default=5, ge=1, le=20)
+    # escalation levels, in order: an own-card break nobody acted on goes to level 1 after
+    # its after_minutes, then to level 2, ...
+    escalation: list[EscalationLevel] = []
+    # where "a route was disabled" and other notices for admins go (besides the log)
+    admin_routes: list[ChatRoute] = [ChatRoute()]
+    # outbox: a message is tried this many times (5xx, timeouts) before it is given up
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    # first wait after a failure, doubled each attempt (capped at an hour); a 429's
+    # Retry-After is honoured instead
+    retry_seconds: float = Field(default=30, gt=0, le=3600)
+    # a message claimed for sending by a process that then vanished (killed mid-send) is
+    # taken over after this long (longer than any one send may take)
+    claim_timeout_seconds: float = Field(default=300, ge=0, le=86400)
+    # WeCom app messages: the platform drops an identical request repeated within this many
+    # seconds (enable_duplicate_check), which closes the crash window for WeCom
+    wecom_duplicate_check_seconds: int = Field(default=14400, ge=0, le=14400)
+
+    @model_validator(mode="after")
+    def _levels_have_times(self):
+        for i, level in enumerate(self.escalation):
+            if level.after_minutes is None and i >= 2:
+                raise ValueError(f"escalation level {i + 1} needs after_minutes (only levels 1 and 2 have "
+                                 "defaults: 10 and 30)")
+        minutes = self.minutes()
+        if any(b <= a for a, b in zip(minutes, minutes[1:])):
+            raise ValueError(f"escalation after_minutes must grow from level to level: {minutes}")
+        return self
+
+    def minutes(self) -> list[int]:
+        defaults = (10, 30)
+        return [lv.after_minutes if lv.after_minutes is not None else defaults[i]
+                for i, lv in enumerate(self.escalation)]
 
 
 class ServerConfig(_Strict):
@@ -298,7 +360,9 @@ class ChatConfig(_Strict):
     confirm_from: Decimal = Decimal("1000")
     # how long a `recon users link` code stays valid
     link_code_minutes: int = Field(default=15, ge=1, le=1440)
-    # per route and run: more new open breaks than this go out as one digest card
+    # per route and alert pass: at most this many breaks get a new card of their own; the
+    # rest wait in the digest for the next pass (a channel that counts messages per chat,
+    # Telegram's 20 a minute per group, may lower it: `room()`)
     max_cards_per_run: int = Field(default=5, ge=1, le=50)
     server: ServerConfig = ServerConfig()
     slack: SlackConfig | None = None
@@ -308,14 +372,14 @@ class ChatConfig(_Strict):
     @model_validator(mode="after")
     def _routes_have_platforms(self):
         for r in self.routes:
-            platform = "wecom" if r.channel == "wecom_robot" else r.channel
-            if platform in ("slack", "telegram") and getattr(self, platform) is None:
-                raise ValueError(f"a route uses {r.channel} but there is no [chat.{platform}] section")
-            if r.channel == "wecom" and self.wecom is None:
-                raise ValueError("a route uses wecom but there is no [chat.wecom] section")
-            if r.channel != "console" and not r.target:
-                raise ValueError(f"a {r.channel} route needs a target (chat, channel, user or robot key)")
+            self.check_route(r)
         return self
+
+    def check_route(self, r: ChatRoute) -> None:
+        if r.channel in ("slack", "telegram", "wecom") and getattr(self, r.channel) is None:
+            raise ValueError(f"a route uses {r.channel} but there is no [chat.{r.channel}] section")
+        if r.channel != "console" and not r.target:
+            raise ValueError(f"a {r.channel} route needs a target (chat, channel, user or robot key)")
 
 
 class ReportConfig(_Strict):
@@ -350,11 +414,21 @@ class Config(_Strict):
     policy: PolicyConfig = PolicyConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
     chat: ChatConfig = ChatConfig()
+    alerts: AlertsConfig = AlertsConfig()
     report: ReportConfig = ReportConfig()
     web: WebConfig | None = None  # no [web] section: no page is served
     # where the file came from; relative source paths are resolved against its folder
     base_dir: Path = Path(".")
     origin: str = "<embedded defaults>"
+
+    @model_validator(mode="after")
+    def _alert_routes_have_platforms(self):
+        for r in self.alerts.admin_routes + [r for lv in self.alerts.escalation for r in lv.routes]:
+            self.chat.check_route(r)
+        return self
+
+    def alert_threshold(self) -> Decimal:
+        return self.alerts.threshold if self.alerts.threshold is not None else self.tolerance.auto_adjust_below
 
     @model_validator(mode="after")
     def _unique_merchants(self):
