@@ -41,7 +41,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -364,6 +364,6 @@ def enable_route(url: str, channel: str, target: str) -> bool:
             s.execute(update(Outbox).where(Outbox.channel == channel, Outbox.target == target,
                                            Outbox.state.in_(("pending", "failed"))).values(state="superseded")
                       .execution_options(synchronize_session=False))
-            s.query(AlertCard).filter(AlertCard.id.in_(ids)).delete(synchronize_session=False)
+            s.execute(delete(AlertCard).where(AlertCard.id.in_(ids)).execution_options(synchronize_session=False))
         s.commit()
         return True
