@@ -64,8 +64,8 @@ class PaymentWebhooks:
 
     # -- POST /webhooks/payments/<merchant> -------------------------------------------------
 
-    def generic(self, req: HttpRequest, merchant_id: str) -> HttpResponse:
-        m = self._merchant(merchant_id)
+    def generic(self, req: HttpRequest, merchant: str) -> HttpResponse:
+        m = self._merchant(merchant)
         if m.payments_webhook_secret is None:
             raise Refused("forged", f"merchant {m.id} has no payments_webhook_secret: notifications are refused")
         ts = fresh(req.headers.get("x-recon-timestamp"), self.max_age)
@@ -82,10 +82,10 @@ class PaymentWebhooks:
 
     # -- POST /webhooks/stripe/<merchant>/<source> ------------------------------------------
 
-    def stripe(self, req: HttpRequest, merchant_id: str, source: str) -> HttpResponse:
+    def stripe(self, req: HttpRequest, merchant: str, source: str) -> HttpResponse:
         import stripe
 
-        m = self._merchant(merchant_id)
+        m = self._merchant(merchant)
         src = m.source(source)
         if src is None or src.stripe_webhook_secret is None:
             raise Refused("forged", f"merchant {m.id} has no stripe source {source!r} with a stripe_webhook_secret")
