@@ -377,8 +377,6 @@ def scheduler_cmd(config: ConfigOpt = None) -> None:
     from bot.scheduler import serve_alone
 
     cfg = _load(config)
-    if cfg.origin.startswith("<"):
-        _fail("recon scheduler needs a configuration file (--config or RECON_CONFIG)", 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # URLs may carry tokens (see bot/server.py)
     stop = threading.Event()

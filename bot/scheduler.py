@@ -152,9 +152,6 @@ class Scheduler:
     """
 
     def __init__(self, cfg: Config, channels: dict[str, Channel], isolate: bool = True) -> None:
-        if isolate and cfg.origin.startswith("<"):
-            raise ValueError("jobs that run in a process of their own need the configuration as a file "
-                             f"(this one is {cfg.origin})")
         self.cfg = cfg
         self.url = cfg.database.url
         self.channels = channels
@@ -270,9 +267,10 @@ class Scheduler:
         return self._in_child(kind, merchant, source, day, now, attempt, first_at, scheduled_for)
 
     def _in_child(self, kind, merchant, source, day, now, attempt, first_at, scheduled_for) -> S.Result:
-        args = [sys.executable, "-c", "from bot.cli import main; main()", "jobs", "run", kind, "--json",
-                "--config", self.cfg.origin, "--now", now.isoformat(), "--attempt", str(attempt),
-                "--scheduled-for", scheduled_for.isoformat()]
+        # the child reads the same configuration: the same file, or the same embedded defaults
+        config = [] if self.cfg.origin.startswith("<") else ["--config", self.cfg.origin]
+        args = [sys.executable, "-c", "from bot.cli import main; main()", "jobs", "run", kind, "--json", *config,
+                "--now", now.isoformat(), "--attempt", str(attempt), "--scheduled-for", scheduled_for.isoformat()]
         for flag, value in (("--merchant", merchant), ("--source", source), ("--day", day),
                             ("--first-at", first_at.isoformat() if first_at else None)):
             if value is not None:

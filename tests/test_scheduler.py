@@ -408,3 +408,24 @@ def test_a_changed_schedule_replaces_the_stored_job_and_a_removed_one_goes(tmp_p
         c.shutdown()
     assert jobs["digest:shop"].next_run_time == utc(2026, 11, 21, 10, 30)
     assert "digest:shop" not in left and {"escalate", "drain"} <= left
+
+
+def test_recon_serve_runs_the_scheduler_with_the_app(tmp_path, url):
+    from starlette.testclient import TestClient
+
+    from bot.server import create_app
+
+    config = tmp_path / "recon.toml"
+    config.write_text(f'[database]\nurl = "{url}"\n[schedule]\ndigest = "0 9 * * *"\n'
+                      '[[merchants]]\nid = "shop"\nname = "Shop"\n', encoding="utf-8")
+    from core.config import load
+
+    cfg = load(config)
+    app = create_app(cfg, scheduler=True)
+    with TestClient(app) as client:
+        assert client.get("/healthz").json()["status"] == "ok"
+        assert app.state.scheduler.aps.running
+        assert {j.id for j in app.state.scheduler.aps.get_jobs()} == {"reconcile:shop", "digest:shop", "retrain",
+                                                                      "escalate", "drain"}
+    assert not app.state.scheduler.aps.running  # stopped with the app
+    assert not create_app(cfg).state.scheduler  # tests and `recon serve --no-scheduler`: none
