@@ -412,8 +412,8 @@ class ScheduleConfig(_Strict):
     reconcile: str = "0 2 * * *"
     # each merchant with a T+0 channel source (settlement_lag_days = 0): reconcile today so far
     hourly: str = "5 * * * *"
-    # each merchant: the digest of yesterday
-    digest: str = "0 9 * * *"
+    # each merchant: the digest of yesterday (after the morning pulls and their deadlines)
+    digest: str = "30 10 * * *"
     # the anomaly models, all merchants (only with [anomaly] enabled)
     retrain: str = "30 3 * * *"
     # how often due escalations are sent and the outbox is drained

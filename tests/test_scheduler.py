@@ -146,7 +146,7 @@ def test_plan_follows_the_seed_practice(tmp_path, url):
         "pull:shop:wechatpay": "cron 30 9 * * * (Asia/Shanghai)",
         "pull:shop:stripe": "cron 0 13 * * * (UTC)",
         "reconcile:shop": "cron 0 2 * * * (Asia/Shanghai)",
-        "digest:shop": "cron 0 9 * * * (Asia/Shanghai)",
+        "digest:shop": "cron 30 10 * * * (Asia/Shanghai)",
         "reconcile:t0": "cron 0 2 * * * (Asia/Shanghai)",
         "hourly:t0": "cron 5 * * * * (Asia/Shanghai)",  # a T+0 channel: hourly batches
         "retrain": "cron 30 3 * * * (Asia/Shanghai)",
