@@ -147,8 +147,9 @@ class _Background(BackgroundScheduler):
 class Scheduler:
     """`Scheduler(cfg, channels).start()`; `shutdown()` when done.
 
-    `isolate=False` runs the heavy jobs in this process (tests with a travelling clock; a
-    process that does nothing else).
+    `isolate=False` runs the heavy jobs in this process, one job at a time (ADBC's SQLite and
+    Python's must not hold the database at the same moment: models/db.py): for tests with a
+    travelling clock.
     """
 
     def __init__(self, cfg: Config, channels: dict[str, Channel], isolate: bool = True) -> None:
@@ -162,7 +163,7 @@ class Scheduler:
         self._stopping = False
         self.aps = _Background(
             jobstores={"default": _SharedJobStore(engine=get_engine(self.url), tablename=JOBSTORE_TABLE)},
-            executors={"default": _Executor(cfg.schedule.workers)},
+            executors={"default": _Executor(cfg.schedule.workers if isolate else 1)},
             job_defaults={"coalesce": True, "misfire_grace_time": self.grace, "max_instances": 1},
             timezone=timezone.utc, jobstore_retry_interval=30,
         )
@@ -218,7 +219,10 @@ class Scheduler:
         plain = {"job": job_id, "kind": kind, "merchant": merchant, "source": source,
                  "day": day.isoformat() if day else None, "attempt": attempt,
                  "first_at": first_at.isoformat() if first_at else None, "failures": failures}
-        run_id = S.claim(self.url, job_id, kind, scheduled_for, attempt + failures)
+        try:
+            run_id = S.claim(self.url, job_id, kind, scheduled_for, attempt + failures)
+        except Exception as exc:  # the database is away: retried like any failure
+            raise JobFailed(f"could not claim the run: {exc.__class__.__name__}: {exc}", plain) from exc
         if run_id is None:
             log.info("%s for %s: claimed by another process, not run here", job_id, scheduled_for.isoformat())
             return "claimed elsewhere"
@@ -235,8 +239,11 @@ class Scheduler:
             cause = f"{exc.__class__.__name__}: {exc}"
             S.finish(self.url, run_id, "failed", cause)
             raise JobFailed(cause, plain) from exc
-        S.finish(self.url, run_id, result.status, result.detail)
         log.info("%s: %s: %s", job_id, result.status, result.detail)
+        try:
+            S.finish(self.url, run_id, result.status, result.detail)
+        except Exception:  # the work is done and its follow-ups scheduled: only the record is missing
+            log.exception("%s: the run's outcome could not be recorded", job_id)
         return result.status
 
     def _day_for(self, kind, merchant, source, at: datetime) -> date | None:

@@ -76,6 +76,31 @@ def url(tmp_path):
     return u
 
 
+class _Finished:
+    """Runs that have ended (APScheduler's events), to wait on without touching the database
+    while a job may be working: in this process a pull or reconcile uses ADBC's SQLite, which
+    must not hold the file at the same moment as Python's (models/db.py)."""
+
+    def __init__(self, sched):
+        import threading
+
+        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
+
+        self.ids: list[str] = []
+        self.cond = threading.Condition()
+        sched.aps.add_listener(self._on, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+
+    def _on(self, event):
+        with self.cond:
+            self.ids.append(event.job_id)
+            self.cond.notify_all()
+
+    def wait(self, job_id: str, count: int = 1, timeout: float = 30.0) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.ids.count(job_id) >= count, timeout):
+                raise AssertionError(f"gave up waiting for run {count} of {job_id} (ended: {self.ids})")
+
+
 @pytest.fixture
 def scheduler_factory():
     """Schedulers running in this process. A test stops them before its clock travel ends
@@ -94,6 +119,7 @@ def scheduler_factory():
             channels = registry.build(cfg)
             channels["console"].console = Console(file=io.StringIO(), width=200)
         s = Scheduler(cfg, channels, isolate=False)
+        s.finished = _Finished(s)
         made.append(s)
         return s
 
@@ -207,7 +233,7 @@ def test_a_missing_bill_is_retried_with_backoff_until_expected_by_then_the_day_i
         sched.start()
         clock.move_to(datetime(2021, 1, 29, 9, 30, 0, tzinfo=SH))
         sched.aps.wakeup()
-        wait_for(lambda: [r for r in runs(url, "pull:shop:wechatpay") if r.status != "running"], "the 09:30 pull")
+        sched.finished.wait("pull:shop:wechatpay")
         [first] = runs(url, "pull:shop:wechatpay")
         assert first.status == "waiting" and first.scheduled_for == utc(2021, 1, 29, 9, 30)
         assert "NO_STATEMENT_EXIST" in first.detail and "next try at 2021-01-29 01:40:00 UTC" in first.detail
@@ -216,8 +242,8 @@ def test_a_missing_bill_is_retried_with_backoff_until_expected_by_then_the_day_i
 
         clock.move_to(datetime(2021, 1, 29, 9, 40, 0, tzinfo=SH))
         sched.aps.wakeup()
-        retries = wait_for(lambda: [r for r in runs(url, "pull:shop:wechatpay:2021-01-28") if r.status != "running"],
-                           "the 09:40 retry")
+        sched.finished.wait("pull:shop:wechatpay:2021-01-28")
+        retries = runs(url, "pull:shop:wechatpay:2021-01-28")
         assert retries[0].status == "waiting" and retries[0].attempt == 1
         # doubled to 20 min, capped by retry_max_minutes (15) and then by the deadline
         [retry] = [j for j in sched.aps.get_jobs() if j.id == "pull:shop:wechatpay:2021-01-28"]
@@ -226,15 +252,14 @@ def test_a_missing_bill_is_retried_with_backoff_until_expected_by_then_the_day_i
 
         clock.move_to(datetime(2021, 1, 29, 9, 55, 0, tzinfo=SH))
         sched.aps.wakeup()
-        wait_for(lambda: len([r for r in runs(url, "pull:shop:wechatpay:2021-01-28") if r.status != "running"]) == 2,
-                 "the 09:55 retry")
+        sched.finished.wait("pull:shop:wechatpay:2021-01-28", 2)
         [retry] = [j for j in sched.aps.get_jobs() if j.id == "pull:shop:wechatpay:2021-01-28"]
         assert retry.next_run_time == utc(2021, 1, 29, 10, 0)  # the last try is at the deadline itself
 
         clock.move_to(datetime(2021, 1, 29, 10, 0, 0, tzinfo=SH))
         sched.aps.wakeup()
-        last = wait_for(lambda: [r for r in runs(url, "pull:shop:wechatpay:2021-01-28")
-                                 if r.status not in ("running", "waiting")], "the try at the deadline")
+        sched.finished.wait("pull:shop:wechatpay:2021-01-28", 3)
+        last = [r for r in runs(url, "pull:shop:wechatpay:2021-01-28") if r.status != "waiting"]
         sched.shutdown()
     assert last[0].status == "late" and "statement missing at its deadline" in last[0].detail
     [late] = [b for b in _breaks(url) if b.type == "late"]
@@ -252,21 +277,21 @@ def test_a_bill_that_arrives_on_a_retry_is_ingested_and_its_day_reconciled_witho
         sched.start()
         clock.move_to(datetime(2021, 1, 29, 9, 30, 0, tzinfo=SH))
         sched.aps.wakeup()
-        wait_for(lambda: [r for r in runs(url, "pull:shop:wechatpay") if r.status == "waiting"], "the first pull")
+        sched.finished.wait("pull:shop:wechatpay")
         wechat.add_bill("/v3/bill/tradebill", WX_DAY.isoformat(),
                         (samples / "wechatpay" / "gunsluo_tradebill_ALL.csv.gz").read_bytes())
         clock.move_to(datetime(2021, 1, 29, 9, 40, 0, tzinfo=SH))
         sched.aps.wakeup()
-        [got] = wait_for(lambda: [r for r in runs(url, "pull:shop:wechatpay:2021-01-28") if r.status == "done"],
-                         "the retry that finds the bill")
+        sched.finished.wait("pull:shop:wechatpay:2021-01-28")
+        [got] = runs(url, "pull:shop:wechatpay:2021-01-28")
         assert "ingested: wechatpay.trade_bill (2021-01-28): 3 rows, 3 new" in got.detail
         [follow] = [j for j in sched.aps.get_jobs() if j.id == "reconcile:shop:2021-01-28"]
         # reconcile_after_pull_seconds after the pull brought the bill
         assert timedelta(seconds=30) <= follow.next_run_time - utc(2021, 1, 29, 9, 40) < timedelta(seconds=40)
         clock.move_to(datetime(2021, 1, 29, 10, 5, 0, tzinfo=SH))  # past the deadline: it arrived, so not late
         sched.aps.wakeup()
-        [rec] = wait_for(lambda: [r for r in runs(url, "reconcile:shop:2021-01-28") if r.status != "running"],
-                         "the reconcile after the pull")
+        sched.finished.wait("reconcile:shop:2021-01-28")
+        [rec] = runs(url, "reconcile:shop:2021-01-28")
         sched.shutdown()
     assert rec.status == "done" and "run #1 of shop 2021-01-28" in rec.detail
     assert not [b for b in _breaks(url) if b.type == "late"]
@@ -289,7 +314,8 @@ def test_runs_missed_while_down_run_once_not_once_each(tmp_path, url, scheduler_
     with time_machine.travel(t0 + timedelta(minutes=47), tick=True):  # 47 escalations, 9 digests missed
         again = scheduler_factory(cfg)
         again.start()
-        wait_for(lambda: len([r for r in runs(url) if r.status == "done"]) == 2, "the two coalesced runs")
+        again.finished.wait("escalate")
+        again.finished.wait("digest:shop")
         time.sleep(0.5)  # any further (wrong) run would have been submitted together with these
         again.shutdown()
     esc, dig = runs(url, "escalate"), runs(url, "digest:shop")
@@ -306,7 +332,8 @@ def test_a_run_missed_beyond_the_grace_time_is_recorded_not_run(tmp_path, url, s
     with time_machine.travel(datetime(2026, 11, 21, 9, 45, tzinfo=SH), tick=True):
         again = scheduler_factory(cfg)
         again.start()
-        [missed] = wait_for(lambda: runs(url, "digest:shop"), "the missed run's record")
+        again.finished.wait("digest:shop")
+        [missed] = runs(url, "digest:shop")
         again.shutdown()
     assert missed.status == "missed" and missed.scheduled_for == utc(2026, 11, 21, 9, 0)
     assert "grace 30 min" in missed.detail
@@ -322,7 +349,7 @@ def test_escalate_runs_every_escalate_seconds(tmp_path, url, scheduler_factory):
             clock.shift(step)
             sched.aps.wakeup()
             expected = {1: 1, 2: 2, 3: 2, 4: 3}[n]
-            wait_for(lambda: len([r for r in runs(url, "escalate") if r.status == "done"]) >= expected, f"escalate {n}")
+            sched.finished.wait("escalate", expected)
         time.sleep(0.3)
         sched.shutdown()
     times = [r.scheduled_for for r in runs(url, "escalate")]
@@ -346,15 +373,16 @@ def test_a_failed_job_is_logged_recorded_and_retried_with_backoff(tmp_path, url,
         sched.start()
         clock.move_to(datetime(2026, 11, 21, 2, 0, tzinfo=SH))
         sched.aps.wakeup()
-        [failed] = wait_for(lambda: [r for r in runs(url, "reconcile:shop") if r.status == "failed"], "the failure")
+        sched.finished.wait("reconcile:shop")
+        [failed] = runs(url, "reconcile:shop")
         assert failed.detail == "RuntimeError: database is locked"
         retry = wait_for(lambda: [j for j in sched.aps.get_jobs() if j.id == "reconcile:shop#retry"], "the retry")[0]
         assert retry.kwargs["day"] == "2026-11-20" and retry.kwargs["failures"] == 1
         assert timedelta(seconds=59) <= retry.next_run_time - utc(2026, 11, 21, 2, 0) <= timedelta(seconds=62)
         clock.move_to(retry.next_run_time)
         sched.aps.wakeup()
-        wait_for(lambda: len(runs(url, "reconcile:shop#retry")) == 1 and runs(url, "reconcile:shop#retry")[0].status
-                 == "failed", "the first retry")
+        sched.finished.wait("reconcile:shop#retry")
+        assert runs(url, "reconcile:shop#retry")[0].status == "failed"
         again = wait_for(lambda: [j for j in sched.aps.get_jobs() if j.id == "reconcile:shop#retry"
                                   and j.kwargs["failures"] == 2], "the second retry")[0]
         assert again.next_run_time - retry.next_run_time >= timedelta(seconds=119)  # backed off: twice as long
@@ -377,7 +405,7 @@ def test_a_pending_retry_survives_a_restart(tmp_path, url, wechat, scheduler_fac
         first.start()
         clock.move_to(datetime(2021, 1, 29, 9, 30, 0, tzinfo=SH))
         first.aps.wakeup()
-        wait_for(lambda: [r for r in runs(url, "pull:shop:wechatpay") if r.status == "waiting"], "the first pull")
+        first.finished.wait("pull:shop:wechatpay")
         first.shutdown()  # the process goes away; only the database remains
         pending = listing(cfg)["pending"]
         assert [(p["job"], p["day"], p["attempt"], p["at_local"].isoformat()) for p in pending] == [
@@ -385,8 +413,8 @@ def test_a_pending_retry_survives_a_restart(tmp_path, url, wechat, scheduler_fac
         clock.move_to(datetime(2021, 1, 29, 9, 41, 0, tzinfo=SH))  # it comes back a minute after the retry was due
         second = scheduler_factory(cfg)
         second.start()
-        [retried] = wait_for(lambda: [r for r in runs(url, "pull:shop:wechatpay:2021-01-28") if r.status != "running"],
-                             "the retry after the restart")
+        second.finished.wait("pull:shop:wechatpay:2021-01-28")
+        [retried] = runs(url, "pull:shop:wechatpay:2021-01-28")
         second.shutdown()
     assert retried.status == "waiting" and retried.attempt == 1
     assert retried.scheduled_for == utc(2021, 1, 29, 9, 40)
@@ -429,3 +457,69 @@ def test_recon_serve_runs_the_scheduler_with_the_app(tmp_path, url):
                                                                       "escalate", "drain"}
     assert not app.state.scheduler.aps.running  # stopped with the app
     assert not create_app(cfg).state.scheduler  # tests and `recon serve --no-scheduler`: none
+
+
+# -- the other jobs, one run each ----------------------------------------------------------------
+
+def test_hourly_batch_pulls_the_same_day_sources_and_reconciles_today(tmp_path, url):
+    from conftest import EXAMPLES
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "orders_2026-11-20.csv").write_bytes((EXAMPLES / "orders_2026-11-20.csv").read_bytes())
+    cfg = config(tmp_path, url, sources=[
+        {"name": "orders", "kind": "orders", "folder": "drop", "settle_seconds": 0, "settlement_lag_days": 0},
+        {"name": "wechatpay", "kind": "wechatpay", "settlement_lag_days": 0},
+        {"name": "alipay", "kind": "alipay"}])
+    assert [j.id for j in S.plan(cfg) if j.kind == "hourly"] == ["hourly:shop"]  # a T+0 channel
+    result = S.work(cfg, "hourly", "shop", now=utc(2026, 11, 20, 15, 5))
+    assert result.status == "done" and result.alert == ["shop"]
+    assert "orders: ingested: orders.export (2026-11-20): 52 rows, 52 new" in result.detail
+    assert "run #1 of shop 2026-11-20" in result.detail  # today, merchant time
+
+
+def test_retrain_with_nothing_stored_says_so(tmp_path, url):
+    cfg = from_dict({"database": {"url": url}, "merchants": [{"id": "shop", "name": "Shop"}]},
+                    origin="test", base_dir=tmp_path)
+    assert S.work(cfg, "retrain").detail == "nothing to train on yet"
+
+
+def test_a_source_without_expected_by_gives_up_and_says_so(tmp_path, url, wechat):
+    (tmp_path / "platform.pem").write_text(wechat.platform_certificate)
+    cfg = config(tmp_path, url, {"give_up_after_minutes": 60}, sources=[
+        {"name": "wechatpay", "kind": "wechatpay",
+         "pull": {"api_base": wechat.url, "mchid": MCHID, "serial_no": MERCHANT_SERIAL,
+                  "private_key": "${RECON_TEST_WX_KEY}", "platform_certificate": "platform.pem", **FAST}}])
+    first = utc(2021, 1, 29, 9, 30)
+    with time_machine.travel(first, tick=False):
+        early = S.work(cfg, "pull", "shop", "wechatpay", WX_DAY, first, 0, first, first)
+    assert early.status == "waiting" and early.follow_ups[0].at == first + timedelta(minutes=10)
+    late = first + timedelta(minutes=61)
+    with time_machine.travel(late, tick=False):
+        result = S.work(cfg, "pull", "shop", "wechatpay", WX_DAY, late, 4, first, late)
+    assert result.status == "gave_up" and not result.follow_ups
+    assert "shop: gave up pulling wechatpay for 2021-01-28 after 5 tries (since 2021-01-29 01:30 UTC)" in result.notice
+    assert "Set expected_by on the source" in result.notice
+
+
+def test_recon_jobs_lists_the_schedule_and_recon_jobs_run_runs_one(tmp_path, url, monkeypatch):
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    config_file = tmp_path / "recon.toml"
+    config_file.write_text(f'[database]\nurl = "{url}"\n[schedule]\nreconcile = "0 2 * * *"\n'
+                           '[[merchants]]\nid = "shop"\nname = "Shop"\n  [[merchants.sources]]\n  name = "orders"\n'
+                           '  kind = "orders"\n', encoding="utf-8")
+    monkeypatch.setenv("COLUMNS", "200")
+    S.claim(url, "reconcile:shop", "reconcile", utc(2026, 11, 21, 2, 0))
+    r = CliRunner().invoke(app, ["jobs", "--config", str(config_file)])
+    assert r.exit_code == 0, r.output
+    assert "reconcile:shop" in r.output and "cron 0 2 * * * (Asia/Shanghai)" in r.output
+    assert "CST" in r.output  # the next run in the job's own zone, beside UTC
+    assert "waiting: no retries or follow-up runs" in r.output and "escalations: none pending" in r.output
+    r = CliRunner().invoke(app, ["jobs", "run", "reconcile", "--day", "2026-11-20", "--config", str(config_file)])
+    assert r.exit_code == 0, r.output
+    assert "done: run #1 of shop 2026-11-20: 0 new, 0 updated, 0 cleared" in r.output
+    r = CliRunner().invoke(app, ["jobs", "run", "pull", "--config", str(config_file)])
+    assert r.exit_code == 2 and "recon jobs run pull needs --source" in r.output

@@ -155,6 +155,7 @@ target = "{SLACK_CHANNEL}"
             wait_for(lambda: len([r for r in runs(url) if r.job_id == "escalate"]) >= 3, "escalations", 30, proc)
         finally:
             output = stop(proc)
+        assert proc.returncode == 0, output  # SIGTERM: stopped cleanly
         print(f"recon scheduler: pulled, reconciled, alerted and digested in {time.monotonic() - started:.1f} s")
     by_job = {}
     for r in runs(url):
