@@ -15,6 +15,9 @@ Contract other issues and the docs rely on:
   recon model train [--merchant M] [--until YYYY-MM-DD]     (docs/anomaly.md)
   recon anomaly expected BREAK [--by NAME] [--note TEXT]
   recon report [--day D] [--merchant M] [--format table|json|csv|xlsx] [--output PATH] [--chart PATH]
+  recon scheduler                           the scheduled jobs alone (recon serve runs them too)
+  recon jobs [--format table|json]          the schedule, next run times, pending retries and escalations
+  recon jobs run KIND [--merchant M] [--source S] [--day D]   one run of a job now (pull|reconcile|hourly|retrain)
 Every command takes `--config PATH` (or RECON_CONFIG); without one, embedded defaults.
 Errors are printed as one clear line each and the exit code is non-zero.
 """
@@ -59,6 +62,9 @@ silence_app = typer.Typer(no_args_is_help=True, help="Time-boxed silences: no ne
 app.add_typer(silence_app, name="silence")
 alerts_app = typer.Typer(no_args_is_help=True, help="The alert pipeline: send, drain the outbox, routes.")
 app.add_typer(alerts_app, name="alerts")
+jobs_app = typer.Typer(invoke_without_command=True,
+                       help="The scheduled jobs: the schedule with next run times (no command), or run one now.")
+app.add_typer(jobs_app, name="jobs")
 
 out = Console()
 err = Console(stderr=True)
@@ -502,12 +508,151 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[Optional[str], typer.Option(help="Listen address (default: [chat.server] host).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (default: [chat.server] port).")] = None,
+    scheduler: Annotated[bool, typer.Option(help="Run the scheduled jobs too (default: [schedule] enabled).")] = True,
 ) -> None:
-    """Serve the inbound endpoints for Slack, Telegram and WeCom, /healthz and /metrics (Slack
-    in Socket Mode and Telegram in polling mode connect out instead: no public URL needed)."""
+    """Serve the inbound endpoints for Slack, Telegram and WeCom, payment notifications,
+    /healthz and /metrics (Slack in Socket Mode and Telegram in polling mode connect out
+    instead: no public URL needed), and run the scheduled jobs ([schedule])."""
     from bot.server import serve as run_server
 
-    run_server(_load(config), host, port)
+    cfg = _load(config)
+    run_server(cfg, host, port, scheduler=scheduler and cfg.schedule.enabled)
+
+
+@app.command("scheduler")
+def scheduler_cmd(config: ConfigOpt = None) -> None:
+    """Run the scheduled jobs alone (pulls, reconciles, hourly batches, digests, retraining,
+    escalations), without the HTTP endpoints. Stops on Ctrl-C or SIGTERM."""
+    import logging
+    import signal
+    import threading
+
+    from bot.scheduler import serve_alone
+
+    cfg = _load(config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # URLs may carry tokens (see bot/server.py)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    serve_alone(cfg, _channels(cfg), stop)
+
+
+class JobKind(str, Enum):
+    pull = "pull"
+    reconcile = "reconcile"
+    hourly = "hourly"
+    retrain = "retrain"
+
+
+@jobs_app.callback()
+def jobs_list(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """The schedule with next run times (UTC and the job's zone), pending retries and
+    escalations, and the latest runs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from bot.scheduler import listing
+
+    cfg = _load(config)
+    data = listing(cfg)
+    if format is not Format.table:
+        rows = [{**r, "next_utc": _iso(r["next_utc"]), "next_local": _iso(r["next_local"])} for r in data["schedule"]]
+        pending = [{**p, "at_utc": _iso(p["at_utc"]), "at_local": _iso(p["at_local"])} for p in data["pending"]]
+        recent = [{"job": r.job_id, "scheduled_for": _iso(r.scheduled_for), "status": r.status, "by": r.claimed_by,
+                   "detail": r.detail} for r in data["recent"]]
+        sys.stdout.write(json.dumps({"schedule": rows, "pending": pending, "escalations": [
+            {**e, "due": _iso(e.get("due"))} for e in data["escalations"]], "recent": recent},
+            ensure_ascii=False, indent=2, default=str) + "\n")
+        return
+    t = Table(title="schedule", title_justify="left")
+    for col in ("job", "schedule", "next run (UTC)", "next run (job's zone)"):
+        t.add_column(col)
+    for r in data["schedule"]:
+        t.add_row(r["job"], r["schedule"], _when(r["next_utc"]), _when(r["next_local"], zone=True))
+    out.print(t)
+    p = Table(title="waiting: retries and follow-up runs", title_justify="left")
+    for col in ("job", "day", "try", "at (UTC)", "at (local)"):
+        p.add_column(col)
+    for r in data["pending"]:
+        tries = f"{r['attempt'] + 1}" + (f" (failed {r['failures']}x)" if r["failures"] else "")
+        p.add_row(r["job"], r["day"] or "—", tries, _when(r["at_utc"]), _when(r["at_local"], zone=True))
+    out.print(p if data["pending"] else "waiting: no retries or follow-up runs", highlight=False)
+    if data["escalations"]:
+        e = Table(title="escalations due", title_justify="left")
+        for col in ("break", "level", "due (UTC)"):
+            e.add_column(col)
+        for r in data["escalations"]:
+            e.add_row(str(r["break"]), str(r["level"]), _when(r["due"]))
+        out.print(e)
+    else:
+        out.print("escalations: none pending", highlight=False)
+    if data["recent"]:
+        r = Table(title="latest runs", title_justify="left")
+        for col in ("job", "scheduled for (UTC)", "status", "by", "detail"):
+            r.add_column(col, overflow="fold")
+        for x in data["recent"]:
+            r.add_row(x.job_id, _when(x.scheduled_for), x.status, x.claimed_by, x.detail[:200])
+        out.print(r)
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _when(value, zone: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:%Y-%m-%d %H:%M:%S} {value.tzname()}" if zone else f"{value:%Y-%m-%d %H:%M:%S}"
+
+
+@jobs_app.command("run")
+def jobs_run(
+    kind: Annotated[JobKind, typer.Argument(help="pull | reconcile | hourly | retrain")],
+    config: ConfigOpt = None,
+    merchant: MerchantOpt = None,
+    source: Annotated[Optional[str], typer.Option("--source", "-s", help="The source to pull.")] = None,
+    day: Annotated[Optional[str], typer.Option(help="Business day (default: the one the job would take now).")] = None,
+    now: Annotated[Optional[str], typer.Option(hidden=True, help="The moment the run stands for (ISO).")] = None,
+    attempt: Annotated[int, typer.Option(hidden=True)] = 0,
+    first_at: Annotated[Optional[str], typer.Option("--first-at", hidden=True)] = None,
+    scheduled_for: Annotated[Optional[str], typer.Option("--scheduled-for", hidden=True)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (the scheduler reads it); "
+                                          "send no alerts.")] = False,
+) -> None:
+    """One run of a job now, as the scheduler runs it: pull (one source, retries not
+    scheduled), reconcile, hourly batch or retrain; then the merchant's alerts."""
+    from core import schedule
+
+    cfg = _load(config)
+    m = _merchant(cfg, merchant).id if kind is not JobKind.retrain else None
+    if kind is JobKind.pull and not source:
+        _fail("recon jobs run pull needs --source", 2)
+    try:
+        the_day = date.fromisoformat(day) if day else None
+        when, first, due = (datetime.fromisoformat(x) if x else None for x in (now, first_at, scheduled_for))
+    except ValueError as exc:
+        _fail(f"not a date or time: {exc}", 2)
+    if kind is JobKind.pull and cfg.merchant(m).source(source) is None:
+        _fail(f"merchant {m} has no source {source!r}", 2)
+    result = schedule.work(cfg, kind.value, m, source, the_day, when, attempt, first, due)
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_json(), ensure_ascii=False) + "\n")
+        return
+    out.print(f"{result.status}: {result.detail}", highlight=False)
+    for f in result.follow_ups:
+        out.print(f"not scheduled (run by hand): {f.kind} {f.merchant} {f.day} at {f.at:%Y-%m-%d %H:%M:%S} UTC",
+                  highlight=False)
+    if result.notice:
+        out.print(result.notice, highlight=False)
+    if result.alert:
+        from bot import jobs
+
+        channels = _channels(cfg)
+        for merchant_id in result.alert:
+            jobs.alert(cfg, channels, merchant_id)
 
 
 def run_with_progress(cfg, merchant, day, console: Console) -> RunSummary:

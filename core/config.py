@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from core import cron
+
 ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 DEFAULT_DATABASE_URL = "sqlite:///reconbot.db"
 
@@ -103,6 +105,41 @@ class SqlConfig(_Strict):
         return value
 
 
+def _cron_or_off(value: str | None) -> str | None:
+    """A cron expression (core/cron.py), or "" for "not scheduled"."""
+    return value if not value else cron.check(value)
+
+
+class SourceSchedule(_Strict):
+    """`[merchants.sources.schedule]`: this source's pull, over the `[schedule]` defaults."""
+
+    # when to pull (cron, in the source's `timezone`); "" = never by the scheduler
+    pull: str | None = None
+    # while the statement is not there yet: first wait, doubling up to the longest wait
+    retry_first_minutes: float | None = Field(default=None, gt=0)
+    retry_max_minutes: float | None = Field(default=None, gt=0)
+    # without `expected_by`: stop trying this long after the first attempt
+    give_up_after_minutes: int | None = Field(default=None, ge=1)
+
+    @field_validator("pull")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _cron_or_off(value)
+
+
+class MerchantSchedule(_Strict):
+    """`[merchants.schedule]`: this merchant's jobs, over the `[schedule]` defaults ("" = off)."""
+
+    reconcile: str | None = None
+    hourly: str | None = None
+    digest: str | None = None
+
+    @field_validator("reconcile", "hourly", "digest")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _cron_or_off(value)
+
+
 class SourceConfig(_Strict):
     name: str = Field(pattern=r"^[a-z0-9_][a-z0-9_-]*$")
     kind: str
@@ -128,11 +165,22 @@ class SourceConfig(_Strict):
     sql: SqlConfig | None = None
     # folder drop (`folder`): a file is picked up once it has not changed for this long
     settle_seconds: float = Field(default=10, ge=0)
+    # the scheduler: when this source is pulled, and how it waits for a late statement
+    schedule: SourceSchedule = SourceSchedule()
+    # kind = "stripe": the signing secret (whsec_...) of the Stripe webhook endpoint
+    # /webhooks/stripe/<merchant>/<source>; without it that endpoint refuses everything
+    stripe_webhook_secret: SecretStr | None = Field(default=None, min_length=8)
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
         return _check_timezone(value)
+
+    @model_validator(mode="after")
+    def _stripe_secret_on_stripe(self):
+        if self.stripe_webhook_secret is not None and self.kind != "stripe":
+            raise ValueError(f"stripe_webhook_secret belongs on a source of kind stripe, not {self.kind}")
+        return self
 
 
 class MerchantConfig(_Strict):
@@ -144,6 +192,11 @@ class MerchantConfig(_Strict):
     # platform's own `language`)
     language: Literal["en", "zh"] | None = None
     sources: list[SourceConfig] = []
+    # the scheduler: this merchant's reconcile, hourly batch and digest times
+    schedule: MerchantSchedule = MerchantSchedule()
+    # signed payment notifications POSTed to /webhooks/payments/<id> (HMAC-SHA256 key);
+    # without it that endpoint refuses everything
+    payments_webhook_secret: SecretStr | None = Field(default=None, min_length=16)
 
     @field_validator("timezone")
     @classmethod
@@ -405,6 +458,65 @@ class WebConfig(_Strict):
     cookie_secure: bool = True
 
 
+class ScheduleConfig(_Strict):
+    """`[schedule]`: the jobs `recon serve` (and `recon scheduler`) runs, and their defaults.
+
+    Cron expressions (core/cron.py) run in the zone of what they work for: a pull in its
+    source's `timezone`, a reconcile / hourly batch / digest in the merchant's, retrain in
+    `timezone` below. "" turns a job off.
+    """
+
+    # run the scheduler inside `recon serve` (`recon scheduler` runs it on its own regardless)
+    enabled: bool = True
+    # zone of the jobs that belong to no merchant (retrain)
+    timezone: str = "Asia/Shanghai"
+    # each source that can be pulled: fetch the statement of today - expected_lag_days
+    pull: str = "30 9 * * *"
+    # each merchant: reconcile yesterday (merchant time), in the quiet hours
+    reconcile: str = "0 2 * * *"
+    # each merchant with a T+0 channel source (settlement_lag_days = 0): reconcile today so far
+    hourly: str = "5 * * * *"
+    # each merchant: the digest of yesterday (after the morning pulls and their deadlines)
+    digest: str = "30 10 * * *"
+    # the anomaly models, all merchants (only with [anomaly] enabled)
+    retrain: str = "30 3 * * *"
+    # how often due escalations are sent and the outbox is drained
+    escalate_seconds: int = Field(default=60, ge=1, le=3600)
+    drain_seconds: int = Field(default=30, ge=1, le=3600)
+    # a statement not there yet: try again after retry_first_minutes, doubling up to
+    # retry_max_minutes, until the source's `expected_by` deadline; then the day is
+    # reconciled and gets its `late` break
+    retry_first_minutes: float = Field(default=10, gt=0)
+    retry_max_minutes: float = Field(default=60, gt=0)
+    # a source without `expected_by` has no deadline of its own: stop trying this long
+    # after the first attempt (and tell the chat, since no late break can say it)
+    give_up_after_minutes: int = Field(default=360, ge=1)
+    # after a pull brought new rows, reconcile that day this much later (pulls due at the
+    # same time share one run)
+    reconcile_after_pull_seconds: int = Field(default=60, ge=0, le=3600)
+    # a job that failed (an error, not "not there yet"): retried this many times, waiting
+    # job_retry_seconds, then twice that, ... (at most an hour); then the chat is told
+    job_retries: int = Field(default=5, ge=0, le=20)
+    job_retry_seconds: float = Field(default=60, gt=0)
+    # a run missed while no scheduler was up still runs once (not once per missed run) when
+    # one starts within this many minutes of the missed time; later it is logged and skipped
+    misfire_grace_minutes: int = Field(default=720, ge=1)
+    # jobs run at the same time at most
+    workers: int = Field(default=4, ge=1, le=32)
+    # a pull / reconcile / retrain process that runs longer is stopped and counts as failed
+    job_timeout_minutes: int = Field(default=120, ge=1)
+
+    @field_validator("pull", "reconcile", "hourly", "digest", "retrain")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _cron_or_off(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return _check_timezone(value)
+
+
 class Config(_Strict):
     database: DatabaseConfig = DatabaseConfig()
     merchants: list[MerchantConfig] = []
@@ -416,6 +528,7 @@ class Config(_Strict):
     chat: ChatConfig = ChatConfig()
     alerts: AlertsConfig = AlertsConfig()
     report: ReportConfig = ReportConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     web: WebConfig | None = None  # no [web] section: no page is served
     # where the file came from; relative source paths are resolved against its folder
     base_dir: Path = Path(".")

@@ -180,7 +180,8 @@ def _store_breaks(db, cfg, merchant, day, run_id, findings) -> tuple[int, int, i
     with Session(db) as s:
         existing = {b.key: b for b in s.execute(
             select(Break).where(Break.merchant_id == merchant.id, Break.business_day == day,
-                                Break.type != "anomaly")).scalars()}  # anomaly alerts: core.anomaly
+                                Break.type != "anomaly",  # anomaly alerts: core.anomaly
+                                Break.rule != "realtime")).scalars()}  # notification checks: core.realtime
         adjusted_ids = set(s.execute(select(Adjustment.break_id).join(Break, Break.id == Adjustment.break_id).where(
             Break.merchant_id == merchant.id, Break.business_day == day)).scalars())
         seen = set()

@@ -102,7 +102,7 @@ class ReconRun(SQLModel, table=True):
     business_day: date
     started_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
     finished_at: Optional[datetime] = Field(default=None, sa_column=_utc_column(nullable=True))
-    status: str = Field(default="running", max_length=16)  # running | done | failed
+    status: str = Field(default="running", max_length=16)  # running | done | failed | realtime (a notification check)
     stats: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON
 
 
@@ -407,3 +407,28 @@ class AnomalyScore(SQLModel, table=True):
     record_id: int = Field(primary_key=True, foreign_key="record.id")
     model_id: int = Field(foreign_key="anomaly_model.id")
     score: float
+
+
+class JobRun(SQLModel, table=True):
+    """One run of a scheduled job, claimed before any work (core/schedule.py).
+
+    The unique (job_id, scheduled_for) key is the claim: every `recon serve` / `recon
+    scheduler` process on one database may fire the same job at the same moment, and only
+    the one whose INSERT succeeds does the work. The row then says how it went.
+    """
+
+    __tablename__ = "job_run"
+    __table_args__ = (
+        UniqueConstraint("job_id", "scheduled_for", name="uq_job_run_claim"),
+        Index("ix_job_run_started", "started_at"),
+    )
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: str = Field(max_length=191)  # the APScheduler job id, e.g. "pull:demo-shop:wechatpay"
+    scheduled_for: datetime = Field(sa_column=_utc_column(nullable=False))  # the run time it was fired for
+    kind: str = Field(max_length=16)  # pull | reconcile | hourly | digest | retrain | escalate | drain
+    attempt: int = 0  # 0 = the scheduled run; 1.. = retries
+    claimed_by: str = Field(max_length=128)  # host:pid of the process that does the work
+    started_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+    finished_at: Optional[datetime] = Field(default=None, sa_column=_utc_column(nullable=True))
+    status: str = Field(default="running", max_length=16)  # running | done | waiting | late | failed
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False))

@@ -1,0 +1,240 @@
+"""The scheduler as real processes.
+
+- End to end, in accelerated time: `recon scheduler` started with its clock set to 09:29:50
+  Beijing time on 2021-01-29 (time-machine, started before reconbot is imported: reconbot has
+  no clock hook of its own). At 09:30 it pulls the real WeChat Pay sample bill of the 28th from
+  the fake WeChat Pay API and our orders from a drop folder, each in a `recon jobs run` process
+  of its own, reconciles the day, alerts into the fake Slack, sends the digest, and escalates
+  every 2 s. The child processes run on the real clock and are told the time they stand for.
+- Two `recon scheduler` processes on one PostgreSQL database firing the same jobs at the same
+  moments: each run is done once (one digest message per run), and each process saw the
+  other win some.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import Session
+
+from chat_fakes import FakeSlack
+from chat_setup import SLACK_CHANNEL, SLACK_SECRET
+from fakes.keys import private_pem
+from fakes.wechatpay import MCHID, MERCHANT_SERIAL, FakeWeChatPay
+from models.db import get_engine
+from models.tables import Break, JobRun
+
+REPO = Path(__file__).resolve().parents[1]
+# `python -c` with the clock set first, then the real CLI: argv = [-c, DESTINATION, recon args...]
+TRAVELLING_RECON = ("import sys, datetime, time_machine; "
+                    "time_machine.travel(datetime.datetime.fromisoformat(sys.argv.pop(1)), tick=True).start(); "
+                    "from bot.cli import main; main()")
+ORDERS = """order_id,channel,amount,currency,status,paid_at,refund_amount,channel_txn_id
+S20210128170702357723,wechatpay,0.01,CNY,paid,2021-01-28T17:07:11+08:00,0.00,4200000925202101284997714292
+S20210128153505214586,wechatpay,0.01,CNY,paid,2021-01-28T15:35:18+08:00,0.00,4200000910202101282955148400
+S20210128165824499930,wechatpay,0.10,CNY,paid,2021-01-28T16:59:46+08:00,0.00,4200000926202101281412639609
+"""
+
+
+def recon_env(extra: dict | None = None) -> dict:
+    return {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO), **(extra or {})}
+
+
+def runs(url: str) -> list[JobRun]:
+    with Session(get_engine(url)) as s:
+        out = list(s.execute(select(JobRun).order_by(JobRun.scheduled_for, JobRun.id)).scalars())
+    for r in out:
+        r.scheduled_for = r.scheduled_for.replace(tzinfo=timezone.utc)  # SQLite gives the UTC time back naive
+    return out
+
+
+def wait_for(predicate, what: str, timeout: float, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the scheduler process ended ({proc.returncode}) before {what}")
+        time.sleep(0.1)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def stop(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+@pytest.fixture
+def slack():
+    fake = FakeSlack()
+    yield fake
+    fake.close()
+
+
+def test_recon_scheduler_pulls_reconciles_alerts_digests_and_escalates_on_schedule(tmp_path, slack, samples,
+                                                                                monkeypatch):
+    key = private_pem("wechat-merchant")
+    with FakeWeChatPay() as wechat:
+        wechat.add_bill("/v3/bill/tradebill", "2021-01-28",
+                        (samples / "wechatpay" / "gunsluo_tradebill_ALL.csv.gz").read_bytes())
+        (tmp_path / "platform.pem").write_text(wechat.platform_certificate)
+        drop = tmp_path / "drop"
+        drop.mkdir()
+        (drop / "orders_2021-01-28.csv").write_text(ORDERS, encoding="utf-8")
+        url = f"sqlite:///{tmp_path / 'recon.db'}"
+        config = tmp_path / "recon.toml"
+        config.write_text(f"""
+[database]
+url = "{url}"
+[anomaly]
+enabled = false
+[schedule]
+pull = "0 30 9 * * *"
+reconcile = ""
+digest = "12 30 9 * * *"
+escalate_seconds = 2
+drain_seconds = 2
+reconcile_after_pull_seconds = 2
+[[merchants]]
+id = "shop"
+name = "Shop"
+timezone = "Asia/Shanghai"
+  [[merchants.sources]]
+  name = "orders"
+  kind = "orders"
+  folder = "drop"
+  settle_seconds = 0
+  settlement_lag_days = 0
+  [[merchants.sources]]
+  name = "wechatpay"
+  kind = "wechatpay"
+  expected_by = "10:00"
+    [merchants.sources.pull]
+    api_base = "{wechat.url}"
+    mchid = "{MCHID}"
+    serial_no = "{MERCHANT_SERIAL}"
+    private_key = "${{RECON_TEST_WX_KEY}}"
+    platform_certificate = "platform.pem"
+[chat.slack]
+bot_token = "xoxb-fake"
+signing_secret = "{SLACK_SECRET}"
+base_url = "{slack.base_url}"
+[[chat.routes]]
+merchant = "*"
+channel = "slack"
+target = "{SLACK_CHANNEL}"
+""", encoding="utf-8")
+        env = recon_env({"RECON_TEST_WX_KEY": key})
+        from models.db import upgrade
+
+        upgrade(url)
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-c", TRAVELLING_RECON, "2021-01-29T09:29:50+08:00", "scheduler",
+                                 "--config", str(config)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+        try:
+            wait_for(lambda: [c for c in slack.called("chat.postMessage")
+                              if c.get("text", "").startswith("Digest")], "the digest", 60, proc)
+            cards = wait_for(lambda: [c for c in slack.called("chat.postMessage")
+                                      if any(b["type"] == "actions" for b in c.get("blocks", []))], "a card", 30, proc)
+            wait_for(lambda: len([r for r in runs(url) if r.job_id == "escalate"]) >= 3, "escalations", 30, proc)
+        finally:
+            output = stop(proc)
+        assert proc.returncode == 0, output  # SIGTERM: stopped cleanly
+        print(f"recon scheduler: pulled, reconciled, alerted and digested in {time.monotonic() - started:.1f} s")
+    by_job = {}
+    for r in runs(url):
+        by_job.setdefault(r.job_id, []).append(r)
+    at = lambda h, m, s=0: datetime(2021, 1, 29, h, m, s, tzinfo=timezone.utc)  # noqa: E731
+    [wx] = by_job["pull:shop:wechatpay"]
+    assert (wx.scheduled_for, wx.status) == (at(1, 30), "done"), output
+    assert "ingested: wechatpay.trade_bill (2021-01-28): 3 rows, 3 new" in wx.detail
+    [orders] = by_job["pull:shop:orders"]
+    assert orders.status == "done" and "orders.export (2021-01-28): 3 rows, 3 new" in orders.detail
+    [rec] = by_job["reconcile:shop:2021-01-28"]
+    assert rec.status == "done" and "of shop 2021-01-28: 1 new" in rec.detail
+    with Session(get_engine(url)) as s:
+        [b] = s.execute(select(Break)).scalars().all()
+    assert (b.type, b.order_id, b.difference) == ("amount_mismatch", "S20210128165824499930", -9)
+    assert [c["channel"] for c in cards] == [SLACK_CHANNEL] and f'"{b.id}:1"' in json.dumps(cards[0]["blocks"])
+    [digest] = [c for c in slack.called("chat.postMessage") if c.get("text", "").startswith("Digest")]
+    assert "shop · 2021-01-28" in digest["text"]
+    esc = [r.scheduled_for for r in by_job["escalate"]]
+    assert all(b - a == timedelta(seconds=2) for a, b in zip(esc, esc[1:]))
+    assert all(r.claimed_by.endswith(f":{proc.pid}") for r in runs(url))  # the parent claims; children only work
+
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    listed = CliRunner().invoke(app, ["jobs", "--format", "json", "--config", str(config)], env=env)
+    assert listed.exit_code == 0, listed.output
+    data = json.loads(listed.stdout)
+    assert {r["job"] for r in data["schedule"]} == {"pull:shop:orders", "pull:shop:wechatpay", "digest:shop",
+                                                    "escalate", "drain"}
+    assert "escalate" in {r["job"] for r in data["recent"]}
+
+
+@pytest.mark.postgres
+def test_two_schedulers_on_one_postgresql_database_run_each_job_once(tmp_path, slack):
+    from conftest import fresh_database
+
+    with fresh_database("postgres", tmp_path) as url:
+        config = tmp_path / "recon.toml"
+        config.write_text(f"""
+[database]
+url = "{url}"
+[anomaly]
+enabled = false
+[schedule]
+pull = ""
+reconcile = ""
+digest = "*/2 * * * * *"
+escalate_seconds = 1
+drain_seconds = 3600
+[[merchants]]
+id = "shop"
+name = "Shop"
+[chat.slack]
+bot_token = "xoxb-fake"
+signing_secret = "{SLACK_SECRET}"
+base_url = "{slack.base_url}"
+[[chat.routes]]
+merchant = "*"
+channel = "slack"
+target = "{SLACK_CHANNEL}"
+""", encoding="utf-8")
+        cmd = [sys.executable, "-c", "from bot.cli import main; main()", "scheduler", "--config", str(config)]
+        procs = [subprocess.Popen(cmd, env=recon_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+        try:
+            wait_for(lambda: len([r for r in runs(url) if r.job_id == "digest:shop"]) >= 6, "six digest runs", 60)
+        finally:
+            outputs = [stop(p) for p in procs]
+        digests = [r for r in runs(url) if r.job_id == "digest:shop"]
+        posted = [c for c in slack.called("chat.postMessage") if c.get("text", "").startswith("Digest")]
+        # every run that was claimed did its work once: one message per run, never two
+        assert len(posted) == len([r for r in digests if r.status == "done"])
+        assert len({r.scheduled_for for r in digests}) == len(digests)
+        # both processes fired the same runs: each lost some of them to the other's claim
+        pids = {p.pid for p in procs}
+        winners = {int(r.claimed_by.rsplit(":", 1)[1]) for r in runs(url)}
+        assert winners <= pids
+        skipped = [o.count("claimed by another process, not run here") for o in outputs]
+        print(f"digest runs {len(digests)}, messages {len(posted)}, skipped per process {skipped}, winners {len(winners)} processes")
+        assert sum(skipped) >= 3, outputs
