@@ -198,6 +198,7 @@ ALERT_WORDS = {
                                "Fix it (invite the bot, check the id), then `recon alerts enable {channel} {target}`.",
         "daily": "{merchant} · {day}: daily digest", "daily_line": "open {n} ({total}) · in transit {t}",
         "nothing": "Nothing open.",
+        "job_failed": "reconbot: a scheduled job failed", "job_notice": "reconbot: a job could not do its work",
     },
     "zh": {
         "digest": "{merchant} · {source} · {day}：{n} 笔待处理差异",
@@ -213,6 +214,7 @@ ALERT_WORDS = {
                                "修复后（邀请机器人、核对 id）运行 `recon alerts enable {channel} {target}`。",
         "daily": "{merchant} · {day}：每日汇总", "daily_line": "待处理 {n} 笔（{total}）· 在途 {t} 笔",
         "nothing": "没有待处理差异。",
+        "job_failed": "reconbot：定时任务失败", "job_notice": "reconbot：任务未能完成",
     },
 }
 

@@ -648,11 +648,11 @@ def jobs_run(
     if result.notice:
         out.print(result.notice, highlight=False)
     if result.alert:
-        from bot import jobs
+        from bot.alerts import alert_merchant
 
         channels = _channels(cfg)
         for merchant_id in result.alert:
-            jobs.alert(cfg, channels, merchant_id)
+            err.print(alert_merchant(cfg, channels, merchant_id).line(), style="dim", highlight=False)
 
 
 def run_with_progress(cfg, merchant, day, console: Console) -> RunSummary:

@@ -40,6 +40,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -334,19 +335,28 @@ def disable_route(cfg: Config, channels: dict[str, Channel], channel: str, targe
             s.rollback()
             return False
     log.error("alert route %s %s disabled after a permanent error: %s", channel, target, reason)
+    notify_admins(cfg, channels, f"route_disabled:{channel}:{target}:{now.isoformat()}",
+                  lambda w: text_card(w["route_disabled"], [w["route_disabled_text"].format(
+                      channel=channel, target=target, error=reason)], key=f"route_disabled:{channel}:{target}"), now)
+    return True
+
+
+def notify_admins(cfg: Config, channels: dict[str, Channel], key: str, card_for: Callable[[dict], Card],
+                  now: datetime) -> int:
+    """Queue a one-off notice (a route disabled, a scheduled job that failed for good) to each
+    `alerts.admin_routes` route, once per `key` and route, in the route's platform language
+    (`card_for(ALERT_WORDS[lang])`); -> how many were queued. The caller drains (or the next
+    drain sends them)."""
+    url = cfg.database.url
     off = disabled_routes(url)
+    queued = 0
     for r in cfg.alerts.admin_routes:
         stored = stored_target(channels, r)
-        if (r.channel, stored) in off:
+        if r.channel not in channels or (r.channel, stored) in off:
             continue
-        lang = getattr(channels.get(r.channel), "language", "en")
-        w = ALERT_WORDS[lang]
-        card = text_card(w["route_disabled"], [w["route_disabled_text"].format(channel=channel, target=target,
-                                                                               error=reason)],
-                         key=f"route_disabled:{channel}:{target}")
-        enqueue_notice(url, f"notice:route_disabled:{channel}:{target}:{now.isoformat()}:{r.channel}:{stored}",
-                       card, r.channel, stored, now)
-    return True
+        card = card_for(ALERT_WORDS[getattr(channels[r.channel], "language", "en")])
+        queued += enqueue_notice(url, f"notice:{key}:{r.channel}:{stored}", card, r.channel, stored, now)
+    return queued
 
 
 def enable_route(url: str, channel: str, target: str) -> bool:

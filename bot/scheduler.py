@@ -1,7 +1,8 @@
 """The scheduler: APScheduler 3 inside `recon serve`, or alone as `recon scheduler`.
 
 The jobs and what one run does are core/schedule.py; this module wires them to APScheduler
-and to alerting (bot/jobs.py, the one place that calls into alerts):
+and to the alert pipeline (bot/alerts.py): an alert pass for each merchant a run changed,
+`escalate_due`, `drain_outbox` and `send_digest` as jobs, and notices to the admin routes:
 
 - **Jobs from config** (`core.schedule.plan`): pull, reconcile, hourly, digest, retrain
   (cron, each in its own zone), escalate and drain (intervals). At start a job whose trigger
@@ -24,7 +25,8 @@ and to alerting (bot/jobs.py, the one place that calls into alerts):
   schedules the follow-ups, so every chat message leaves from one long-lived process.
 - **Failures**: a job that raises is logged with its cause (EVENT_JOB_ERROR), recorded in
   its `job_run` row, and retried as a one-off job `job_retries` times with backoff; then
-  the chat is told. A missed run (beyond the grace time) is logged and recorded too.
+  the admin routes (`[alerts] admin_routes`) are told. A missed run (beyond the grace time)
+  is logged and recorded too.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
 from sqlmodel import Session
 
-from bot import jobs
+from bot.alerts import alert_merchant, drain_outbox, escalate_due, pending_escalations, send_digest
+from bot.cards import text_card
+from bot.outbox import notify_admins
 from bot.transport import Channel
 from core import schedule as S
 from core.config import Config
@@ -179,6 +183,8 @@ class Scheduler:
         _active = self
         self.aps.start(paused=True)  # the store is open, nothing runs yet: bring it in line first
         self.sync()
+        # drain the outbox at start-up, then on its interval: what a crash left waiting goes now
+        self.aps.modify_job("drain", next_run_time=datetime.now(timezone.utc))
         self.aps.resume()
         log.info("scheduler started: %d jobs", len(self.aps.get_jobs()))
 
@@ -230,16 +236,16 @@ class Scheduler:
         try:
             result = self._work(kind, merchant, source, day, now, attempt, first_at, scheduled_for)
             for merchant_id in result.alert:
-                jobs.alert(self.cfg, self.channels, merchant_id, now)
+                alert_merchant(self.cfg, self.channels, merchant_id, now)
             for follow in result.follow_ups:
                 self.add_follow_up(follow)
             if result.notice:
-                jobs.notice(self.cfg, self.channels, merchant, "reconbot: a job could not do its work", [result.notice])
+                self.notice(f"job_notice:{job_id}:{scheduled_for.isoformat()}", "job_notice", [result.notice])
         except Exception as exc:
             cause = f"{exc.__class__.__name__}: {exc}"
             S.finish(self.url, run_id, "failed", cause)
             raise JobFailed(cause, plain) from exc
-        log.info("%s: %s: %s", job_id, result.status, result.detail)
+        log.info("%s (%s): %s: %s", job_id, scheduled_for.isoformat(), result.status, result.detail)
         try:
             S.finish(self.url, run_id, result.status, result.detail)
         except Exception:  # the work is done and its follow-ups scheduled: only the record is missing
@@ -263,12 +269,12 @@ class Scheduler:
 
     def _work(self, kind, merchant, source, day, now, attempt, first_at, scheduled_for) -> S.Result:
         if kind == "escalate":
-            return S.Result("done", f"{jobs.escalate(self.cfg, self.channels, now)} escalations sent")
+            return S.Result("done", f"{escalate_due(self.cfg, self.channels, now)} escalations sent")
         if kind == "drain":
-            return S.Result("done", f"{jobs.drain(self.cfg, self.channels, now)} messages sent from the outbox")
+            return S.Result("done", f"{drain_outbox(self.cfg, self.channels, now)} messages sent from the outbox")
         if kind == "digest":
             return S.Result("done", f"digest of {merchant} {day}: "
-                                    f"{jobs.digest(self.cfg, self.channels, merchant, day, now)} messages")
+                                    f"{send_digest(self.cfg, self.channels, merchant, day, now)} messages sent")
         if not self.isolate:
             return S.work(self.cfg, kind, merchant, source, day, now, attempt, first_at, scheduled_for)
         return self._in_child(kind, merchant, source, day, now, attempt, first_at, scheduled_for)
@@ -320,7 +326,10 @@ class Scheduler:
         job = dict(exc.job)
         failures = job["failures"] + 1
         if failures > self.cfg.schedule.job_retries:
-            jobs.notice(self.cfg, self.channels, job["merchant"], "reconbot: a scheduled job failed",
+            log.error("%s (%s) failed %d times, the last time: %s; not retried again", job["job"],
+                      job["day"] or "no day", failures, exc.cause)
+            at = event.scheduled_run_time.astimezone(timezone.utc).isoformat()
+            self.notice(f"job_failed:{event.job_id}:{at}", "job_failed",
                         [f"{job['job']} ({job['day'] or 'no day'}) failed {failures} times; the last time: "
                          f"{exc.cause}", "It will run again at its next scheduled time."])
             return
@@ -332,6 +341,13 @@ class Scheduler:
         if not self._stopping:
             self.aps.add_job(fire, DateTrigger(datetime.now(timezone.utc) + wait), id=retry_id,
                              name=f"retry {failures} of {event.job_id}", kwargs=job, replace_existing=True)
+
+    def notice(self, key: str, title: str, lines: list[str]) -> None:
+        """Tell the admin routes what no break can say (a job that gave up or failed for
+        good), through the outbox: once per `key`, sent at once (else by the next drain)."""
+        now = datetime.now(timezone.utc)
+        notify_admins(self.cfg, self.channels, key, lambda w: text_card(w[title], lines, key=key), now)
+        drain_outbox(self.cfg, self.channels, now)
 
     def _on_missed(self, event) -> None:
         late = datetime.now(timezone.utc) - event.scheduled_run_time
@@ -387,8 +403,10 @@ def listing(cfg: Config, now: datetime | None = None, recent: int = 10) -> dict:
     with Session(get_engine(cfg.database.url)) as s:
         runs = list(s.execute(select(JobRun).order_by(JobRun.started_at.desc(), JobRun.id.desc()).limit(recent))
                     .scalars())
-    return {"now": now, "schedule": schedule, "pending": pending,
-            "escalations": jobs.pending_escalations(cfg, now), "recent": runs}
+    # SQLite hands the stored UTC times back without their zone
+    escalations = [{"break": e.break_id, "level": e.level, "due": e.due_at.replace(tzinfo=timezone.utc)
+                    if e.due_at.tzinfo is None else e.due_at} for e in pending_escalations(cfg.database.url)]
+    return {"now": now, "schedule": schedule, "pending": pending, "escalations": escalations, "recent": runs}
 
 
 def _zone_of(cfg: Config, merchant: str | None, source: str | None) -> str:

@@ -49,7 +49,7 @@ MAX_BODY = 1 << 20  # platform callbacks are small; refuse anything larger unrea
 
 def create_app(cfg: Config, run_in_subprocess: bool = False, scheduler: bool = False) -> Starlette:
     import channels as registry  # wiring: the one place bot reaches for the platforms
-    from bot import jobs
+    from bot.alerts import alert_merchant
     from bot.payments import PaymentWebhooks
 
     conversation = Conversation(cfg, run_in_subprocess)
@@ -57,7 +57,7 @@ def create_app(cfg: Config, run_in_subprocess: bool = False, scheduler: bool = F
     conversation.commands.channels = channels  # a run or an ended silence is followed by an alert pass
     # a notification that did not add up is alerted after the sender has its answer
     payments = PaymentWebhooks(cfg, conversation.replay,
-                               lambda merchant_id: conversation.submit(jobs.alert, cfg, channels, merchant_id))
+                               lambda merchant_id: conversation.submit(alert_merchant, cfg, channels, merchant_id))
 
     def _answer(channel, req):
         with conversation.answering():

@@ -5,8 +5,9 @@ The kill point comes from RECON_TEST_CRASH_AT (read in one place: bot.outbox.cra
 - after_enqueue: the outbox rows are committed, nothing was sent yet;
 - before_send: a row is claimed (`sending`), the platform was not called;
 - after_send: the platform accepted the first message, our commit never happened.
-The restart is `recon alerts drain` (what `recon serve` runs at start-up and on a timer);
-claim_timeout_seconds = 0 lets it take over the dead process's claim at once.
+The restart is `recon alerts drain`, or `recon serve` itself, killed and started again (its
+scheduler drains the outbox at start-up and every drain_seconds); claim_timeout_seconds = 0
+lets it take over the dead process's claim at once.
 """
 
 from __future__ import annotations
@@ -160,3 +161,46 @@ def test_killed_after_telegram_accepted_is_at_least_once_as_documented(tmp_path,
     assert "sending again (at least once)" in restart.stderr
     assert delivered(fakes, "telegram") == Counter({b: 2 if b == in_flight else 1 for b in breaks})
     assert states(url) == Counter(sent=3)
+
+
+def serve(tmp_path, crash: str | None = None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RECON_TEST_CRASH_AT"}
+    if crash:
+        env["RECON_TEST_CRASH_AT"] = crash
+    return subprocess.Popen([RECON, "serve", "--port", "0", "--config", str(tmp_path / "recon.toml")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_recon_serve_killed_before_and_after_a_send_restarts_and_delivers_each_alert_once(tmp_path, fakes):
+    """`recon serve` drains the outbox as its scheduler starts (and every drain_seconds). It is
+    killed with SIGKILL while sending what `recon alerts send` queued: once between the claim
+    and the send, once just after the platform accepted a message; the third start delivers
+    the rest, and Slack and WeCom have every card exactly once."""
+    import time
+
+    platforms = ("slack", "wecom")
+    url, breaks = setup(tmp_path, fakes, platforms)
+    with open(tmp_path / "recon.toml", "a", encoding="utf-8") as f:  # only the drain (and escalate) jobs
+        f.write('[schedule]\npull = ""\nreconcile = ""\ndigest = ""\nretrain = ""\n')
+    assert recon(tmp_path, "alerts", "send", crash="after_enqueue").returncode == -9
+    assert states(url) == Counter(pending=6)
+
+    killed = serve(tmp_path, crash="before_send")
+    assert killed.wait(timeout=120) == -9, killed.communicate()[0]
+    assert all(delivered(fakes, p) == Counter() for p in platforms)
+    killed = serve(tmp_path, crash="after_send")
+    assert killed.wait(timeout=120) == -9, killed.communicate()[0]
+    assert sum(sum(delivered(fakes, p).values()) for p in platforms) == 1  # accepted, not recorded
+
+    proc = serve(tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while states(url) != Counter(sent=6) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert states(url) == Counter(sent=6), output
+    for p in platforms:
+        assert delivered(fakes, p) == Counter({b: 1 for b in breaks}), p
+    assert len(fakes["slack"].called("chat.postMessage")) == 3  # the one in doubt was found, not posted again

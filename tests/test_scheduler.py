@@ -390,6 +390,33 @@ def test_a_failed_job_is_logged_recorded_and_retried_with_backoff(tmp_path, url,
     assert "reconcile:shop failed (RuntimeError: database is locked); retry 1 of 2 in 60s" in caplog.text
 
 
+def test_a_job_that_fails_for_good_tells_the_admin_routes_through_the_outbox(tmp_path, url, scheduler_factory,
+                                                                            monkeypatch):
+    from models.tables import Outbox
+
+    cfg = config(tmp_path, url, {"reconcile": "0 2 * * *", "job_retries": 0})
+
+    def broken(*args, **kw):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr("core.runs.run_day", broken)
+    with time_machine.travel(datetime(2026, 11, 21, 1, 59, 0, tzinfo=SH), tick=True) as clock:
+        sched = scheduler_factory(cfg)
+        sched.start()
+        clock.move_to(datetime(2026, 11, 21, 2, 0, tzinfo=SH))
+        sched.aps.wakeup()
+        sched.finished.wait("reconcile:shop")  # the error listener (the notice) ran before this one
+        assert not [j for j in sched.aps.get_jobs() if j.id.endswith("#retry")]
+        sched.shutdown()
+    with Session(get_engine(url)) as s:
+        [row] = s.execute(select(Outbox)).scalars().all()
+    assert row.idem_key == "notice:job_failed:reconcile:shop:2026-11-20T18:00:00+00:00:console:"
+    assert row.state == "sent" and row.channel == "console"  # admin_routes default: the console
+    shown = sched.channels["console"].console.file.getvalue()
+    assert "reconbot: a scheduled job failed" in shown and "reconcile:shop (2026-11-20) failed 1 times" in shown
+    assert "RuntimeError: database is locked" in shown
+
+
 def test_a_run_is_claimed_once(url):
     at = datetime(2026, 11, 21, 2, 0, tzinfo=timezone.utc)
     first = S.claim(url, "reconcile:shop", "reconcile", at)
@@ -511,7 +538,11 @@ def test_recon_jobs_lists_the_schedule_and_recon_jobs_run_runs_one(tmp_path, url
     config_file.write_text(f'[database]\nurl = "{url}"\n[schedule]\nreconcile = "0 2 * * *"\n'
                            '[[merchants]]\nid = "shop"\nname = "Shop"\n  [[merchants.sources]]\n  name = "orders"\n'
                            '  kind = "orders"\n', encoding="utf-8")
-    monkeypatch.setenv("COLUMNS", "200")
+    from rich.console import Console
+
+    # a table wide enough for its columns; COLUMNS alone is not enough: under pytest-xdist the
+    # CLI's console was created (at import) with the worker's COLUMNS=80 fixed in it
+    monkeypatch.setattr("bot.cli.out", Console(width=200))
     S.claim(url, "reconcile:shop", "reconcile", utc(2026, 11, 21, 2, 0))
     r = CliRunner().invoke(app, ["jobs", "--config", str(config_file)])
     assert r.exit_code == 0, r.output

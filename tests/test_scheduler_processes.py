@@ -4,17 +4,21 @@
   Beijing time on 2021-01-29 (time-machine, started before reconbot is imported: reconbot has
   no clock hook of its own). At 09:30 it pulls the real WeChat Pay sample bill of the 28th from
   the fake WeChat Pay API and our orders from a drop folder, each in a `recon jobs run` process
-  of its own, reconciles the day, alerts into the fake Slack, sends the digest, and escalates
-  every 2 s. The child processes run on the real clock and are told the time they stand for.
+  of its own, reconciles the day, alerts into the fake Slack through the outbox, sends the
+  daily digest, and runs the escalate job every 2 s. The child processes run on the real clock
+  and are told the time they stand for. Then the clock jumps: it is stopped and `recon serve`
+  is started at 09:41 on the same database; the escalation stored at 09:30 (due after 10
+  minutes) goes to the finance lead's chat and the card says so.
 - Two `recon scheduler` processes on one PostgreSQL database firing the same jobs at the same
-  moments: each run is done once (one digest message per run), and each process saw the
-  other win some.
+  moments: each run is done by one process (the logs of both name every run once), the
+  daily digest reaches Slack once, and each process saw the other win some.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,9 +35,10 @@ from chat_setup import SLACK_CHANNEL, SLACK_SECRET
 from fakes.keys import private_pem
 from fakes.wechatpay import MCHID, MERCHANT_SERIAL, FakeWeChatPay
 from models.db import get_engine
-from models.tables import Break, JobRun
+from models.tables import AlertCard, Break, Escalation, JobRun
 
 REPO = Path(__file__).resolve().parents[1]
+LEAD_CHANNEL = "C0LEAD"  # escalation level 1: the finance lead
 # `python -c` with the clock set first, then the real CLI: argv = [-c, DESTINATION, recon args...]
 TRAVELLING_RECON = ("import sys, datetime, time_machine; "
                     "time_machine.travel(datetime.datetime.fromisoformat(sys.argv.pop(1)), tick=True).start(); "
@@ -52,8 +57,9 @@ def recon_env(extra: dict | None = None) -> dict:
 def runs(url: str) -> list[JobRun]:
     with Session(get_engine(url)) as s:
         out = list(s.execute(select(JobRun).order_by(JobRun.scheduled_for, JobRun.id)).scalars())
-    for r in out:
-        r.scheduled_for = r.scheduled_for.replace(tzinfo=timezone.utc)  # SQLite gives the UTC time back naive
+    for r in out:  # SQLite gives the UTC time back naive, PostgreSQL in the session's zone
+        at = r.scheduled_for
+        r.scheduled_for = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
     return out
 
 
@@ -110,6 +116,11 @@ digest = "12 30 9 * * *"
 escalate_seconds = 2
 drain_seconds = 2
 reconcile_after_pull_seconds = 2
+[alerts]
+threshold = "0.05"
+[[alerts.escalation]]
+after_minutes = 10
+routes = [{{ channel = "slack", target = "{LEAD_CHANNEL}" }}]
 [[merchants]]
 id = "shop"
 name = "Shop"
@@ -149,7 +160,7 @@ target = "{SLACK_CHANNEL}"
                                 stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
         try:
             wait_for(lambda: [c for c in slack.called("chat.postMessage")
-                              if c.get("text", "").startswith("Digest")], "the digest", 60, proc)
+                              if "daily digest" in c.get("text", "")], "the digest", 60, proc)
             cards = wait_for(lambda: [c for c in slack.called("chat.postMessage")
                                       if any(b["type"] == "actions" for b in c.get("blocks", []))], "a card", 30, proc)
             wait_for(lambda: len([r for r in runs(url) if r.job_id == "escalate"]) >= 3, "escalations", 30, proc)
@@ -157,8 +168,9 @@ target = "{SLACK_CHANNEL}"
             output = stop(proc)
         assert proc.returncode == 0, output  # SIGTERM: stopped cleanly
         print(f"recon scheduler: pulled, reconciled, alerted and digested in {time.monotonic() - started:.1f} s")
+    first_runs = runs(url)
     by_job = {}
-    for r in runs(url):
+    for r in first_runs:
         by_job.setdefault(r.job_id, []).append(r)
     at = lambda h, m, s=0: datetime(2021, 1, 29, h, m, s, tzinfo=timezone.utc)  # noqa: E731
     [wx] = by_job["pull:shop:wechatpay"]
@@ -172,11 +184,17 @@ target = "{SLACK_CHANNEL}"
         [b] = s.execute(select(Break)).scalars().all()
     assert (b.type, b.order_id, b.difference) == ("amount_mismatch", "S20210128165824499930", -9)
     assert [c["channel"] for c in cards] == [SLACK_CHANNEL] and f'"{b.id}:1"' in json.dumps(cards[0]["blocks"])
-    [digest] = [c for c in slack.called("chat.postMessage") if c.get("text", "").startswith("Digest")]
-    assert "shop · 2021-01-28" in digest["text"]
+    [digest] = [c for c in slack.called("chat.postMessage") if "daily digest" in c.get("text", "")]
+    assert digest["text"] == "shop · 2021-01-28: daily digest"
     esc = [r.scheduled_for for r in by_job["escalate"]]
     assert all(b - a == timedelta(seconds=2) for a, b in zip(esc, esc[1:]))
-    assert all(r.claimed_by.endswith(f":{proc.pid}") for r in runs(url))  # the parent claims; children only work
+    assert all(r.detail == "0 escalations sent" for r in by_job["escalate"])  # not due before 09:40
+    assert all(r.claimed_by.endswith(f":{proc.pid}") for r in first_runs)  # the parent claims; children only work
+    with Session(get_engine(url)) as s:
+        [pending] = s.execute(select(Escalation)).scalars().all()
+    assert (pending.break_id, pending.level, pending.state) == (b.id, 1, "pending")
+    sent_at = pending.due_at.replace(tzinfo=timezone.utc) - timedelta(minutes=10)
+    assert at(1, 30) <= sent_at < at(1, 31)  # the card went out at 09:30 Beijing time
 
     from typer.testing import CliRunner
 
@@ -188,6 +206,31 @@ target = "{SLACK_CHANNEL}"
     assert {r["job"] for r in data["schedule"]} == {"pull:shop:orders", "pull:shop:wechatpay", "digest:shop",
                                                     "escalate", "drain"}
     assert "escalate" in {r["job"] for r in data["recent"]}
+    assert [(e["break"], e["level"]) for e in data["escalations"]] == [(b.id, 1)]
+
+    # the clock jumps past the escalation: `recon serve` on the same database at 09:41
+    serve = subprocess.Popen([sys.executable, "-c", TRAVELLING_RECON, "2021-01-29T09:41:00+08:00", "serve",
+                              "--port", "0", "--config", str(config)], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        [lead] = wait_for(lambda: [c for c in slack.called("chat.postMessage") if c["channel"] == LEAD_CHANNEL],
+                          "the escalation", 60, serve)
+        edited = wait_for(lambda: [u for u in slack.called("chat.update") if "Escalated (level 1)" in json.dumps(u)],
+                          "the card saying it escalated", 30, serve)
+    finally:
+        output = stop(serve)
+    # uvicorn shuts down cleanly on SIGTERM, then re-raises the signal for its exit status
+    assert serve.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in output, output
+    assert f'"{b.id}:1"' in json.dumps(lead["blocks"])  # the break's own card, with its buttons
+    with Session(get_engine(url)) as s:
+        [done] = s.execute(select(Escalation)).scalars().all()
+        [first_card] = s.execute(select(AlertCard).where(AlertCard.channel == "slack",
+                                                        AlertCard.target == SLACK_CHANNEL)).scalars().all()
+    assert done.state == "sent"
+    # the card in the finance chat, edited in place (the message the first pass posted)
+    assert [(u["channel"], u["ts"]) for u in edited] == [(SLACK_CHANNEL, first_card.message_id)]
+    [esc_run] = [r for r in runs(url) if r.job_id == "escalate" and r.detail == "1 escalations sent"]
+    assert esc_run.claimed_by.endswith(f":{serve.pid}")
 
 
 @pytest.mark.postgres
@@ -227,10 +270,15 @@ target = "{SLACK_CHANNEL}"
         finally:
             outputs = [stop(p) for p in procs]
         digests = [r for r in runs(url) if r.job_id == "digest:shop"]
-        posted = [c for c in slack.called("chat.postMessage") if c.get("text", "").startswith("Digest")]
-        # every run that was claimed did its work once: one message per run, never two
-        assert len(posted) == len([r for r in digests if r.status == "done"])
+        posted = [c for c in slack.called("chat.postMessage") if "daily digest" in c.get("text", "")]
+        # every run that was claimed was done by one process: each names the runs it did
+        done_here = [{datetime.fromisoformat(t) for t in re.findall(r"digest:shop \((\S+)\): done:", o)}
+                     for o in outputs]
+        assert not done_here[0] & done_here[1]
+        assert done_here[0] | done_here[1] == {r.scheduled_for for r in digests if r.status == "done"}
         assert len({r.scheduled_for for r in digests}) == len(digests)
+        # the daily digest is once per day and route, however many runs (and processes) send it
+        assert len(posted) == 1
         # both processes fired the same runs: each lost some of them to the other's claim
         pids = {p.pid for p in procs}
         winners = {int(r.claimed_by.rsplit(":", 1)[1]) for r in runs(url)}
