@@ -44,8 +44,7 @@ from sqlmodel import Session
 from bot.actions import Workflow
 from bot.cards import ALERT_WORDS, Card, text_card
 from bot.digests import DigestKey, digest_card
-from bot.outbox import (Message, card_hash, crash_point, disabled_routes, drain_outbox, enqueue, enqueue_notice,
-                        stored_target)
+from bot.outbox import Message, card_hash, crash_point, drain_outbox, enqueue, enqueue_notice, usable_routes
 from bot.silences import active as active_silences, matching as matching_silence
 from bot.transport import Channel
 from core.config import ChatRoute, Config
@@ -221,17 +220,15 @@ class Routed:
     extra: list[Break] = field(default_factory=list)  # own cards deferred into this digest
 
 
+def merchant_routes(cfg: Config, merchant_id: str) -> list[ChatRoute]:
+    return [r for r in cfg.chat.routes if r.merchant in ("*", merchant_id)]
+
+
 def route(cfg: Config, channels: dict[str, Channel], merchant_id: str, plans: list[Plan],
           live: dict[str, list[AlertCard]], report: AlertReport) -> list[Routed]:
     merchant = cfg.merchant(merchant_id)
-    off = disabled_routes(cfg.database.url)
     out: list[Routed] = []
-    routes = [r for r in cfg.chat.routes if r.merchant in ("*", merchant_id) and r.channel in channels]
-    for r in routes:
-        target = stored_target(channels, r)
-        if (r.channel, target) in off:
-            continue
-        lang = merchant.language or getattr(channels[r.channel], "language", "en")
+    for r, target, lang in usable_routes(cfg, channels, merchant_routes(cfg, merchant_id), merchant.language):
         edits = getattr(channels[r.channel], "edits_without_event", True)
         here = {c.card_key for cards in live.values() for c in cards
                 if c.channel == r.channel and c.target == target}
@@ -406,16 +403,9 @@ def _send_to_level(cfg: Config, channels: dict[str, Channel], break_id: int, mer
                    routes: list[ChatRoute], now: datetime) -> None:
     merchant = cfg.merchant(merchant_id)
     workflow = Workflow(cfg)
-    off = disabled_routes(cfg.database.url)
     with Session(get_engine(cfg.database.url)) as s:
         b = s.get(Break, break_id)
-        for r in routes:
-            if r.channel not in channels:
-                continue
-            target = stored_target(channels, r)
-            if (r.channel, target) in off:
-                continue
-            lang = merchant.language or getattr(channels[r.channel], "language", "en")
+        for r, target, lang in usable_routes(cfg, channels, routes, merchant.language):
             card = render_break(workflow, s, b, lang)
             m = Message("send", card, f"break:{b.id}", r.channel, target, merchant_id, lang, b.id)
             enqueue(cfg.database.url, m, now)  # False: that chat has the card already (it gets the edit)
@@ -442,14 +432,7 @@ def send_digest(cfg: Config, channels: dict[str, Channel], merchant_id: str, day
     now = _now(now)
     merchant = cfg.merchant(merchant_id)
     summary = day_summary(cfg.database.url, merchant_id, day)
-    off = disabled_routes(cfg.database.url)
-    for r in cfg.chat.routes:
-        if r.merchant not in ("*", merchant_id) or r.channel not in channels:
-            continue
-        target = stored_target(channels, r)
-        if (r.channel, target) in off:
-            continue
-        lang = merchant.language or getattr(channels[r.channel], "language", "en")
+    for r, target, lang in usable_routes(cfg, channels, merchant_routes(cfg, merchant_id), merchant.language):
         w = ALERT_WORDS[lang]
         fields = [(x.source, w["daily_line"].format(n=sum(x.breaks.values()),
                                                     total=display(x.open_difference, merchant.currency),

@@ -215,6 +215,7 @@ def _channels(cfg: Config, quiet: bool = False) -> dict:
 
 
 def _actor(cfg: Config, as_user: str | None):
+    """Who acts from the console: --as NAME, else the user linked to this login."""
     import getpass
 
     from bot.users import UserError, get_user, identify
@@ -423,22 +424,13 @@ def users_link(
 
 
 def _console_act(config, break_id: int, action: str, as_user: str | None, arg: str | None = None) -> None:
-    import getpass
-
     from bot.actions import Click, Workflow
     from bot.alerts import alert_merchant
-    from bot.users import UserError, get_user, identify
     from models.tables import Break
 
     cfg = _load(config)
     url = cfg.database.url
-    try:
-        actor = get_user(url, as_user) if as_user else identify(url, "console", getpass.getuser())
-    except UserError as exc:
-        _fail(str(exc), 2)
-    if actor is None:
-        _fail(f"who is acting? pass --as NAME, or link your login once: "
-              f"recon users link NAME --platform console --id {getpass.getuser()}", 2)
+    actor = _actor(cfg, as_user)
     from sqlmodel import Session
 
     with Session(db.get_engine(url)) as s:

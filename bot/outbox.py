@@ -40,7 +40,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -93,6 +93,20 @@ def real_target(cfg: Config, channels: dict[str, Channel], channel: str, stored:
 def disabled_routes(url: str) -> set[tuple[str, str]]:
     with Session(get_engine(url)) as s:
         return {(r.channel, r.target) for r in s.execute(select(AlertRoute)).scalars()}
+
+
+def usable_routes(cfg: Config, channels: dict[str, Channel], routes: Iterable[ChatRoute],
+                  language: str | None = None) -> Iterator[tuple[ChatRoute, str, str]]:
+    """The routes a message can go to now (their channel is built, the outbox has not disabled
+    them), each with its stored target and the language to write in: `language` (the
+    merchant's) when given, else the platform's."""
+    off = disabled_routes(cfg.database.url)
+    for r in routes:
+        if r.channel not in channels:
+            continue
+        stored = stored_target(channels, r)
+        if (r.channel, stored) not in off:
+            yield r, stored, language or getattr(channels[r.channel], "language", "en")
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -347,15 +361,10 @@ def notify_admins(cfg: Config, channels: dict[str, Channel], key: str, card_for:
     `alerts.admin_routes` route, once per `key` and route, in the route's platform language
     (`card_for(ALERT_WORDS[lang])`); -> how many were queued. The caller drains (or the next
     drain sends them)."""
-    url = cfg.database.url
-    off = disabled_routes(url)
     queued = 0
-    for r in cfg.alerts.admin_routes:
-        stored = stored_target(channels, r)
-        if r.channel not in channels or (r.channel, stored) in off:
-            continue
-        card = card_for(ALERT_WORDS[getattr(channels[r.channel], "language", "en")])
-        queued += enqueue_notice(url, f"notice:{key}:{r.channel}:{stored}", card, r.channel, stored, now)
+    for r, stored, lang in usable_routes(cfg, channels, cfg.alerts.admin_routes):
+        queued += enqueue_notice(cfg.database.url, f"notice:{key}:{r.channel}:{stored}", card_for(ALERT_WORDS[lang]),
+                                 r.channel, stored, now)
     return queued
 
 

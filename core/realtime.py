@@ -210,12 +210,7 @@ def _store(cfg: Config, merchant: MerchantConfig, n: Notice, day: date, f: dict,
                       last_run_id=run.id, version=1, created_at=now, updated_at=now, **values)
             s.add(b)
         elif b.status == "open":
-            changed = {k: v for k, v in values.items() if getattr(b, k) != v}
-            if changed:
-                for k, v in changed.items():
-                    setattr(b, k, v)
-                b.version += 1
-                b.updated_at, b.last_run_id = now, run.id
+            b.revise(values, run.id, now)
         s.commit()
         return Checked(recorded, "mismatch", f["explanation"], b.id)
 

@@ -153,6 +153,18 @@ class Break(SQLModel, table=True):
     assignee_id: Optional[int] = Field(default=None, foreign_key="app_user.id")
     snoozed_until: Optional[datetime] = Field(default=None, sa_column=_utc_column(nullable=True))
 
+    def revise(self, values: dict, run_id: int, now: datetime) -> bool:
+        """What a run (the engine's, the anomaly scoring, a real-time check) now says about this
+        break: the fields of `values` that differ are set, and any change is a new version (the
+        version a click's compare-and-set checks, bot/actions.py). -> whether anything changed."""
+        changed = {k: v for k, v in values.items() if getattr(self, k) != v}
+        for k, v in changed.items():
+            setattr(self, k, v)
+        if changed:
+            self.version += 1
+            self.updated_at, self.last_run_id = now, run_id
+        return bool(changed)
+
 
 class Adjustment(SQLModel, table=True):
     """A balanced two-leg entry that books a break's difference (one per break)."""

@@ -4,7 +4,7 @@ coalesced misfires, the escalate cadence, a failed job retried, the claim, a res
 keeps a pending retry, and `recon jobs`.
 
 APScheduler's loop waits on the real clock; after each jump of the travelling clock the test
-wakes it (`aps.wakeup()`) and waits for the `job_run` rows the runs write.
+wakes it (`aps.wakeup()`) and waits for the runs to end (`travel_to`).
 """
 
 from __future__ import annotations
@@ -99,6 +99,14 @@ class _Finished:
         with self.cond:
             if not self.cond.wait_for(lambda: self.ids.count(job_id) >= count, timeout):
                 raise AssertionError(f"gave up waiting for run {count} of {job_id} (ended: {self.ids})")
+
+
+def travel_to(clock, sched, when: datetime, job_id: str, count: int = 1) -> None:
+    """Move the travelling clock to `when`, wake APScheduler's loop (it sleeps on the real
+    clock), and wait until run `count` of `job_id` has ended."""
+    clock.move_to(when)
+    sched.aps.wakeup()
+    sched.finished.wait(job_id, count)
 
 
 @pytest.fixture
@@ -231,18 +239,14 @@ def test_a_missing_bill_is_retried_with_backoff_until_expected_by_then_the_day_i
     with time_machine.travel(datetime(2021, 1, 29, 9, 29, 0, tzinfo=SH), tick=True) as clock:
         sched = scheduler_factory(cfg)
         sched.start()
-        clock.move_to(datetime(2021, 1, 29, 9, 30, 0, tzinfo=SH))
-        sched.aps.wakeup()
-        sched.finished.wait("pull:shop:wechatpay")
+        travel_to(clock, sched, datetime(2021, 1, 29, 9, 30, 0, tzinfo=SH), "pull:shop:wechatpay")
         [first] = runs(url, "pull:shop:wechatpay")
         assert first.status == "waiting" and first.scheduled_for == utc(2021, 1, 29, 9, 30)
         assert "NO_STATEMENT_EXIST" in first.detail and "next try at 2021-01-29 01:40:00 UTC" in first.detail
         [retry] = [j for j in sched.aps.get_jobs() if j.id == "pull:shop:wechatpay:2021-01-28"]
         assert retry.next_run_time == utc(2021, 1, 29, 9, 40) and retry.kwargs["attempt"] == 1
 
-        clock.move_to(datetime(2021, 1, 29, 9, 40, 0, tzinfo=SH))
-        sched.aps.wakeup()
-        sched.finished.wait("pull:shop:wechatpay:2021-01-28")
+        travel_to(clock, sched, datetime(2021, 1, 29, 9, 40, 0, tzinfo=SH), "pull:shop:wechatpay:2021-01-28")
         retries = runs(url, "pull:shop:wechatpay:2021-01-28")
         assert retries[0].status == "waiting" and retries[0].attempt == 1
         # doubled to 20 min, capped by retry_max_minutes (15) and then by the deadline
@@ -250,15 +254,11 @@ def test_a_missing_bill_is_retried_with_backoff_until_expected_by_then_the_day_i
         assert retry.next_run_time == utc(2021, 1, 29, 9, 55)
         assert not [b for b in _breaks(url) if b.type == "late"]
 
-        clock.move_to(datetime(2021, 1, 29, 9, 55, 0, tzinfo=SH))
-        sched.aps.wakeup()
-        sched.finished.wait("pull:shop:wechatpay:2021-01-28", 2)
+        travel_to(clock, sched, datetime(2021, 1, 29, 9, 55, 0, tzinfo=SH), "pull:shop:wechatpay:2021-01-28", 2)
         [retry] = [j for j in sched.aps.get_jobs() if j.id == "pull:shop:wechatpay:2021-01-28"]
         assert retry.next_run_time == utc(2021, 1, 29, 10, 0)  # the last try is at the deadline itself
 
-        clock.move_to(datetime(2021, 1, 29, 10, 0, 0, tzinfo=SH))
-        sched.aps.wakeup()
-        sched.finished.wait("pull:shop:wechatpay:2021-01-28", 3)
+        travel_to(clock, sched, datetime(2021, 1, 29, 10, 0, 0, tzinfo=SH), "pull:shop:wechatpay:2021-01-28", 3)
         last = [r for r in runs(url, "pull:shop:wechatpay:2021-01-28") if r.status != "waiting"]
         sched.shutdown()
     assert last[0].status == "late" and "statement missing at its deadline" in last[0].detail
@@ -275,22 +275,17 @@ def test_a_bill_that_arrives_on_a_retry_is_ingested_and_its_day_reconciled_witho
     with time_machine.travel(datetime(2021, 1, 29, 9, 29, 0, tzinfo=SH), tick=True) as clock:
         sched = scheduler_factory(cfg)
         sched.start()
-        clock.move_to(datetime(2021, 1, 29, 9, 30, 0, tzinfo=SH))
-        sched.aps.wakeup()
-        sched.finished.wait("pull:shop:wechatpay")
+        travel_to(clock, sched, datetime(2021, 1, 29, 9, 30, 0, tzinfo=SH), "pull:shop:wechatpay")
         wechat.add_bill("/v3/bill/tradebill", WX_DAY.isoformat(),
                         (samples / "wechatpay" / "gunsluo_tradebill_ALL.csv.gz").read_bytes())
-        clock.move_to(datetime(2021, 1, 29, 9, 40, 0, tzinfo=SH))
-        sched.aps.wakeup()
-        sched.finished.wait("pull:shop:wechatpay:2021-01-28")
+        travel_to(clock, sched, datetime(2021, 1, 29, 9, 40, 0, tzinfo=SH), "pull:shop:wechatpay:2021-01-28")
         [got] = runs(url, "pull:shop:wechatpay:2021-01-28")
         assert "ingested: wechatpay.trade_bill (2021-01-28): 3 rows, 3 new" in got.detail
         [follow] = [j for j in sched.aps.get_jobs() if j.id == "reconcile:shop:2021-01-28"]
         # reconcile_after_pull_seconds after the pull brought the bill
         assert timedelta(seconds=30) <= follow.next_run_time - utc(2021, 1, 29, 9, 40) < timedelta(seconds=40)
-        clock.move_to(datetime(2021, 1, 29, 10, 5, 0, tzinfo=SH))  # past the deadline: it arrived, so not late
-        sched.aps.wakeup()
-        sched.finished.wait("reconcile:shop:2021-01-28")
+        # past the deadline: it arrived, so not late
+        travel_to(clock, sched, datetime(2021, 1, 29, 10, 5, 0, tzinfo=SH), "reconcile:shop:2021-01-28")
         [rec] = runs(url, "reconcile:shop:2021-01-28")
         sched.shutdown()
     assert rec.status == "done" and "run #1 of shop 2021-01-28" in rec.detail
@@ -371,50 +366,37 @@ def test_a_failed_job_is_logged_recorded_and_retried_with_backoff(tmp_path, url,
     with time_machine.travel(datetime(2026, 11, 21, 1, 59, 0, tzinfo=SH), tick=True) as clock:
         sched = scheduler_factory(cfg)
         sched.start()
-        clock.move_to(datetime(2026, 11, 21, 2, 0, tzinfo=SH))
-        sched.aps.wakeup()
-        sched.finished.wait("reconcile:shop")
+        travel_to(clock, sched, datetime(2026, 11, 21, 2, 0, tzinfo=SH), "reconcile:shop")
         [failed] = runs(url, "reconcile:shop")
         assert failed.detail == "RuntimeError: database is locked"
         retry = wait_for(lambda: [j for j in sched.aps.get_jobs() if j.id == "reconcile:shop#retry"], "the retry")[0]
         assert retry.kwargs["day"] == "2026-11-20" and retry.kwargs["failures"] == 1
         assert timedelta(seconds=59) <= retry.next_run_time - utc(2026, 11, 21, 2, 0) <= timedelta(seconds=62)
-        clock.move_to(retry.next_run_time)
-        sched.aps.wakeup()
-        sched.finished.wait("reconcile:shop#retry")
+        travel_to(clock, sched, retry.next_run_time, "reconcile:shop#retry")
         assert runs(url, "reconcile:shop#retry")[0].status == "failed"
         again = wait_for(lambda: [j for j in sched.aps.get_jobs() if j.id == "reconcile:shop#retry"
                                   and j.kwargs["failures"] == 2], "the second retry")[0]
         assert again.next_run_time - retry.next_run_time >= timedelta(seconds=119)  # backed off: twice as long
+        assert not outbox(url)  # nobody is told while it is being retried
+        # the third failure; its error listener (the notice) ran before the test's own listener
+        travel_to(clock, sched, again.next_run_time, "reconcile:shop#retry", 2)
+        assert not [j for j in sched.aps.get_jobs() if j.id.endswith("#retry")]  # retries used up
         sched.shutdown()
     assert "reconcile:shop failed (RuntimeError: database is locked); retry 1 of 2 in 60s" in caplog.text
+    # then the admins are told, through the outbox (admin_routes' default: the console)
+    [notice] = outbox(url)
+    assert notice.idem_key.startswith("notice:job_failed:reconcile:shop#retry:") and notice.channel == "console"
+    assert notice.state == "sent"
+    shown = sched.channels["console"].console.file.getvalue()
+    assert "reconbot: a scheduled job failed" in shown and "reconcile:shop#retry (2026-11-20) failed 3 times" in shown
+    assert "RuntimeError: database is locked" in shown
 
 
-def test_a_job_that_fails_for_good_tells_the_admin_routes_through_the_outbox(tmp_path, url, scheduler_factory,
-                                                                            monkeypatch):
+def outbox(url):
     from models.tables import Outbox
 
-    cfg = config(tmp_path, url, {"reconcile": "0 2 * * *", "job_retries": 0})
-
-    def broken(*args, **kw):
-        raise RuntimeError("database is locked")
-
-    monkeypatch.setattr("core.runs.run_day", broken)
-    with time_machine.travel(datetime(2026, 11, 21, 1, 59, 0, tzinfo=SH), tick=True) as clock:
-        sched = scheduler_factory(cfg)
-        sched.start()
-        clock.move_to(datetime(2026, 11, 21, 2, 0, tzinfo=SH))
-        sched.aps.wakeup()
-        sched.finished.wait("reconcile:shop")  # the error listener (the notice) ran before this one
-        assert not [j for j in sched.aps.get_jobs() if j.id.endswith("#retry")]
-        sched.shutdown()
     with Session(get_engine(url)) as s:
-        [row] = s.execute(select(Outbox)).scalars().all()
-    assert row.idem_key == "notice:job_failed:reconcile:shop:2026-11-20T18:00:00+00:00:console:"
-    assert row.state == "sent" and row.channel == "console"  # admin_routes default: the console
-    shown = sched.channels["console"].console.file.getvalue()
-    assert "reconbot: a scheduled job failed" in shown and "reconcile:shop (2026-11-20) failed 1 times" in shown
-    assert "RuntimeError: database is locked" in shown
+        return list(s.execute(select(Outbox)).scalars())
 
 
 def test_a_run_is_claimed_once(url):
@@ -430,9 +412,7 @@ def test_a_pending_retry_survives_a_restart(tmp_path, url, wechat, scheduler_fac
     with time_machine.travel(datetime(2021, 1, 29, 9, 29, 0, tzinfo=SH), tick=True) as clock:
         first = scheduler_factory(cfg)
         first.start()
-        clock.move_to(datetime(2021, 1, 29, 9, 30, 0, tzinfo=SH))
-        first.aps.wakeup()
-        first.finished.wait("pull:shop:wechatpay")
+        travel_to(clock, first, datetime(2021, 1, 29, 9, 30, 0, tzinfo=SH), "pull:shop:wechatpay")
         first.shutdown()  # the process goes away; only the database remains
         pending = listing(cfg)["pending"]
         assert [(p["job"], p["day"], p["attempt"], p["at_local"].isoformat()) for p in pending] == [

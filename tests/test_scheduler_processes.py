@@ -54,6 +54,12 @@ def recon_env(extra: dict | None = None) -> dict:
     return {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO), **(extra or {})}
 
 
+def slack_toml(slack) -> str:
+    """The fake Slack, and every merchant's alerts to its finance channel."""
+    return (f'[chat.slack]\nbot_token = "xoxb-fake"\nsigning_secret = "{SLACK_SECRET}"\nbase_url = "{slack.base_url}"\n'
+            f'[[chat.routes]]\nmerchant = "*"\nchannel = "slack"\ntarget = "{SLACK_CHANNEL}"\n')
+
+
 def runs(url: str) -> list[JobRun]:
     with Session(get_engine(url)) as s:
         out = list(s.execute(select(JobRun).order_by(JobRun.scheduled_for, JobRun.id)).scalars())
@@ -141,15 +147,7 @@ timezone = "Asia/Shanghai"
     serial_no = "{MERCHANT_SERIAL}"
     private_key = "${{RECON_TEST_WX_KEY}}"
     platform_certificate = "platform.pem"
-[chat.slack]
-bot_token = "xoxb-fake"
-signing_secret = "{SLACK_SECRET}"
-base_url = "{slack.base_url}"
-[[chat.routes]]
-merchant = "*"
-channel = "slack"
-target = "{SLACK_CHANNEL}"
-""", encoding="utf-8")
+{slack_toml(slack)}""", encoding="utf-8")
         env = recon_env({"RECON_TEST_WX_KEY": key})
         from models.db import upgrade
 
@@ -253,15 +251,7 @@ drain_seconds = 3600
 [[merchants]]
 id = "shop"
 name = "Shop"
-[chat.slack]
-bot_token = "xoxb-fake"
-signing_secret = "{SLACK_SECRET}"
-base_url = "{slack.base_url}"
-[[chat.routes]]
-merchant = "*"
-channel = "slack"
-target = "{SLACK_CHANNEL}"
-""", encoding="utf-8")
+{slack_toml(slack)}""", encoding="utf-8")
         cmd = [sys.executable, "-c", "from bot.cli import main; main()", "scheduler", "--config", str(config)]
         procs = [subprocess.Popen(cmd, env=recon_env(), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True) for _ in range(2)]
