@@ -1,13 +1,13 @@
 """The scheduler as real processes.
 
-- End to end, in accelerated time: `recon scheduler` started with its clock set to 09:29:50
+- End to end, in accelerated time: `recon serve` started with its clock set to 09:29:50
   Beijing time on 2021-01-29 (time-machine, started before reconbot is imported: reconbot has
   no clock hook of its own). At 09:30 it pulls the real WeChat Pay sample bill of the 28th from
   the fake WeChat Pay API and our orders from a drop folder, each in a `recon jobs run` process
   of its own, reconciles the day, alerts into the fake Slack through the outbox, sends the
   daily digest, and runs the escalate job every 2 s. The child processes run on the real clock
-  and are told the time they stand for. Then the clock jumps: it is stopped and `recon serve`
-  is started at 09:41 on the same database; the escalation stored at 09:30 (due after 10
+  and are told the time they stand for. Then the clock jumps: it is stopped and started
+  again at 09:41 on the same database; the escalation stored at 09:30 (due after 10
   minutes) goes to the finance lead's chat and the card says so.
 - Two `recon scheduler` processes on one PostgreSQL database firing the same jobs at the same
   moments: each run is done by one process (the logs of both name every run once), the
@@ -54,6 +54,18 @@ def recon_env(extra: dict | None = None) -> dict:
     return {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO), **(extra or {})}
 
 
+def serve_at(clock: str, config: Path, env: dict, cwd: Path) -> subprocess.Popen:
+    """`recon serve` (any free port) with its clock set to `clock`, ticking from there."""
+    return subprocess.Popen([sys.executable, "-c", TRAVELLING_RECON, clock, "serve", "--port", "0", "--config",
+                             str(config)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=cwd)
+
+
+def assert_stopped_cleanly(proc: subprocess.Popen, output: str) -> None:
+    # uvicorn shuts down cleanly on SIGTERM, then re-raises the signal for its exit status
+    assert proc.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in output, output
+
+
 def slack_toml(slack) -> str:
     """The fake Slack, and every merchant's alerts to its finance channel."""
     return (f'[chat.slack]\nbot_token = "xoxb-fake"\nsigning_secret = "{SLACK_SECRET}"\nbase_url = "{slack.base_url}"\n'
@@ -98,7 +110,7 @@ def slack():
     fake.close()
 
 
-def test_recon_scheduler_pulls_reconciles_alerts_digests_and_escalates_on_schedule(tmp_path, slack, samples,
+def test_recon_serve_pulls_reconciles_alerts_digests_and_escalates_on_schedule(tmp_path, slack, samples,
                                                                                 monkeypatch):
     key = private_pem("wechat-merchant")
     with FakeWeChatPay() as wechat:
@@ -153,9 +165,7 @@ timezone = "Asia/Shanghai"
 
         upgrade(url)
         started = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-c", TRAVELLING_RECON, "2021-01-29T09:29:50+08:00", "scheduler",
-                                 "--config", str(config)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+        proc = serve_at("2021-01-29T09:29:50+08:00", config, env, tmp_path)
         try:
             wait_for(lambda: [c for c in slack.called("chat.postMessage")
                               if "daily digest" in c.get("text", "")], "the digest", 60, proc)
@@ -164,8 +174,8 @@ timezone = "Asia/Shanghai"
             wait_for(lambda: len([r for r in runs(url) if r.job_id == "escalate"]) >= 3, "escalations", 30, proc)
         finally:
             output = stop(proc)
-        assert proc.returncode == 0, output  # SIGTERM: stopped cleanly
-        print(f"recon scheduler: pulled, reconciled, alerted and digested in {time.monotonic() - started:.1f} s")
+        assert_stopped_cleanly(proc, output)
+        print(f"recon serve: pulled, reconciled, alerted and digested in {time.monotonic() - started:.1f} s")
     first_runs = runs(url)
     by_job = {}
     for r in first_runs:
@@ -207,9 +217,7 @@ timezone = "Asia/Shanghai"
     assert [(e["break"], e["level"]) for e in data["escalations"]] == [(b.id, 1)]
 
     # the clock jumps past the escalation: `recon serve` on the same database at 09:41
-    serve = subprocess.Popen([sys.executable, "-c", TRAVELLING_RECON, "2021-01-29T09:41:00+08:00", "serve",
-                              "--port", "0", "--config", str(config)], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    serve = serve_at("2021-01-29T09:41:00+08:00", config, env, tmp_path)
     try:
         [lead] = wait_for(lambda: [c for c in slack.called("chat.postMessage") if c["channel"] == LEAD_CHANNEL],
                           "the escalation", 60, serve)
@@ -217,8 +225,7 @@ timezone = "Asia/Shanghai"
                           "the card saying it escalated", 30, serve)
     finally:
         output = stop(serve)
-    # uvicorn shuts down cleanly on SIGTERM, then re-raises the signal for its exit status
-    assert serve.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in output, output
+    assert_stopped_cleanly(serve, output)
     assert f'"{b.id}:1"' in json.dumps(lead["blocks"])  # the break's own card, with its buttons
     with Session(get_engine(url)) as s:
         [done] = s.execute(select(Escalation)).scalars().all()
