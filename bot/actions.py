@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -29,10 +29,10 @@ from core.config import Config
 from core.money import display, to_major, to_minor
 from core.policy import legs
 from models.db import get_engine
-from models.tables import Adjustment, AuditEvent, Break, BreakApproval, User
+from models.tables import Adjustment, AuditEvent, Break, BreakApproval, Escalation, User
 
 REQUIRED_ROLE = {"approve": "approver", "assign_me": "reviewer", "assign_to": "reviewer", "snooze": "reviewer",
-                 "resolve": "reviewer", "cancel": "viewer"}
+                 "resolve": "reviewer", "cancel": "viewer", "approve_all": "approver"}
 CHANGES_STATE = ("approve", "assign_me", "assign_to", "snooze", "resolve")
 SNOOZE = timedelta(days=1)
 
@@ -48,7 +48,8 @@ MESSAGES = {
         "twice": "You approved already; a second, different approver is needed ({n}/{needed}).",
         "nothing": "There is no difference to adjust; resolve it instead.",
         "not_reviewer": "{name} cannot take breaks of this merchant.", "not_open": "Break #{id} is {status}.",
-        "done": "Done.",
+        "done": "Done.", "bulk": "Approved {n} of {m} adjustments.", "bulk_none": "Nothing approved: {why}",
+        "no_digest": "That digest no longer exists.",
     },
     "zh": {
         "approve": "{who} 于 {at} 批准", "approve_partial": "{who} 于 {at} 批准（{n}/{needed}）",
@@ -61,7 +62,8 @@ MESSAGES = {
         "twice": "您已批准过，需要另一位审批人（{n}/{needed}）。",
         "nothing": "没有可调账的差额，请标记已解决。",
         "not_reviewer": "{name} 无权处理该商户的差异。", "not_open": "差异 #{id} 当前状态：{status}。",
-        "done": "已完成。",
+        "done": "已完成。", "bulk": "已批准 {n}/{m} 笔调账。", "bulk_none": "未批准任何调账：{why}",
+        "no_digest": "该汇总已不存在。",
     },
 }
 
@@ -176,6 +178,8 @@ class Workflow:
     # -- the transition -------------------------------------------------------------------
     def act(self, actor: Actor, click: Click, lang: str = "en") -> Outcome:
         msg = MESSAGES[lang]
+        if click.action == "approve_all":
+            return self.approve_all(actor, click, lang)
         with Session(get_engine(self.url)) as s:
             b = s.get(Break, click.break_id)
             if b is None:
@@ -258,11 +262,48 @@ class Workflow:
         s.add(AuditEvent(at=now, actor=actor.name, action=audit_action, subject_type="break", subject_id=str(b_id),
                          platform=click.platform, amount=amount, request_hash=click.request_hash,
                          detail=json.dumps({**detail, "merchant": merchant}, ensure_ascii=False)))
+        # someone acted on it: it escalates no further (in the same transaction as the action)
+        s.execute(update(Escalation).where(Escalation.break_id == b_id, Escalation.state == "pending")
+                  .values(state="cancelled", done_at=now, reason=audit_action)
+                  .execution_options(synchronize_session=False))
         s.commit()
         fresh = s.get(Break, b_id)
         note = self._note(s, fresh, lang)
         status = "partial" if audit_action == "approve_partial" else "applied"
         return Outcome(status, note or msg["done"], self._card(s, fresh, lang), b_id)
+
+    def approve_all(self, actor: Actor, click: Click, lang: str = "en") -> Outcome:
+        """A digest's bulk approval: each break the card listed, at the version it showed, goes
+        through `act` (authorised, compare-and-set, audited): a second click, or a break that
+        changed since, approves nothing more."""
+        from bot.digests import DigestKey, digest_card, members
+
+        msg = MESSAGES[lang]
+        with Session(get_engine(self.url)) as s:
+            row, listed = members(s, click.break_id)
+        if row is None:
+            return Outcome("refused", msg["no_digest"], None)
+        if not actor.may_see(row.merchant_id):
+            return Outcome("refused", msg["scope"].format(id=click.break_id), None)
+        if not actor.at_least("approver"):
+            return Outcome("refused", msg["role"].format(role=actor.role, needed="approver"), None)
+        outcomes = [self.act(actor, Click("approve", bid, version, None, click.platform, click.request_hash), lang)
+                    for bid, version in listed]
+        applied = sum(1 for o in outcomes if o.changed)
+        _, merchant, source, day = row.card_key.split(":")
+        key = DigestKey(merchant, source, date.fromisoformat(day))
+        with Session(get_engine(self.url)) as s:
+            still = list(s.execute(select(Break).where(Break.merchant_id == merchant, Break.source == source,
+                                                       Break.business_day == key.day, Break.status == "open",
+                                                       Break.severity != "muted")).scalars())
+            from bot.alerts import own_card  # the pipeline's rule for what stays in a digest
+
+            card = digest_card(self.cfg, s, key, [b for b in still if not own_card(self.cfg, b)], lang,
+                               self.cfg.alerts.digest_top)
+        if applied:
+            return Outcome("applied", msg["bulk"].format(n=applied, m=len(listed)), card)
+        first = next((o for o in outcomes if o.message), None)
+        return Outcome("lost", msg["bulk_none"].format(why=first.message if first else "—"), card)
 
     @staticmethod
     def _book(s: Session, break_id: int, source: str, btype: str, difference: int, currency: str, actor: Actor,

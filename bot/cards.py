@@ -178,3 +178,61 @@ def break_card(b: dict, lang: str = "en", state: CardState = CardState()) -> Car
 def text_card(title: str, lines: list[str], fields: list[tuple[str, str]] | None = None, key: str = "reply") -> Card:
     """A command's answer: a title, optional key-value lines and plain lines, no buttons."""
     return Card(key=key, title=title, severity="info", fields=fields or [], text="\n".join(lines), evidence=[])
+
+
+# -- the alert pipeline's own cards (bot/alerts.py) ------------------------------------------
+
+ALERT_WORDS = {
+    "en": {
+        "digest": "{merchant} · {source} · {day}: {n} open breaks",
+        "digest_done": "{merchant} · {source} · {day}: nothing open",
+        "digest_line": "{n} · {total}", "largest": "Largest:", "more": "… and {n} more",
+        "approve_all": "Approve {n} small adjustments", "approve_all_ask": "Approve {n} adjustments, {total} in all?",
+        "late": "{merchant} · {source} · {day}: statement late",
+        "late_muted": "{n} per-order findings of this source and day are held back until the statement arrives.",
+        "escalated": "Escalated (level {level}): no action for {minutes} minutes.",
+        "closed": {"cleared": "Cleared: the money arrived", "resolved": "Resolved", "adjusted": "Adjusted",
+                   "gone": "No longer open"},
+        "route_disabled": "Alert route disabled",
+        "route_disabled_text": "{channel} {target} was disabled after a permanent error: {error}. "
+                               "Fix it (invite the bot, check the id), then `recon alerts enable {channel} {target}`.",
+        "daily": "{merchant} · {day}: daily digest", "daily_line": "open {n} ({total}) · in transit {t}",
+        "nothing": "Nothing open.",
+        "job_failed": "reconbot: a scheduled job failed", "job_notice": "reconbot: a job could not do its work",
+    },
+    "zh": {
+        "digest": "{merchant} · {source} · {day}：{n} 笔待处理差异",
+        "digest_done": "{merchant} · {source} · {day}：无待处理差异",
+        "digest_line": "{n} 笔 · {total}", "largest": "金额最大：", "more": "…… 另有 {n} 条",
+        "approve_all": "批准 {n} 笔小额调账", "approve_all_ask": "确认批准 {n} 笔调账，共 {total}？",
+        "late": "{merchant} · {source} · {day}：账单未到",
+        "late_muted": "该渠道当日的 {n} 条逐笔差异暂不提醒，待账单到达后再核对。",
+        "escalated": "已升级（第 {level} 级）：{minutes} 分钟内无人处理。",
+        "closed": {"cleared": "已清除：款项已到账", "resolved": "已解决", "adjusted": "已调账", "gone": "已不再待处理"},
+        "route_disabled": "提醒通道已停用",
+        "route_disabled_text": "{channel} {target} 出现永久性错误，已停用：{error}。"
+                               "修复后（邀请机器人、核对 id）运行 `recon alerts enable {channel} {target}`。",
+        "daily": "{merchant} · {day}：每日汇总", "daily_line": "待处理 {n} 笔（{total}）· 在途 {t} 笔",
+        "nothing": "没有待处理差异。",
+        "job_failed": "reconbot：定时任务失败", "job_notice": "reconbot：任务未能完成",
+    },
+}
+
+
+def card_to_json(card: Card) -> str:
+    """A card as the outbox stores it (alert cards carry no image)."""
+    import json
+    from dataclasses import asdict
+
+    d = asdict(card)
+    d.pop("image", None)
+    return json.dumps(d, ensure_ascii=False, sort_keys=True)
+
+
+def card_from_json(text: str) -> Card:
+    import json
+
+    d = json.loads(text)
+    d["fields"] = [tuple(f) for f in d["fields"]]
+    d["buttons"] = [Button(**b) for b in d["buttons"]]
+    return Card(**d)

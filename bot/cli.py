@@ -9,10 +9,15 @@ Contract other issues and the docs rely on:
   recon pull [--day D] [--merchant M] [--source S]... [--folder]
   recon users add|list|link ...     people, roles, chat accounts
   recon approve|assign|resolve BREAK ...   the card buttons, from the console
+  recon silence add|list|end ...            time-boxed silences of alerts
+  recon alerts send|drain|routes|enable ... the alert pipeline and its outbox
   recon serve [--host H] [--port P]         inbound endpoints for Slack, Telegram, WeCom
   recon model train [--merchant M] [--until YYYY-MM-DD]     (docs/anomaly.md)
   recon anomaly expected BREAK [--by NAME] [--note TEXT]
   recon report [--day D] [--merchant M] [--format table|json|csv|xlsx] [--output PATH] [--chart PATH]
+  recon scheduler                           the scheduled jobs alone (recon serve runs them too)
+  recon jobs [--format table|json]          the schedule, next run times, pending retries and escalations
+  recon jobs run KIND [--merchant M] [--source S] [--day D]   one run of a job now (pull|reconcile|hourly|retrain)
 Every command takes `--config PATH` (or RECON_CONFIG); without one, embedded defaults.
 Errors are printed as one clear line each and the exit code is non-zero.
 """
@@ -53,6 +58,13 @@ model_app = typer.Typer(no_args_is_help=True, help="The anomaly model (Isolation
 app.add_typer(model_app, name="model")
 anomaly_app = typer.Typer(no_args_is_help=True, help="Verdicts on anomaly alerts.")
 app.add_typer(anomaly_app, name="anomaly")
+silence_app = typer.Typer(no_args_is_help=True, help="Time-boxed silences: no new alert cards for matching breaks.")
+app.add_typer(silence_app, name="silence")
+alerts_app = typer.Typer(no_args_is_help=True, help="The alert pipeline: send, drain the outbox, routes.")
+app.add_typer(alerts_app, name="alerts")
+jobs_app = typer.Typer(invoke_without_command=True,
+                       help="The scheduled jobs: the schedule with next run times (no command), or run one now.")
+app.add_typer(jobs_app, name="jobs")
 
 out = Console()
 err = Console(stderr=True)
@@ -178,7 +190,7 @@ def run(
     config: ConfigOpt = None,
     merchant: MerchantOpt = None,
     day: Annotated[Optional[str], typer.Option(help="Business day (default: yesterday, merchant time).")] = None,
-    notify: Annotated[bool, typer.Option(help="Send the open breaks to the merchant's chat routes.")] = True,
+    notify: Annotated[bool, typer.Option(help="Alert the merchant's chat routes (the alert pipeline).")] = True,
 ) -> None:
     """Reconcile one business day for a merchant."""
     cfg = _load(config)
@@ -186,18 +198,164 @@ def run(
     summary = run_with_progress(cfg, m, _day(day, m.timezone), err)
     print_summary(out, summary)
     if notify:
-        from bot.notify import notify as send_cards
+        from bot.alerts import alert_merchant
 
-        send_cards(cfg, _channels(cfg), m.id)
+        err.print(alert_merchant(cfg, _channels(cfg), m.id).line(), style="dim", highlight=False)
 
 
-def _channels(cfg: Config) -> dict:
+def _channels(cfg: Config, quiet: bool = False) -> dict:
+    """The configured channels; `quiet`: the console channel prints nothing (its card was
+    just shown by the command itself)."""
     import channels
 
     built = channels.build(cfg)
     if "console" in built:
-        built["console"].console = out
+        built["console"].console = Console(file=io.StringIO()) if quiet else out
     return built
+
+
+def _actor(cfg: Config, as_user: str | None):
+    """Who acts from the console: --as NAME, else the user linked to this login."""
+    import getpass
+
+    from bot.users import UserError, get_user, identify
+
+    url = cfg.database.url
+    try:
+        actor = get_user(url, as_user) if as_user else identify(url, "console", getpass.getuser())
+    except UserError as exc:
+        _fail(str(exc), 2)
+    if actor is None:
+        _fail(f"who is acting? pass --as NAME, or link your login once: "
+              f"recon users link NAME --platform console --id {getpass.getuser()}", 2)
+    return actor
+
+
+@silence_app.command("add")
+def silence_add(
+    for_: Annotated[str, typer.Option("--for", help="How long: 2d, 36h, 1d12h, 90m.")],
+    reason: Annotated[str, typer.Option(help="Why, for the others (\"bank holiday, T+2 expected\").")],
+    merchant: MerchantOpt = None,
+    source: Annotated[Optional[str], typer.Option(help="Only this source.")] = None,
+    type_: Annotated[Optional[str], typer.Option("--type", help="Only this break type (short, long, ...).")] = None,
+    day: Annotated[Optional[str], typer.Option(help="Only breaks of this business day (YYYY-MM-DD).")] = None,
+    config: ConfigOpt = None,
+    as_: Annotated[Optional[str], typer.Option("--as", help="Who silences (an approver or admin).")] = None,
+) -> None:
+    """Silence alerts for a while: matching breaks get no new card and do not escalate."""
+    from bot.silences import Matchers, SilenceError, add, parse_duration
+
+    cfg = _load(config)
+    m = _merchant(cfg, merchant)
+    actor = _actor(cfg, as_)
+    try:
+        the_day = date.fromisoformat(day) if day else None
+    except ValueError:
+        _fail(f"--day {day!r} is not a date (YYYY-MM-DD)", 2)
+    try:
+        row = add(cfg, actor, Matchers(m.id, source, type_, the_day), parse_duration(for_), reason)
+    except (SilenceError, ConfigError) as exc:
+        _fail(str(exc), 2)
+    out.print(f"silence #{row.id}: {Matchers(m.id, source, type_, the_day).describe()} until "
+              f"{row.ends_at:%Y-%m-%d %H:%M} UTC, by {row.author}: {row.reason}", highlight=False)
+
+
+@silence_app.command("list")
+def silence_list(config: ConfigOpt = None,
+                 all_: Annotated[bool, typer.Option("--all", help="Also the silences that are over.")] = False) -> None:
+    """The silences in force (with --all: every one)."""
+    from datetime import timezone
+
+    from bot.silences import listing
+
+    cfg = _load(config)
+    t = Table()
+    for col in ("id", "merchant", "source", "type", "day", "until (UTC)", "by", "reason", "state"):
+        t.add_column(col)
+    now = datetime.now(timezone.utc)
+    for x in listing(cfg.database.url, now, include_over=all_):
+        ends = x.ends_at if x.ends_at.tzinfo else x.ends_at.replace(tzinfo=timezone.utc)
+        state = f"ended by {x.ended_by}" if x.ended_at else ("over" if ends <= now else "active")
+        t.add_row(str(x.id), x.merchant_id, x.source or "*", x.type or "*", str(x.business_day or "*"),
+                  f"{ends:%Y-%m-%d %H:%M}", x.author, x.reason, state)
+    out.print(t)
+
+
+@silence_app.command("end")
+def silence_end(
+    silence_id: Annotated[int, typer.Argument(metavar="ID")],
+    config: ConfigOpt = None,
+    as_: Annotated[Optional[str], typer.Option("--as", help="Who ends it (an approver or admin).")] = None,
+) -> None:
+    """End a silence now; what it held back is sent at once."""
+    from bot.alerts import alert_merchant
+    from bot.silences import SilenceError, end
+
+    cfg = _load(config)
+    actor = _actor(cfg, as_)
+    try:
+        row = end(cfg, actor, silence_id)
+    except SilenceError as exc:
+        _fail(str(exc), 2)
+    out.print(f"silence #{row.id} ended by {row.ended_by}", highlight=False)
+    err.print(alert_merchant(cfg, _channels(cfg), row.merchant_id).line(), style="dim", highlight=False)
+
+
+@alerts_app.command("send")
+def alerts_send(merchant: MerchantOpt = None, config: ConfigOpt = None) -> None:
+    """Run the alert pipeline over a merchant's current breaks (what `recon run` does after a run)."""
+    from bot.alerts import alert_merchant
+
+    cfg = _load(config)
+    m = _merchant(cfg, merchant)
+    out.print(alert_merchant(cfg, _channels(cfg), m.id).line(), highlight=False)
+
+
+@alerts_app.command("drain")
+def alerts_drain(config: ConfigOpt = None) -> None:
+    """Send what is due in the outbox (and escalations that are due)."""
+    from bot.alerts import drain_outbox, escalate_due
+
+    cfg = _load(config)
+    chans = _channels(cfg)
+    sent = drain_outbox(cfg, chans)
+    levels = escalate_due(cfg, chans)
+    out.print(f"{sent} message(s) delivered, {levels} escalation(s) sent", highlight=False)
+
+
+@alerts_app.command("routes")
+def alerts_routes(config: ConfigOpt = None) -> None:
+    """The alert routes, with the ones the outbox disabled after a permanent error."""
+    from sqlmodel import Session, select
+
+    from models.tables import AlertRoute
+
+    cfg = _load(config)
+    t = Table()
+    for col in ("merchant", "channel", "target", "severity", "state"):
+        t.add_column(col)
+    chans = _channels(cfg)
+    from bot.outbox import stored_target
+
+    with Session(db.get_engine(cfg.database.url)) as s:
+        off = {(r.channel, r.target): r for r in s.exec(select(AlertRoute)).all()}
+    for r in cfg.chat.routes:
+        stored = stored_target(chans, r)
+        d = off.get((r.channel, stored))
+        t.add_row(r.merchant, r.channel, stored or "—", ",".join(r.severity),
+                  f"disabled {d.disabled_at:%Y-%m-%d %H:%M}: {d.reason}" if d else "active")
+    out.print(t)
+
+
+@alerts_app.command("enable")
+def alerts_enable(channel: str, target: Annotated[str, typer.Argument()] = "", config: ConfigOpt = None) -> None:
+    """Use a route the outbox disabled again (after fixing it: bot invited, id corrected)."""
+    from bot.outbox import enable_route
+
+    cfg = _load(config)
+    if not enable_route(cfg.database.url, channel, target):
+        _fail(f"{channel} {target} is not disabled", 1)
+    out.print(f"{channel} {target} enabled; the next pass sends what it missed", highlight=False)
 
 
 ActorOpt = Annotated[Optional[str], typer.Option("--as", help="Act as this reconbot user (else the one linked to "
@@ -266,27 +424,19 @@ def users_link(
 
 
 def _console_act(config, break_id: int, action: str, as_user: str | None, arg: str | None = None) -> None:
-    import getpass
-
     from bot.actions import Click, Workflow
-    from bot.notify import refresh
-    from bot.users import UserError, get_user, identify
+    from bot.alerts import alert_merchant
     from models.tables import Break
 
     cfg = _load(config)
     url = cfg.database.url
-    try:
-        actor = get_user(url, as_user) if as_user else identify(url, "console", getpass.getuser())
-    except UserError as exc:
-        _fail(str(exc), 2)
-    if actor is None:
-        _fail(f"who is acting? pass --as NAME, or link your login once: "
-              f"recon users link NAME --platform console --id {getpass.getuser()}", 2)
+    actor = _actor(cfg, as_user)
     from sqlmodel import Session
 
     with Session(db.get_engine(url)) as s:
         b = s.get(Break, break_id)
         version = b.version if b else 0
+        b_merchant = b.merchant_id if b else None
     workflow = Workflow(cfg)
     outcome = workflow.act(actor, Click(action, break_id, version, arg, "console"))
     if outcome.card is not None:
@@ -296,7 +446,8 @@ def _console_act(config, break_id: int, action: str, as_user: str | None, arg: s
     if outcome.status in ("refused", "lost", "stale"):
         _fail(outcome.message, 1)
     out.print(outcome.message, highlight=False)
-    refresh(cfg, _channels(cfg), break_id)
+    if outcome.changed:  # the break's cards in every chat follow (the pipeline's update path)
+        alert_merchant(cfg, _channels(cfg, quiet=True), b_merchant)
 
 
 @app.command()
@@ -349,12 +500,151 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[Optional[str], typer.Option(help="Listen address (default: [chat.server] host).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (default: [chat.server] port).")] = None,
+    scheduler: Annotated[bool, typer.Option(help="Run the scheduled jobs too (default: [schedule] enabled).")] = True,
 ) -> None:
-    """Serve the inbound endpoints for Slack, Telegram and WeCom, /healthz and /metrics (Slack
-    in Socket Mode and Telegram in polling mode connect out instead: no public URL needed)."""
+    """Serve the inbound endpoints for Slack, Telegram and WeCom, payment notifications,
+    /healthz and /metrics (Slack in Socket Mode and Telegram in polling mode connect out
+    instead: no public URL needed), and run the scheduled jobs ([schedule])."""
     from bot.server import serve as run_server
 
-    run_server(_load(config), host, port)
+    cfg = _load(config)
+    run_server(cfg, host, port, scheduler=scheduler and cfg.schedule.enabled)
+
+
+@app.command("scheduler")
+def scheduler_cmd(config: ConfigOpt = None) -> None:
+    """Run the scheduled jobs alone (pulls, reconciles, hourly batches, digests, retraining,
+    escalations), without the HTTP endpoints. Stops on Ctrl-C or SIGTERM."""
+    import logging
+    import signal
+    import threading
+
+    from bot.scheduler import serve_alone
+
+    cfg = _load(config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # URLs may carry tokens (see bot/server.py)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    serve_alone(cfg, _channels(cfg), stop)
+
+
+class JobKind(str, Enum):
+    pull = "pull"
+    reconcile = "reconcile"
+    hourly = "hourly"
+    retrain = "retrain"
+
+
+@jobs_app.callback()
+def jobs_list(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """The schedule with next run times (UTC and the job's zone), pending retries and
+    escalations, and the latest runs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from bot.scheduler import listing
+
+    cfg = _load(config)
+    data = listing(cfg)
+    if format is not Format.table:
+        rows = [{**r, "next_utc": _iso(r["next_utc"]), "next_local": _iso(r["next_local"])} for r in data["schedule"]]
+        pending = [{**p, "at_utc": _iso(p["at_utc"]), "at_local": _iso(p["at_local"])} for p in data["pending"]]
+        recent = [{"job": r.job_id, "scheduled_for": _iso(r.scheduled_for), "status": r.status, "by": r.claimed_by,
+                   "detail": r.detail} for r in data["recent"]]
+        sys.stdout.write(json.dumps({"schedule": rows, "pending": pending, "escalations": [
+            {**e, "due": _iso(e.get("due"))} for e in data["escalations"]], "recent": recent},
+            ensure_ascii=False, indent=2, default=str) + "\n")
+        return
+    t = Table(title="schedule", title_justify="left")
+    for col in ("job", "schedule", "next run (UTC)", "next run (job's zone)"):
+        t.add_column(col)
+    for r in data["schedule"]:
+        t.add_row(r["job"], r["schedule"], _when(r["next_utc"]), _when(r["next_local"], zone=True))
+    out.print(t)
+    p = Table(title="waiting: retries and follow-up runs", title_justify="left")
+    for col in ("job", "day", "try", "at (UTC)", "at (local)"):
+        p.add_column(col)
+    for r in data["pending"]:
+        tries = f"{r['attempt'] + 1}" + (f" (failed {r['failures']}x)" if r["failures"] else "")
+        p.add_row(r["job"], r["day"] or "—", tries, _when(r["at_utc"]), _when(r["at_local"], zone=True))
+    out.print(p if data["pending"] else "waiting: no retries or follow-up runs", highlight=False)
+    if data["escalations"]:
+        e = Table(title="escalations due", title_justify="left")
+        for col in ("break", "level", "due (UTC)"):
+            e.add_column(col)
+        for r in data["escalations"]:
+            e.add_row(str(r["break"]), str(r["level"]), _when(r["due"]))
+        out.print(e)
+    else:
+        out.print("escalations: none pending", highlight=False)
+    if data["recent"]:
+        r = Table(title="latest runs", title_justify="left")
+        for col in ("job", "scheduled for (UTC)", "status", "by", "detail"):
+            r.add_column(col, overflow="fold")
+        for x in data["recent"]:
+            r.add_row(x.job_id, _when(x.scheduled_for), x.status, x.claimed_by, x.detail[:200])
+        out.print(r)
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _when(value, zone: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:%Y-%m-%d %H:%M:%S} {value.tzname()}" if zone else f"{value:%Y-%m-%d %H:%M:%S}"
+
+
+@jobs_app.command("run")
+def jobs_run(
+    kind: Annotated[JobKind, typer.Argument(help="pull | reconcile | hourly | retrain")],
+    config: ConfigOpt = None,
+    merchant: MerchantOpt = None,
+    source: Annotated[Optional[str], typer.Option("--source", "-s", help="The source to pull.")] = None,
+    day: Annotated[Optional[str], typer.Option(help="Business day (default: the one the job would take now).")] = None,
+    now: Annotated[Optional[str], typer.Option(hidden=True, help="The moment the run stands for (ISO).")] = None,
+    attempt: Annotated[int, typer.Option(hidden=True)] = 0,
+    first_at: Annotated[Optional[str], typer.Option("--first-at", hidden=True)] = None,
+    scheduled_for: Annotated[Optional[str], typer.Option("--scheduled-for", hidden=True)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (the scheduler reads it); "
+                                          "send no alerts.")] = False,
+) -> None:
+    """One run of a job now, as the scheduler runs it: pull (one source, retries not
+    scheduled), reconcile, hourly batch or retrain; then the merchant's alerts."""
+    from core import schedule
+
+    cfg = _load(config)
+    m = _merchant(cfg, merchant).id if kind is not JobKind.retrain else None
+    if kind is JobKind.pull and not source:
+        _fail("recon jobs run pull needs --source", 2)
+    try:
+        the_day = date.fromisoformat(day) if day else None
+        when, first, due = (datetime.fromisoformat(x) if x else None for x in (now, first_at, scheduled_for))
+    except ValueError as exc:
+        _fail(f"not a date or time: {exc}", 2)
+    if kind is JobKind.pull and cfg.merchant(m).source(source) is None:
+        _fail(f"merchant {m} has no source {source!r}", 2)
+    result = schedule.work(cfg, kind.value, m, source, the_day, when, attempt, first, due)
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_json(), ensure_ascii=False) + "\n")
+        return
+    out.print(f"{result.status}: {result.detail}", highlight=False)
+    for f in result.follow_ups:
+        out.print(f"not scheduled (run by hand): {f.kind} {f.merchant} {f.day} at {f.at:%Y-%m-%d %H:%M:%S} UTC",
+                  highlight=False)
+    if result.notice:
+        out.print(result.notice, highlight=False)
+    if result.alert:
+        from bot.alerts import alert_merchant
+
+        channels = _channels(cfg)
+        for merchant_id in result.alert:
+            err.print(alert_merchant(cfg, channels, merchant_id).line(), style="dim", highlight=False)
 
 
 def run_with_progress(cfg, merchant, day, console: Console) -> RunSummary:

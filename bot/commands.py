@@ -5,6 +5,9 @@
     /recon mine                             open breaks assigned to me
     /recon run [today|yesterday|YYYY-MM-DD] reconcile a day now (approvers)
     /recon link CODE                        link this chat account to a reconbot user
+    /recon silence [merchant=M] [source=S] [type=T] [day=YYYY-MM-DD] for=2d REASON...
+                                            no new alert cards for matching breaks (approvers)
+    /recon silence list | /recon silence end ID
     /recon help                             this list (also the answer to anything unknown)
 
 Answers are platform-neutral cards; each channel renders them.
@@ -20,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from bot.cards import Card, Image, text_card
 from bot.users import Actor, UserError, identify, redeem_link_code
-from core.config import Config
+from core.config import Config, ConfigError
 from core.money import display
 from core.summary import day_summary, open_breaks
 
@@ -35,6 +38,10 @@ class Command:
     day: str | None = None  # "today" | "yesterday" | "YYYY-MM-DD" (resolved per merchant time zone)
     arg: str | None = None
     unknown: str | None = None  # what was not understood (help says so)
+    options: tuple[tuple[str, str], ...] = ()  # silence: the matchers and `for`; arg: the reason
+
+    def option(self, name: str) -> str | None:
+        return dict(self.options).get(name)
 
 
 def parse(text: str) -> Command:
@@ -42,6 +49,8 @@ def parse(text: str) -> Command:
     words = text.strip().split()
     if words and re.fullmatch(r"/?recon(@\w+)?", words[0], re.IGNORECASE):  # "/recon@mybot today" (Telegram)
         words = words[1:]
+    if len(words) > 0 and words[0].lower() in ("silence", "静默"):
+        return parse_silence(words[1:])
     words = [ALIASES.get(w, w.lower() if w.isascii() else w) for w in words]
     if not words:
         return Command("help")
@@ -57,6 +66,31 @@ def parse(text: str) -> Command:
     if head == "link" and len(rest) == 1 and re.fullmatch(r"[0-9A-Fa-f]{8}", rest[0]):
         return Command("link", arg=rest[0])
     return Command("help", unknown=" ".join(words))
+
+
+SILENCE_KEYS = ("merchant", "source", "type", "day", "for")
+
+
+def parse_silence(words: list[str]) -> Command:
+    """`silence list`, `silence end ID`, or matchers (key=value), `for=DURATION` and a reason.
+    Case is kept (merchant ids and reasons are the user's words)."""
+    said = "silence " + " ".join(words)
+    if [w.lower() for w in words] == ["list"]:
+        return Command("silence_list")
+    if len(words) == 2 and words[0].lower() == "end" and words[1].lstrip("#").isdigit():
+        return Command("silence_end", arg=words[1].lstrip("#"))
+    options, reason = [], []
+    for w in words:
+        key, eq, value = w.partition("=")
+        if eq and key.lower() in SILENCE_KEYS and value:
+            options.append((key.lower(), value))
+        else:
+            reason.append(w)
+    if not words or dict(options).get("for") is None or not reason:
+        return Command("help", unknown=said)
+    if dict(options).get("day") is not None and not DATE.match(dict(options)["day"]):
+        return Command("help", unknown=said)
+    return Command("silence_add", arg=" ".join(reason), options=tuple(options))
 
 
 def resolve_day(day: str, tz: str) -> date:
@@ -75,7 +109,9 @@ TEXT = {
                  "/recon pending: open breaks, largest first",
                  "/recon mine: open breaks assigned to you",
                  "/recon run [DATE]: reconcile a day now (approvers)",
-                 "/recon link CODE: link this account (an admin gets the code from `recon users link NAME`)"],
+                 "/recon link CODE: link this account (an admin gets the code from `recon users link NAME`)",
+                 "/recon silence [merchant=M] [source=S] [type=T] [day=DATE] for=2d REASON: no new alert cards "
+                 "for those breaks for a while (approvers); /recon silence list · /recon silence end ID"],
         "not_linked": "Not linked", "linked": "Linked",
         "now_acts": "This {platform} account now acts as {name} ({role}).",
         "who": "This {platform} account ({id}) is not linked to a reconbot user.",
@@ -91,6 +127,10 @@ TEXT = {
         "nothing_mine": "Nothing assigned to you.", "more": "… and {n} more",
         "chart": "{merchant}: matched %, break amounts, refund rate and fee share, {first} – {last}",
         "chart_failed": "The chart could not be attached; the summary above has the day's numbers.",
+        "silences": "Silences", "no_silences": "No silence in force.",
+        "silenced": "Silenced", "silence_line": "#{id} {what} until {until} UTC, by {who}: {why}",
+        "silence_over": "Silence ended", "silence_ended": "#{id} ended by {who}; what it held back is sent now.",
+        "silence_failed": "Not silenced", "which_merchant": "Say which merchant: merchant=ID ({known}).",
     },
     "zh": {
         "help_title": "reconbot 命令", "unknown": "无法理解“{text}”。",
@@ -98,7 +138,9 @@ TEXT = {
                  "/recon pending：待处理差异（金额从大到小）",
                  "/recon mine：指派给我的差异",
                  "/recon run [日期]：立即对账（审批人）",
-                 "/recon link 关联码：关联本账号（管理员运行 `recon users link 用户名` 获取）"],
+                 "/recon link 关联码：关联本账号（管理员运行 `recon users link 用户名` 获取）",
+                 "/recon silence [merchant=商户] [source=渠道] [type=类型] [day=日期] for=2d 原因：一段时间内不再推送"
+                 "匹配差异的新卡片（审批人）；/recon silence list · /recon silence end 编号"],
         "not_linked": "未关联", "linked": "已关联",
         "now_acts": "此 {platform} 账号现在以 {name}（{role}）身份操作。",
         "who": "此 {platform} 账号（{id}）尚未关联 reconbot 用户。",
@@ -114,6 +156,10 @@ TEXT = {
         "nothing_mine": "没有指派给您的差异。", "more": "…… 另有 {n} 条",
         "chart": "{merchant}：匹配率、差异金额、退款率、手续费占比（{first} 至 {last}）",
         "chart_failed": "图表未能发送；当日数据见上方概况。",
+        "silences": "静默规则", "no_silences": "当前没有生效的静默。",
+        "silenced": "已静默", "silence_line": "#{id} {what}，至 {until} UTC，{who}：{why}",
+        "silence_over": "静默已结束", "silence_ended": "#{id} 已由 {who} 结束；被暂缓的提醒现在发送。",
+        "silence_failed": "未能静默", "which_merchant": "请指定商户：merchant=编号（{known}）。",
     },
 }
 
@@ -134,6 +180,9 @@ class Commands:
         # `recon serve` pools its SQLite connections, so it must not do bulk I/O itself:
         # a run started from the chat is then `recon run` in a process of its own
         self.run_in_subprocess = run_in_subprocess
+        # the channels, once built (bot/server.py): a run or a silence ended from the chat
+        # is followed by an alert pass
+        self.channels: dict | None = None
 
     def answer(self, platform: str, platform_user_id: str, text: str, chat: str | None = None,
                lang: str = "en") -> Reply:
@@ -168,6 +217,8 @@ class Commands:
                          later=self._charts(days, lang) if self.cfg.report.chat_charts else None)
         if cmd.name in ("pending", "mine"):
             return Reply([self.pending(actor, merchants, mine=cmd.name == "mine", lang=lang)])
+        if cmd.name.startswith("silence"):
+            return self.silence(cmd, actor, merchants, platform, lang)
         # run
         if not actor.at_least("approver"):
             return Reply([text_card(t["not_allowed"], [t["run_role"].format(role=actor.role)])])
@@ -175,6 +226,53 @@ class Commands:
         started = text_card(t["run_started"], [t["reconciling"].format(merchant=m, day=d) for m, d in days.items()])
         charts = self._charts(days, lang) if self.cfg.report.chat_charts else (lambda: [])
         return Reply([started], later=lambda: [self._run(m, d, lang) for m, d in days.items()] + charts())
+
+    def silence(self, cmd: Command, actor: Actor, merchants: list[str], platform: str, lang: str) -> Reply:
+        from datetime import timezone
+
+        from bot import silences
+
+        t = TEXT[lang]
+        now = datetime.now(timezone.utc)
+        if cmd.name == "silence_list":
+            rows = [x for x in silences.listing(self.url, now) if x.merchant_id in merchants]
+            lines = [t["silence_line"].format(
+                id=x.id, what=silences.Matchers(x.merchant_id, x.source, x.type, x.business_day).describe(),
+                until=f"{x.ends_at:%Y-%m-%d %H:%M}", who=x.author, why=x.reason) for x in rows]
+            return Reply([text_card(t["silences"], lines or [t["no_silences"]])])
+        try:
+            if cmd.name == "silence_end":
+                row = silences.end(self.cfg, actor, int(cmd.arg), platform)
+                return Reply([text_card(t["silence_over"], [t["silence_ended"].format(id=row.id, who=actor.name)])],
+                             later=self._alert_later(row.merchant_id))
+            merchant = cmd.option("merchant")
+            if merchant is None:
+                if len(merchants) != 1:
+                    return Reply([text_card(t["silence_failed"], [t["which_merchant"].format(
+                        known=", ".join(merchants))])])
+                merchant = merchants[0]
+            day = cmd.option("day")
+            m = silences.Matchers(merchant, cmd.option("source"), cmd.option("type"),
+                                  date.fromisoformat(day) if day else None)
+            row = silences.add(self.cfg, actor, m, silences.parse_duration(cmd.option("for")), cmd.arg, platform)
+        except (silences.SilenceError, ConfigError) as exc:
+            return Reply([text_card(t["silence_failed"], [str(exc)])])
+        return Reply([text_card(t["silenced"], [t["silence_line"].format(
+            id=row.id, what=m.describe(), until=f"{row.ends_at:%Y-%m-%d %H:%M}", who=row.author, why=row.reason)])])
+
+    def _alert_later(self, merchant_id: str) -> Callable[[], list[Card]] | None:
+        """After a silence ends: the alert pass that sends what it held (where the channels
+        are known: inside `recon serve`)."""
+        if self.channels is None:
+            return None
+
+        def work() -> list[Card]:
+            from bot.alerts import alert_merchant
+
+            alert_merchant(self.cfg, self.channels, merchant_id)
+            return []
+
+        return work
 
     def _charts(self, days: dict[str, date], lang: str) -> Callable[[], list[Card]]:
         return lambda: [card for m, d in days.items() if (card := self.chart(m, d, lang)) is not None]
@@ -210,6 +308,10 @@ class Commands:
             from core.runs import run_day
 
             run_day(self.cfg, self.cfg.merchant(merchant_id), day)
+            if self.channels is not None:  # `recon run` in the subprocess does this itself
+                from bot.alerts import alert_merchant
+
+                alert_merchant(self.cfg, self.channels, merchant_id)
         return self.summary(merchant_id, day, lang)
 
     def summary(self, merchant_id: str, day: date, lang: str = "en") -> Card:

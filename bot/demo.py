@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.rule import Rule
 
-from bot.cards import break_card
+from bot.alerts import alert_merchant
 from channels.console import ConsoleChannel
 from core.breaks import list_breaks
 from core.config import load as config_load
@@ -112,10 +112,10 @@ def run_demo(output: Path, console: Console) -> None:
         print_summary(console, summary)
 
     rows = list_breaks(cfg.database.url, merchant.id)
-    console.print(Rule(f"{len(rows)} breaks to look at"))
-    channel = ConsoleChannel(console)
-    for row in rows:
-        channel.send("", break_card(row))
+    console.print(Rule(f"{len(rows)} breaks; the alert pipeline's cards"))
+    # what a chat would get: the large breaks as cards, the small ones as a digest per source and day
+    report = alert_merchant(cfg, {"console": ConsoleChannel(console)}, merchant.id)
+    console.print(report.line(), highlight=False)
     console.print(f"List them again with: recon breaks --config {output / 'recon.toml'}", highlight=False)
     console.print(Rule("report and charts"))
     for path in write_report_and_chart(cfg, merchant, output):

@@ -6,6 +6,12 @@
     GET  /healthz             the database answers
     GET  /metrics             Prometheus text format
     GET  /, /day/YYYY-MM-DD   the read-only page, with [web] configured (bot/web.py)
+    POST /webhooks/payments/<merchant>, /webhooks/stripe/<merchant>/<source>
+                              payment notifications, recorded and checked (bot/payments.py)
+
+With `scheduler=True` (what `recon serve` does unless [schedule] enabled = false) the
+scheduled jobs run in the same process (bot/scheduler.py), started with the app and
+stopped before the work in flight is finished.
 
 An endpoint exists only for a configured platform that takes HTTP: a platform in Slack
 Socket Mode or Telegram polling mode connects out instead (its listener is started with the
@@ -41,18 +47,24 @@ PATHS = {"slack": "/slack/events", "telegram": "/telegram/webhook", "wecom": "/w
 MAX_BODY = 1 << 20  # platform callbacks are small; refuse anything larger unread
 
 
-def create_app(cfg: Config, run_in_subprocess: bool = False) -> Starlette:
+def create_app(cfg: Config, run_in_subprocess: bool = False, scheduler: bool = False) -> Starlette:
     import channels as registry  # wiring: the one place bot reaches for the platforms
+    from bot.alerts import alert_merchant
+    from bot.payments import PaymentWebhooks
 
     conversation = Conversation(cfg, run_in_subprocess)
     channels = registry.build(cfg, conversation)
+    conversation.commands.channels = channels  # a run or an ended silence is followed by an alert pass
+    # a notification that did not add up is alerted after the sender has its answer
+    payments = PaymentWebhooks(cfg, conversation.replay,
+                               lambda merchant_id: conversation.submit(alert_merchant, cfg, channels, merchant_id))
 
     def _answer(channel, req):
         with conversation.answering():
             return channel.handle(req)
 
-    def endpoint(kind: str):
-        channel = channels[kind]
+    def endpoint(kind: str, handle=None):
+        channel = channels.get(kind)
 
         async def receive(request: Request) -> Response:
             started = time.perf_counter()
@@ -64,7 +76,10 @@ def create_app(cfg: Config, run_in_subprocess: bool = False) -> Starlette:
             req = HttpRequest(request.method, request.url.path, dict(request.query_params),
                               {k.lower(): v for k, v in request.headers.items()}, body, client)
             try:
-                resp = await run_in_threadpool(_answer, channel, req)
+                if handle is not None:
+                    resp = await run_in_threadpool(handle, req, **request.path_params)
+                else:
+                    resp = await run_in_threadpool(_answer, channel, req)
             except Refused as exc:
                 metrics.INBOUND.labels(kind, f"refused_{exc.kind}").inc()
                 log.warning("refused %s request from %s: %s", kind, client, exc)
@@ -98,14 +113,24 @@ def create_app(cfg: Config, run_in_subprocess: bool = False) -> Starlette:
     for kind, path in PATHS.items():
         if kind in channels and kind not in listeners:
             routes.append(Route(path, endpoint(kind), methods=["GET", "POST"] if kind == "wecom" else ["POST"]))
+    routes += [Route("/webhooks/payments/{merchant}", endpoint("payments", payments.generic), methods=["POST"]),
+               Route("/webhooks/stripe/{merchant}/{source}", endpoint("stripe", payments.stripe), methods=["POST"])]
     if cfg.web is not None:  # the read-only page (bot/web.py), behind its login token
         from bot.web import routes as web_routes
 
         routes += web_routes(cfg)
+    jobs_scheduler = None
+    if scheduler:
+        from bot.scheduler import Scheduler
+
+        jobs_scheduler = Scheduler(cfg, channels)
+
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         started = []
         try:
+            if jobs_scheduler is not None:
+                await run_in_threadpool(jobs_scheduler.start)
             for kind, listener in listeners.items():  # Slack Socket Mode, Telegram polling
                 try:
                     await run_in_threadpool(listener.start)
@@ -116,6 +141,8 @@ def create_app(cfg: Config, run_in_subprocess: bool = False) -> Starlette:
                 log.info("%s: connected (%s)", kind, type(listener).__name__)
             yield
         finally:
+            if jobs_scheduler is not None:
+                await run_in_threadpool(jobs_scheduler.shutdown)
             for listener in reversed(started):  # nothing new comes in while the work in flight finishes
                 await run_in_threadpool(listener.stop)
         await run_in_threadpool(conversation.drain, 10.0)  # finish the clicks already answered
@@ -123,10 +150,11 @@ def create_app(cfg: Config, run_in_subprocess: bool = False) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.conversation = conversation
     app.state.channels = channels
+    app.state.scheduler = jobs_scheduler
     return app
 
 
-def serve(cfg: Config, host: str | None = None, port: int | None = None) -> None:
+def serve(cfg: Config, host: str | None = None, port: int | None = None, scheduler: bool = False) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -141,7 +169,7 @@ def serve(cfg: Config, host: str | None = None, port: int | None = None) -> None
     sys.setswitchinterval(0.001)
     server = cfg.chat.server
     trusted = server.forwarded_allow_ips
-    uvicorn.run(create_app(cfg, run_in_subprocess=True), host=host or server.host,
+    uvicorn.run(create_app(cfg, run_in_subprocess=True, scheduler=scheduler), host=host or server.host,
                 port=server.port if port is None else port,
                 proxy_headers=bool(trusted), forwarded_allow_ips=",".join(trusted) if trusted else None,
                 log_level="info", access_log=False)

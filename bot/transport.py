@@ -1,7 +1,14 @@
 """The tiny protocol every chat platform module implements (channels/*), and the
 platform-neutral shapes of an inbound HTTP request and its answer.
 
-    send(target, card) -> MessageRef        post a card to a chat / channel / user
+    send(target, card, idempotency_key=None) -> MessageRef
+                                             post a card to a chat / channel / user; a platform
+                                             that has a way to recognise a repeated send uses
+                                             the key (Slack message metadata, WeCom duplicate
+                                             check), the others ignore it
+    find_sent(target, idempotency_key)       optional: the message sent with that key, if the
+                                             platform can tell (Slack); the outbox asks before
+                                             re-sending a message a crash left in doubt
     update(ref, card)                        edit that card in place
     handle(request) -> HttpResponse          verify, parse and answer an inbound request
     listener -> Listener | None              set when inbound traffic comes over a connection
@@ -73,7 +80,7 @@ class Channel(Protocol):
     kind: str
     language: str
 
-    def send(self, target: str, card: Card) -> MessageRef: ...
+    def send(self, target: str, card: Card, idempotency_key: str | None = None) -> MessageRef: ...
 
     def update(self, ref: MessageRef, card: Card) -> None: ...
 

@@ -29,4 +29,6 @@ def build(cfg, conversation=None) -> dict:
     whatever the routes name."""
     kinds = {"console"} | {k for k, section in SECTION.items() if getattr(cfg.chat, section) is not None}
     kinds |= {r.channel for r in cfg.chat.routes}
+    kinds |= {r.channel for r in cfg.alerts.admin_routes}
+    kinds |= {r.channel for level in cfg.alerts.escalation for r in level.routes}
     return {k: channel_class(k).from_config(cfg, conversation) for k in sorted(kinds)}

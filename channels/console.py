@@ -23,7 +23,7 @@ class ConsoleChannel:
     def from_config(cls, cfg, conversation=None) -> "ConsoleChannel":
         return cls()
 
-    def send(self, target: str, card: Card) -> MessageRef:
+    def send(self, target: str, card: Card, idempotency_key: str | None = None) -> MessageRef:
         self._sent += 1
         self.console.print(self._render(card))
         return MessageRef(self.kind, target, str(self._sent))

@@ -54,6 +54,8 @@ PERMANENT_ERRORS = {
 # HTTP statuses worth another try (429 carries Retry-After, in seconds).
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 SIGNATURE_VERSION = "v0"
+METADATA_EVENT = "reconbot_alert"  # message metadata event type carrying the outbox's idempotency key
+HISTORY_LOOKBACK = 200  # messages looked through for one left in doubt by a crash
 MAX_FIELDS_PER_SECTION = 10  # Block Kit: a section holds at most 10 fields
 ACTION_ID = re.compile(r"^recon\.(\w+)(\.\d+)?$")
 
@@ -140,11 +142,25 @@ class SlackChannel:
         except SlackApiError as exc:
             raise _transport_error(exc) from None
 
-    def send(self, target: str, card: Card) -> MessageRef:
+    def send(self, target: str, card: Card, idempotency_key: str | None = None) -> MessageRef:
         if card.image is not None:
             return self.upload(target, card)
-        data = self._call("chat.postMessage", channel=target, text=card.title, blocks=blocks(card))
+        extra = {}
+        if idempotency_key:  # message metadata: how `find_sent` recognises this message later
+            extra["metadata"] = {"event_type": METADATA_EVENT, "event_payload": {"idempotency_key": idempotency_key}}
+        data = self._call("chat.postMessage", channel=target, text=card.title, blocks=blocks(card), **extra)
         return MessageRef(self.kind, data.get("channel", target), data["ts"])
+
+    def find_sent(self, target: str, idempotency_key: str) -> MessageRef | None:
+        """The message posted with this key among the channel's latest (conversations.history
+        with include_all_metadata), or None. Needs the channels:history (groups:history) scope."""
+        data = self._call("conversations.history", channel=target, limit=HISTORY_LOOKBACK, include_all_metadata=True)
+        for msg in data.get("messages", []):
+            meta = msg.get("metadata") or {}
+            if (meta.get("event_type") == METADATA_EVENT
+                    and (meta.get("event_payload") or {}).get("idempotency_key") == idempotency_key):
+                return MessageRef(self.kind, target, msg["ts"])
+        return None
 
     def upload(self, target: str, card: Card) -> MessageRef:
         """The card's image into the channel, the way Slack takes files now: files.getUploadURLExternal,

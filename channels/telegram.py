@@ -12,7 +12,7 @@ Limits: one message a second per chat and 20 a minute per group, and edits count
 messages (answerCallbackQuery does not). Every send and edit waits for its chat's slot
 (`Pacer`), and what can be batched is: edits of one message waiting for a slot are folded
 into one (the newest card), a command's cards without buttons share one message, and
-`room()` tells the notifier how many cards a group still takes this minute (the rest go
+`room()` tells the alert pipeline how many cards a group still takes this minute (the rest go
 into its digest).
 
 Polling mode (`mode = "polling"`, for a host Telegram cannot reach): python-telegram-bot's
@@ -219,7 +219,9 @@ class TelegramChannel:
         return text.replace(self.bot.token, "<token>")  # the token rides in every URL
 
     # -- outbound ----------------------------------------------------------------------
-    def send(self, target: str, card: Card) -> MessageRef:
+    def send(self, target: str, card: Card, idempotency_key: str | None = None) -> MessageRef:
+        # Telegram has no idempotency key and a bot cannot read a chat's history: a send
+        # repeated after a crash in the outbox's window may show twice (bot/outbox.py)
         if card.image is not None:  # sendPhoto: multipart upload, the title as caption
             self.pacer.wait(str(target))
             img = card.image

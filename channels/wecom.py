@@ -167,8 +167,10 @@ class WecomChannel:
 
     def __init__(self, corp_id: str, agent_id: int, secret: str, token: str, encoding_aes_key: str,
                  base_url: str = "https://qyapi.weixin.qq.com/cgi-bin/", language: str = "zh",
-                 conversation: Conversation | None = None, max_age: int = 300) -> None:
+                 conversation: Conversation | None = None, max_age: int = 300,
+                 duplicate_check_seconds: int = 14400) -> None:
         self.agent_id = agent_id
+        self.duplicate_check_seconds = duplicate_check_seconds
         self.token = token
         self.language = language
         self.conversation = conversation
@@ -180,23 +182,31 @@ class WecomChannel:
     def from_config(cls, cfg, conversation=None) -> "WecomChannel":
         c = cfg.chat.wecom
         return cls(c.corp_id, c.agent_id, c.secret, c.token, c.encoding_aes_key, c.base_url, c.language,
-                   conversation, cfg.chat.server.max_age_seconds)
+                   conversation, cfg.chat.server.max_age_seconds, cfg.alerts.wecom_duplicate_check_seconds)
 
     # -- outbound ----------------------------------------------------------------------
-    def send(self, target: str, card: Card) -> MessageRef:
-        """`target`: WeCom userids joined by "|" (or "@all")."""
+    def send(self, target: str, card: Card, idempotency_key: str | None = None) -> MessageRef:
+        """`target`: WeCom userids joined by "|" (or "@all"). With an idempotency key the
+        request asks WeCom to drop an identical one within `duplicate_check_interval`
+        (enable_duplicate_check), and the template card's task_id is derived from the key, so
+        a send repeated after a crash is the same request and is not delivered twice."""
+        dup = {}
+        if idempotency_key and self.duplicate_check_seconds:
+            dup = {"enable_duplicate_check": 1, "duplicate_check_interval": self.duplicate_check_seconds}
         if card.image is not None:  # an image message needs the picture uploaded first
             media_id = self.client.upload("image", card.image.filename, card.image.png, "image/png")
             data = self.client.post("message/send", {"touser": target, "msgtype": "image", "agentid": self.agent_id,
                                                      "image": {"media_id": media_id}})
             return MessageRef(self.kind, target, data.get("msgid", ""))
         if card.buttons:
-            task_id = f"recon-{card.key.replace(':', '-')}-{uuid.uuid4().hex[:12]}"
+            unique = (hashlib.sha256(idempotency_key.encode()).hexdigest()[:16] if idempotency_key
+                      else uuid.uuid4().hex[:12])
+            task_id = f"recon-{card.key.replace(':', '-')}-{unique}"[:128]
             self.client.post("message/send", {"touser": target, "msgtype": "template_card", "agentid": self.agent_id,
-                                              "template_card": template_card(card, task_id, self.language)})
+                                              "template_card": template_card(card, task_id, self.language), **dup})
             return MessageRef(self.kind, target, task_id)
         data = self.client.post("message/send", {"touser": target, "msgtype": "markdown", "agentid": self.agent_id,
-                                                 "markdown": {"content": markdown(card)}})
+                                                 "markdown": {"content": markdown(card)}, **dup})
         return MessageRef(self.kind, target, data.get("msgid", ""))
 
     def update(self, ref: MessageRef, card: Card) -> None:
@@ -301,7 +311,8 @@ class WecomRobotChannel:
     def stored_target(target: str) -> str:
         return "robot:" + hashlib.sha256(target.encode()).hexdigest()[:16]
 
-    def send(self, target: str, card: Card) -> MessageRef:
+    def send(self, target: str, card: Card, idempotency_key: str | None = None) -> MessageRef:
+        # a group robot has no duplicate check: at least once across a crash (bot/outbox.py)
         try:
             _check(self.http.post(target, json={"msgtype": "markdown", "markdown": {"content": markdown(card)}}))
         except httpx.HTTPError as exc:

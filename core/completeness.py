@@ -57,6 +57,23 @@ def is_rejected(url: str, merchant_id: str, sha256: str) -> bool:
                                                     RejectedFile.sha256 == sha256)).first() is not None
 
 
+def arrived(url: str, merchant_id: str, source: str, day: date) -> bool:
+    """Has a statement of `source` for business day `day` been stored? (The scheduler's pull
+    retries ask the same question the late check does.)"""
+    with Session(get_engine(url)) as s:
+        return s.exec(select(StatementFile.id).where(
+            StatementFile.merchant_id == merchant_id, StatementFile.source == source,
+            StatementFile.business_day == day)).first() is not None
+
+
+def rejections(url: str, merchant_id: str, source: str, day: date) -> list[RejectedFile]:
+    """Files of `source` for `day` that were delivered and rejected, newest first."""
+    with Session(get_engine(url)) as s:
+        return list(s.exec(select(RejectedFile).where(
+            RejectedFile.merchant_id == merchant_id, RejectedFile.source == source,
+            RejectedFile.business_day == day).order_by(RejectedFile.rejected_at.desc())))
+
+
 def due(source: SourceConfig, day: date) -> datetime | None:
     """When the statement of `day` is due (aware, in the source's zone), or None if never checked."""
     if not source.expected_by:
@@ -74,15 +91,9 @@ def late_findings(cfg: Config, merchant: MerchantConfig, day: date, now: datetim
         deadline = due(src, day)
         if deadline is None or now < deadline:
             continue
-        with Session(get_engine(url)) as s:
-            arrived = s.exec(select(StatementFile.id).where(
-                StatementFile.merchant_id == merchant.id, StatementFile.source == src.name,
-                StatementFile.business_day == day)).first()
-            rejected = [] if arrived else list(s.exec(select(RejectedFile).where(
-                RejectedFile.merchant_id == merchant.id, RejectedFile.source == src.name,
-                RejectedFile.business_day == day).order_by(RejectedFile.rejected_at.desc())))
-        if arrived:
+        if arrived(url, merchant.id, src.name, day):
             continue
+        rejected = rejections(url, merchant.id, src.name, day)
         side = "internal" if src.kind in INTERNAL_KINDS else "channel"
         out.append((src, {
             "type": "late", "kind": "statement", "status": "open", "rule": "expected_by",

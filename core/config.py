@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from core import cron
+
 ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 DEFAULT_DATABASE_URL = "sqlite:///reconbot.db"
 
@@ -103,6 +105,41 @@ class SqlConfig(_Strict):
         return value
 
 
+def _cron_or_off(value: str | None) -> str | None:
+    """A cron expression (core/cron.py), or "" for "not scheduled"."""
+    return value if not value else cron.check(value)
+
+
+class SourceSchedule(_Strict):
+    """`[merchants.sources.schedule]`: this source's pull, over the `[schedule]` defaults."""
+
+    # when to pull (cron, in the source's `timezone`); "" = never by the scheduler
+    pull: str | None = None
+    # while the statement is not there yet: first wait, doubling up to the longest wait
+    retry_first_minutes: float | None = Field(default=None, gt=0)
+    retry_max_minutes: float | None = Field(default=None, gt=0)
+    # without `expected_by`: stop trying this long after the first attempt
+    give_up_after_minutes: int | None = Field(default=None, ge=1)
+
+    @field_validator("pull")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _cron_or_off(value)
+
+
+class MerchantSchedule(_Strict):
+    """`[merchants.schedule]`: this merchant's jobs, over the `[schedule]` defaults ("" = off)."""
+
+    reconcile: str | None = None
+    hourly: str | None = None
+    digest: str | None = None
+
+    @field_validator("reconcile", "hourly", "digest")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _cron_or_off(value)
+
+
 class SourceConfig(_Strict):
     name: str = Field(pattern=r"^[a-z0-9_][a-z0-9_-]*$")
     kind: str
@@ -128,11 +165,22 @@ class SourceConfig(_Strict):
     sql: SqlConfig | None = None
     # folder drop (`folder`): a file is picked up once it has not changed for this long
     settle_seconds: float = Field(default=10, ge=0)
+    # the scheduler: when this source is pulled, and how it waits for a late statement
+    schedule: SourceSchedule = SourceSchedule()
+    # kind = "stripe": the signing secret (whsec_...) of the Stripe webhook endpoint
+    # /webhooks/stripe/<merchant>/<source>; without it that endpoint refuses everything
+    stripe_webhook_secret: SecretStr | None = Field(default=None, min_length=8)
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
         return _check_timezone(value)
+
+    @model_validator(mode="after")
+    def _stripe_secret_on_stripe(self):
+        if self.stripe_webhook_secret is not None and self.kind != "stripe":
+            raise ValueError(f"stripe_webhook_secret belongs on a source of kind stripe, not {self.kind}")
+        return self
 
 
 class MerchantConfig(_Strict):
@@ -140,7 +188,15 @@ class MerchantConfig(_Strict):
     name: str
     timezone: str = "Asia/Shanghai"
     currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    # the language of this merchant's alert cards on every platform (default: each
+    # platform's own `language`)
+    language: Literal["en", "zh"] | None = None
     sources: list[SourceConfig] = []
+    # the scheduler: this merchant's reconcile, hourly batch and digest times
+    schedule: MerchantSchedule = MerchantSchedule()
+    # signed payment notifications POSTed to /webhooks/payments/<id> (HMAC-SHA256 key);
+    # without it that endpoint refuses everything
+    payments_webhook_secret: SecretStr | None = Field(default=None, min_length=16)
 
     @field_validator("timezone")
     @classmethod
@@ -223,10 +279,69 @@ class AnomalyConfig(_Strict):
     model_dir: str = "anomaly-models"
 
 
+SEVERITIES = ("note", "normal", "urgent")
+
+
 class ChatRoute(_Strict):
     merchant: str = "*"
     channel: Literal["console", "wecom", "wecom_robot", "slack", "telegram"] = "console"
     target: str = ""
+    # which alerts this route takes, by severity (note | normal | urgent); all by default
+    severity: list[Literal["note", "normal", "urgent"]] = list(SEVERITIES)
+
+
+class EscalationLevel(_Strict):
+    # minutes after the break's card was first sent (default: 10 for the first level, 30 for
+    # the second; later levels must say)
+    after_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
+    # where this level sends the card (a finance lead, a second chat)
+    routes: list[ChatRoute] = Field(min_length=1)
+
+
+class AlertsConfig(_Strict):
+    """The alert pipeline (bot/alerts.py): grouping, escalation and the outbox."""
+
+    # a break whose difference is at least this much (major units) gets a card of its own
+    # (and escalates); smaller ones go into one digest per merchant, source and day.
+    # Default: tolerance.auto_adjust_below (what is not small enough to adjust by itself).
+    threshold: Decimal | None = Field(default=None, ge=0)
+    # a source and day with at least this many small breaks gets a digest card; fewer get
+    # cards of their own
+    digest_from: int = Field(default=3, ge=1, le=1000)
+    # the largest breaks a digest lists by name
+    digest_top: int = Field(default=5, ge=1, le=20)
+    # escalation levels, in order: an own-card break nobody acted on goes to level 1 after
+    # its after_minutes, then to level 2, ...
+    escalation: list[EscalationLevel] = []
+    # where "a route was disabled" and other notices for admins go (besides the log)
+    admin_routes: list[ChatRoute] = [ChatRoute()]
+    # outbox: a message is tried this many times (5xx, timeouts) before it is given up
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    # first wait after a failure, doubled each attempt (capped at an hour); a 429's
+    # Retry-After is honoured instead
+    retry_seconds: float = Field(default=30, gt=0, le=3600)
+    # a message claimed for sending by a process that then vanished (killed mid-send) is
+    # taken over after this long (longer than any one send may take)
+    claim_timeout_seconds: float = Field(default=300, ge=0, le=86400)
+    # WeCom app messages: the platform drops an identical request repeated within this many
+    # seconds (enable_duplicate_check), which closes the crash window for WeCom
+    wecom_duplicate_check_seconds: int = Field(default=14400, ge=0, le=14400)
+
+    @model_validator(mode="after")
+    def _levels_have_times(self):
+        for i, level in enumerate(self.escalation):
+            if level.after_minutes is None and i >= 2:
+                raise ValueError(f"escalation level {i + 1} needs after_minutes (only levels 1 and 2 have "
+                                 "defaults: 10 and 30)")
+        minutes = self.minutes()
+        if any(b <= a for a, b in zip(minutes, minutes[1:])):
+            raise ValueError(f"escalation after_minutes must grow from level to level: {minutes}")
+        return self
+
+    def minutes(self) -> list[int]:
+        defaults = (10, 30)
+        return [lv.after_minutes if lv.after_minutes is not None else defaults[i]
+                for i, lv in enumerate(self.escalation)]
 
 
 class ServerConfig(_Strict):
@@ -298,7 +413,9 @@ class ChatConfig(_Strict):
     confirm_from: Decimal = Decimal("1000")
     # how long a `recon users link` code stays valid
     link_code_minutes: int = Field(default=15, ge=1, le=1440)
-    # per route and run: more new open breaks than this go out as one digest card
+    # per route and alert pass: at most this many breaks get a new card of their own; the
+    # rest wait in the digest for the next pass (a channel that counts messages per chat,
+    # Telegram's 20 a minute per group, may lower it: `room()`)
     max_cards_per_run: int = Field(default=5, ge=1, le=50)
     server: ServerConfig = ServerConfig()
     slack: SlackConfig | None = None
@@ -308,14 +425,14 @@ class ChatConfig(_Strict):
     @model_validator(mode="after")
     def _routes_have_platforms(self):
         for r in self.routes:
-            platform = "wecom" if r.channel == "wecom_robot" else r.channel
-            if platform in ("slack", "telegram") and getattr(self, platform) is None:
-                raise ValueError(f"a route uses {r.channel} but there is no [chat.{platform}] section")
-            if r.channel == "wecom" and self.wecom is None:
-                raise ValueError("a route uses wecom but there is no [chat.wecom] section")
-            if r.channel != "console" and not r.target:
-                raise ValueError(f"a {r.channel} route needs a target (chat, channel, user or robot key)")
+            self.check_route(r)
         return self
+
+    def check_route(self, r: ChatRoute) -> None:
+        if r.channel in ("slack", "telegram", "wecom") and getattr(self, r.channel) is None:
+            raise ValueError(f"a route uses {r.channel} but there is no [chat.{r.channel}] section")
+        if r.channel != "console" and not r.target:
+            raise ValueError(f"a {r.channel} route needs a target (chat, channel, user or robot key)")
 
 
 class ReportConfig(_Strict):
@@ -341,6 +458,65 @@ class WebConfig(_Strict):
     cookie_secure: bool = True
 
 
+class ScheduleConfig(_Strict):
+    """`[schedule]`: the jobs `recon serve` (and `recon scheduler`) runs, and their defaults.
+
+    Cron expressions (core/cron.py) run in the zone of what they work for: a pull in its
+    source's `timezone`, a reconcile / hourly batch / digest in the merchant's, retrain in
+    `timezone` below. "" turns a job off.
+    """
+
+    # run the scheduler inside `recon serve` (`recon scheduler` runs it on its own regardless)
+    enabled: bool = True
+    # zone of the jobs that belong to no merchant (retrain)
+    timezone: str = "Asia/Shanghai"
+    # each source that can be pulled: fetch the statement of today - expected_lag_days
+    pull: str = "30 9 * * *"
+    # each merchant: reconcile yesterday (merchant time), in the quiet hours
+    reconcile: str = "0 2 * * *"
+    # each merchant with a T+0 channel source (settlement_lag_days = 0): reconcile today so far
+    hourly: str = "5 * * * *"
+    # each merchant: the digest of yesterday (after the morning pulls and their deadlines)
+    digest: str = "30 10 * * *"
+    # the anomaly models, all merchants (only with [anomaly] enabled)
+    retrain: str = "30 3 * * *"
+    # how often due escalations are sent and the outbox is drained
+    escalate_seconds: int = Field(default=60, ge=1, le=3600)
+    drain_seconds: int = Field(default=30, ge=1, le=3600)
+    # a statement not there yet: try again after retry_first_minutes, doubling up to
+    # retry_max_minutes, until the source's `expected_by` deadline; then the day is
+    # reconciled and gets its `late` break
+    retry_first_minutes: float = Field(default=10, gt=0)
+    retry_max_minutes: float = Field(default=60, gt=0)
+    # a source without `expected_by` has no deadline of its own: stop trying this long
+    # after the first attempt (and tell the chat, since no late break can say it)
+    give_up_after_minutes: int = Field(default=360, ge=1)
+    # after a pull brought new rows, reconcile that day this much later (pulls due at the
+    # same time share one run)
+    reconcile_after_pull_seconds: int = Field(default=60, ge=0, le=3600)
+    # a job that failed (an error, not "not there yet"): retried this many times, waiting
+    # job_retry_seconds, then twice that, ... (at most an hour); then the chat is told
+    job_retries: int = Field(default=5, ge=0, le=20)
+    job_retry_seconds: float = Field(default=60, gt=0)
+    # a run missed while no scheduler was up still runs once (not once per missed run) when
+    # one starts within this many minutes of the missed time; later it is logged and skipped
+    misfire_grace_minutes: int = Field(default=720, ge=1)
+    # jobs run at the same time at most
+    workers: int = Field(default=4, ge=1, le=32)
+    # a pull / reconcile / retrain process that runs longer is stopped and counts as failed
+    job_timeout_minutes: int = Field(default=120, ge=1)
+
+    @field_validator("pull", "reconcile", "hourly", "digest", "retrain")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _cron_or_off(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return _check_timezone(value)
+
+
 class Config(_Strict):
     database: DatabaseConfig = DatabaseConfig()
     merchants: list[MerchantConfig] = []
@@ -350,11 +526,22 @@ class Config(_Strict):
     policy: PolicyConfig = PolicyConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
     chat: ChatConfig = ChatConfig()
+    alerts: AlertsConfig = AlertsConfig()
     report: ReportConfig = ReportConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     web: WebConfig | None = None  # no [web] section: no page is served
     # where the file came from; relative source paths are resolved against its folder
     base_dir: Path = Path(".")
     origin: str = "<embedded defaults>"
+
+    @model_validator(mode="after")
+    def _alert_routes_have_platforms(self):
+        for r in self.alerts.admin_routes + [r for lv in self.alerts.escalation for r in lv.routes]:
+            self.chat.check_route(r)
+        return self
+
+    def alert_threshold(self) -> Decimal:
+        return self.alerts.threshold if self.alerts.threshold is not None else self.tolerance.auto_adjust_below
 
     @model_validator(mode="after")
     def _unique_merchants(self):

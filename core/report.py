@@ -182,6 +182,7 @@ def _add_records(s: Session, merchant_id: str, day: date, sources: dict[str, Sou
     q = (select(Ledger.source, Ledger.side, Record.kind, func.count(), func.sum(Record.amount), func.sum(Record.fee))
          .join(Ledger, Ledger.id == Record.ledger_id)
          .where(Ledger.merchant_id == merchant_id, Record.business_day == day, Record.kind.in_(("payment", "refund")),
+                Ledger.side.in_(("internal", "channel")),  # not payment notifications (core/realtime.py)
                 (Ledger.side == "internal") | (Record.status == "success"))
          .group_by(Ledger.source, Ledger.side, Record.kind))
     for source, side, kind, n, amount, fee in s.execute(q).all():

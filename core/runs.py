@@ -180,7 +180,8 @@ def _store_breaks(db, cfg, merchant, day, run_id, findings) -> tuple[int, int, i
     with Session(db) as s:
         existing = {b.key: b for b in s.execute(
             select(Break).where(Break.merchant_id == merchant.id, Break.business_day == day,
-                                Break.type != "anomaly")).scalars()}  # anomaly alerts: core.anomaly
+                                Break.type != "anomaly",  # anomaly alerts: core.anomaly
+                                Break.rule != "realtime")).scalars()}  # notification checks: core.realtime
         adjusted_ids = set(s.execute(select(Adjustment.break_id).join(Break, Break.id == Adjustment.break_id).where(
             Break.merchant_id == merchant.id, Break.business_day == day)).scalars())
         seen = set()
@@ -202,24 +203,13 @@ def _store_breaks(db, cfg, merchant, day, run_id, findings) -> tuple[int, int, i
             if b.status in OPEN_STATES:
                 if b.anomaly_score is not None and b.severity == "urgent":
                     values["severity"] = b.severity  # raised by core.anomaly for a high score: kept
-                changed = {k: v for k, v in values.items() if getattr(b, k) != v}
-                if b.status != decision.status:
-                    changed["status"] = decision.status
-                if changed:
-                    for k, v in changed.items():
-                        setattr(b, k, v)
-                    b.version += 1
-                    b.updated_at = now
-                    b.last_run_id = run_id
+                if b.revise({**values, "status": decision.status}, run_id, now):
                     updated += 1
             if decision.adjustment and b.status in OPEN_STATES + ("adjusted",):
                 to_adjust.append((b.id, b.currency, decision.adjustment))
         for key, b in existing.items():
             if key not in seen and b.status in OPEN_STATES:
-                b.status = "cleared"
-                b.version += 1
-                b.updated_at = now
-                b.last_run_id = run_id
+                b.revise({"status": "cleared"}, run_id, now)
                 cleared += 1
                 s.add(AuditEvent(actor="reconbot", action="cleared", subject_type="break", subject_id=str(b.id),
                                  detail=json.dumps({"run": run_id, "key": key}, ensure_ascii=False)))

@@ -15,11 +15,13 @@ from datetime import date, datetime, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from sqlalchemy import insert as sa_insert, update as sa_update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from models.db import adbc_connect, get_engine, is_sqlite
-from models.tables import Ledger, Merchant
+from models.tables import Ledger, Merchant, Record, StatementFile
 
 RECORD_COLUMNS = [
     "ledger_id", "file_id", "line", "kind", "ref", "txn_id", "order_id", "amount", "currency",
@@ -299,3 +301,42 @@ def _lit(value: str) -> str:
 
 def _ts_text(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def write_few(url: str, *, merchant_id: str, source: str, side: str, fmt: str, path: str, sha256: str,
+              control_totals: dict, records: list[dict]) -> StoredFile:
+    """A handful of records (a payment notification) as one statement, in one transaction.
+
+    The same rules as `write_statement` (a known sha256 is a no-op; a record whose identity
+    (ledger, kind, ref) is stored already is kept once), through SQLAlchemy instead of ADBC:
+    `recon serve` pools SQLite connections and must not open ADBC's own SQLite beside them
+    (models/db.py), and one row needs no bulk path. Records carry the columns of `record`
+    except ledger_id, file_id and line. The statement has no business day: a notification
+    is not the channel's statement of a day (core/completeness never counts it as one).
+    """
+    ledger = ledger_ids(url, merchant_id, {(source, side)})[(source, side)]
+    engine = get_engine(url)
+    dialect_insert = sqlite.insert if is_sqlite(url) else postgresql.insert
+    with engine.connect() as conn:
+        known = conn.execute(select(StatementFile.id).where(StatementFile.merchant_id == merchant_id,
+                                                            StatementFile.sha256 == sha256)).scalar()
+        if known is not None:
+            return StoredFile(known, 0, True)
+        try:
+            file_id = conn.execute(sa_insert(StatementFile).values(
+                merchant_id=merchant_id, source=source, side=side, format=fmt, path=path, sha256=sha256,
+                business_day=None, row_count=len(records), new_rows=0,
+                control_totals=json.dumps(control_totals, ensure_ascii=False, sort_keys=True), duplicates="[]",
+                ingested_at=datetime.now(timezone.utc)).returning(StatementFile.id)).scalar_one()
+        except IntegrityError:  # the same notification, stored by a concurrent request
+            conn.rollback()
+            return StoredFile(conn.execute(select(StatementFile.id).where(
+                StatementFile.merchant_id == merchant_id, StatementFile.sha256 == sha256)).scalar_one(), 0, True)
+        new_rows = 0
+        for line, r in enumerate(records, start=1):
+            new_rows += conn.execute(dialect_insert(Record).values(
+                ledger_id=ledger, file_id=file_id, line=line, **r).on_conflict_do_nothing(
+                index_elements=["ledger_id", "kind", "ref"])).rowcount
+        conn.execute(sa_update(StatementFile).where(StatementFile.id == file_id).values(new_rows=new_rows))
+        conn.commit()
+    return StoredFile(file_id, new_rows, False)

@@ -102,7 +102,7 @@ class ReconRun(SQLModel, table=True):
     business_day: date
     started_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
     finished_at: Optional[datetime] = Field(default=None, sa_column=_utc_column(nullable=True))
-    status: str = Field(default="running", max_length=16)  # running | done | failed
+    status: str = Field(default="running", max_length=16)  # running | done | failed | realtime (a notification check)
     stats: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON
 
 
@@ -152,6 +152,18 @@ class Break(SQLModel, table=True):
     # the chat workflow (bot/actions.py): who looks at it, and until when it is snoozed
     assignee_id: Optional[int] = Field(default=None, foreign_key="app_user.id")
     snoozed_until: Optional[datetime] = Field(default=None, sa_column=_utc_column(nullable=True))
+
+    def revise(self, values: dict, run_id: int, now: datetime) -> bool:
+        """What a run (the engine's, the anomaly scoring, a real-time check) now says about this
+        break: the fields of `values` that differ are set, and any change is a new version (the
+        version a click's compare-and-set checks, bot/actions.py). -> whether anything changed."""
+        changed = {k: v for k, v in values.items() if getattr(self, k) != v}
+        for k, v in changed.items():
+            setattr(self, k, v)
+        if changed:
+            self.version += 1
+            self.updated_at, self.last_run_id = now, run_id
+        return bool(changed)
 
 
 class Adjustment(SQLModel, table=True):
@@ -235,17 +247,113 @@ class BreakApproval(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
 
 
-class ChatMessage(SQLModel, table=True):
-    """Where a break's card was posted, so it can be edited in place later."""
+class AlertCard(SQLModel, table=True):
+    """One live card per (logical card, route): a break's card, a digest, a late-statement
+    notice. The alert pipeline's dedupe stage compares `shown_hash` with the card it would
+    send now and queues an edit only when they differ; `message_id` is the platform's id of
+    the message, set in the same transaction that marks its outbox row sent."""
 
-    __tablename__ = "chat_message"
-    __table_args__ = (UniqueConstraint("break_id", "channel", "target", name="uq_chat_message"),)
+    __tablename__ = "alert_card"
+    __table_args__ = (UniqueConstraint("card_key", "channel", "target", name="uq_alert_card"),
+                      Index("ix_alert_card_break", "break_id"))
+    id: Optional[int] = Field(default=None, primary_key=True)
+    card_key: str = Field(max_length=160)  # break:12 | digest:<merchant>:<source>:<day> | ...
+    channel: str = Field(max_length=16)  # registry kind
+    target: str = Field(max_length=256)  # the route's stored target (a robot's URL only as a hash)
+    merchant_id: str = Field(max_length=64)
+    break_id: Optional[int] = Field(default=None, foreign_key="break.id")
+    lang: str = Field(default="en", max_length=8)
+    message_id: Optional[str] = Field(default=None, max_length=256)  # None until the send is recorded
+    shown_hash: str = Field(max_length=64)  # SHA-256 of the card last queued for this message
+    state: str = Field(default="live", max_length=16)  # live | closed (final state shown)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+
+
+class Outbox(SQLModel, table=True):
+    """Every message to send (a new card or an edit), written and committed before it is
+    sent; bot/outbox.py claims, sends and records each row once."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("idem_key", name="uq_outbox_idem_key"),
+                      Index("ix_outbox_due", "state", "next_attempt_at"))
+    id: Optional[int] = Field(default=None, primary_key=True)
+    idem_key: str = Field(max_length=255)
+    op: str = Field(max_length=8)  # send | update
+    channel: str = Field(max_length=16)
+    target: str = Field(max_length=256)  # stored target, as in alert_card
+    card_key: str = Field(max_length=160)
+    break_id: Optional[int] = Field(default=None, foreign_key="break.id")
+    payload: str = Field(sa_column=Column(Text, nullable=False))  # the card, JSON
+    state: str = Field(default="pending", max_length=16)  # pending | sending | sent | failed | superseded
+    attempts: int = 0
+    # claimed by a process that vanished mid-send: the platform may or may not have the
+    # message, so the next try looks for it first where the platform allows (Slack)
+    in_doubt: bool = False
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+    last_error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    claimed_by: Optional[str] = Field(default=None, max_length=64)
+    claimed_at: Optional[datetime] = Field(default=None, sa_column=_utc_column(nullable=True))
+    message_id: Optional[str] = Field(default=None, max_length=256)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+    sent_at: Optional[datetime] = Field(default=None, sa_column=_utc_column(nullable=True))
+
+
+class AlertRoute(SQLModel, table=True):
+    """A route the outbox disabled after a permanent error (bot removed, chat not found)."""
+
+    __tablename__ = "alert_route"
+    channel: str = Field(primary_key=True, max_length=16)
+    target: str = Field(primary_key=True, max_length=256)
+    disabled_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class AlertDigest(SQLModel, table=True):
+    """What a digest card's bulk-approval button stands for: the auto-adjustable breaks it
+    listed, each at the version the card showed (the button carries only this row's id)."""
+
+    __tablename__ = "alert_digest"
+    __table_args__ = (UniqueConstraint("card_key", "members_hash", name="uq_alert_digest"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    card_key: str = Field(max_length=160)
+    merchant_id: str = Field(max_length=64)
+    members: str = Field(sa_column=Column(Text, nullable=False))  # JSON [[break id, version], ...]
+    members_hash: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+
+
+class Silence(SQLModel, table=True):
+    """A time-boxed silence: matching breaks get no new card (and no escalation) until it ends."""
+
+    __tablename__ = "silence"
+    __table_args__ = (Index("ix_silence_merchant", "merchant_id", "ends_at"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    merchant_id: str = Field(max_length=64)
+    source: Optional[str] = Field(default=None, max_length=64)  # None: every source
+    type: Optional[str] = Field(default=None, max_length=32)  # None: every break type
+    business_day: Optional[date] = None  # None: every day
+    starts_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+    ends_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    author: str = Field(max_length=128)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    ended_at: Optional[datetime] = Field(default=None, sa_column=_utc_column(nullable=True))  # ended early
+    ended_by: Optional[str] = Field(default=None, max_length=128)
+
+
+class Escalation(SQLModel, table=True):
+    """One escalation level of one break, due at a time; kept as a row so a restart keeps it."""
+
+    __tablename__ = "escalation"
+    __table_args__ = (UniqueConstraint("break_id", "level", name="uq_escalation"),
+                      Index("ix_escalation_due", "state", "due_at"))
     id: Optional[int] = Field(default=None, primary_key=True)
     break_id: int = Field(foreign_key="break.id")
-    channel: str = Field(max_length=16)  # registry kind
-    target: str = Field(max_length=256)  # chat / channel / user the card went to
-    message_id: str = Field(max_length=256)  # Slack ts, Telegram message_id, WeCom task_id
-    sent_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+    level: int  # 1, 2, ... (alerts.escalation[level - 1])
+    due_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    state: str = Field(default="pending", max_length=16)  # pending | sent | cancelled
+    done_at: Optional[datetime] = Field(default=None, sa_column=_utc_column(nullable=True))
+    reason: Optional[str] = Field(default=None, max_length=128)  # why it was cancelled
 
 
 class InboundSeen(SQLModel, table=True):
@@ -311,3 +419,28 @@ class AnomalyScore(SQLModel, table=True):
     record_id: int = Field(primary_key=True, foreign_key="record.id")
     model_id: int = Field(foreign_key="anomaly_model.id")
     score: float
+
+
+class JobRun(SQLModel, table=True):
+    """One run of a scheduled job, claimed before any work (core/schedule.py).
+
+    The unique (job_id, scheduled_for) key is the claim: every `recon serve` / `recon
+    scheduler` process on one database may fire the same job at the same moment, and only
+    the one whose INSERT succeeds does the work. The row then says how it went.
+    """
+
+    __tablename__ = "job_run"
+    __table_args__ = (
+        UniqueConstraint("job_id", "scheduled_for", name="uq_job_run_claim"),
+        Index("ix_job_run_started", "started_at"),
+    )
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: str = Field(max_length=191)  # the APScheduler job id, e.g. "pull:demo-shop:wechatpay"
+    scheduled_for: datetime = Field(sa_column=_utc_column(nullable=False))  # the run time it was fired for
+    kind: str = Field(max_length=16)  # pull | reconcile | hourly | digest | retrain | escalate | drain
+    attempt: int = 0  # 0 = the scheduled run; 1.. = retries
+    claimed_by: str = Field(max_length=128)  # host:pid of the process that does the work
+    started_at: datetime = Field(default_factory=utcnow, sa_column=_utc_column(nullable=False))
+    finished_at: Optional[datetime] = Field(default=None, sa_column=_utc_column(nullable=True))
+    status: str = Field(default="running", max_length=16)  # running | done | waiting | late | failed
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False))

@@ -156,6 +156,7 @@ class FakeSlack(FakeApi):
         self._ts = 1764000000
         self._files = 0
         self.socket: FakeSlackSocket | None = None
+        self.history: dict[str, list[dict]] = {}  # channel -> messages posted there, oldest first
 
     def socket_mode(self, app_token: str) -> "FakeSlackSocket":
         """Turn Socket Mode on for the app whose app-level token is `app_token`."""
@@ -207,7 +208,18 @@ class FakeSlack(FakeApi):
             with self.lock:
                 self._ts += 1
                 ts = f"{self._ts}.000100"
+                message = {"type": "message", "ts": ts, "text": payload.get("text", ""), "bot_id": "B0BOT"}
+                if payload.get("metadata"):
+                    message["metadata"] = payload["metadata"]
+                self.history.setdefault(payload["channel"], []).append(message)
             return {"ok": True, "channel": payload["channel"], "ts": ts, "message": {"ts": ts}}
+        if name == "conversations.history":  # newest first; metadata only when asked for
+            with self.lock:
+                limit = int(payload.get("limit") or 100)
+                messages = list(reversed(self.history.get(payload["channel"], [])))[:limit]
+            if not payload.get("include_all_metadata"):
+                messages = [{k: v for k, v in m.items() if k != "metadata"} for m in messages]
+            return {"ok": True, "messages": messages, "has_more": False}
         if name == "chat.update":
             return {"ok": True, "channel": payload["channel"], "ts": payload["ts"], "text": payload.get("text", "")}
         if name == "chat.postEphemeral":
@@ -404,6 +416,10 @@ class FakeWecom(FakeApi):
         self.base_url = f"http://127.0.0.1:{self.port}/cgi-bin/"
         self.robot_url = f"http://127.0.0.1:{self.port}/cgi-bin/webhook/send?key=ROBOT-KEY"
         self.tokens_issued = 0
+        # message/send with enable_duplicate_check: the same request (JSON) within
+        # duplicate_check_interval seconds is not delivered again
+        self.sent_requests: dict[str, tuple[float, str]] = {}
+        self.delivered: list[dict] = []  # message/send calls that reached the users
 
     def method_name(self, path: str) -> str:
         return path.removeprefix("/cgi-bin/")
@@ -415,7 +431,17 @@ class FakeWecom(FakeApi):
                 n = self.tokens_issued
             return {"errcode": 0, "errmsg": "ok", "access_token": f"ACCESS-{n}", "expires_in": 7200}
         if name == "message/send":
-            return {"errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": f"msg{len(self.calls)}"}
+            request = {k: v for k, v in payload.items() if k != "access_token"}
+            canonical = json.dumps(request, sort_keys=True, ensure_ascii=False)
+            with self.lock:
+                seen = self.sent_requests.get(canonical)
+                interval = float(request.get("duplicate_check_interval") or 1800)
+                if request.get("enable_duplicate_check") == 1 and seen and time.time() - seen[0] < interval:
+                    return {"errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": seen[1]}
+                msgid = f"msg{len(self.calls)}"
+                self.sent_requests[canonical] = (time.time(), msgid)
+                self.delivered.append(request)
+            return {"errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": msgid}
         if name == "media/upload":  # multipart: the file is the "media" field
             return {"errcode": 0, "errmsg": "", "type": payload.get("type", ""),
                     "media_id": f"3a8{len(self.calls):04d}Fake{payload['media']['filename']}",

@@ -21,7 +21,7 @@ from conftest import EXAMPLES, demo_config_toml
 from chat_fakes import (FakeSlack, FakeTelegram, FakeWecom, slack_click_body, slack_command_body, slack_signed,
                         telegram_click, telegram_command, telegram_headers, wecom_click_xml, wecom_post, wecom_text_xml)
 from models.db import get_engine
-from models.tables import Adjustment, AuditEvent, Break, ChatMessage
+from models.tables import Adjustment, AlertCard, AuditEvent, Break
 
 RECON = str(Path(sys.executable).parent / "recon")
 
@@ -76,18 +76,24 @@ base_url = "{wecom.base_url}"
     recon("ingest", *[str(p) for p in sorted(EXAMPLES.glob("*_2026-11-20.csv")) + sorted(EXAMPLES.glob("*20261120*"))])
     recon("run", "--day", "2026-11-20")
 
-    # every platform got the largest open breaks as cards with buttons (two, then a digest)
+    # every platform got the alipay breaks as cards of their own (two: too few for a digest)
+    # and wechatpay's five small ones as one digest, with a button for the three auto-adjustable
     with Session(get_engine(url)) as s:
         open_ids = list(s.exec(select(Break.id).where(Break.status == "open")).all())
-        posted = {(m.channel, m.break_id): m for m in s.exec(select(ChatMessage)).all()}
-    assert len(open_ids) > 2
+        cards = s.exec(select(AlertCard)).all()
+        posted = {(m.channel, m.break_id): m for m in cards if m.break_id is not None}
+        wechat_open = s.exec(select(Break.id).where(Break.status == "open", Break.source == "wechatpay")).all()
+    assert len(open_ids) == 7 and len(wechat_open) == 5
     slack_cards = [c for c in slack.called("chat.postMessage") if any(b["type"] == "actions" for b in c["blocks"])]
     tg_cards = [c for c in tg.called("sendMessage") if "reply_markup" in c]
     wecom_cards = [c for c in wecom.called("message/send") if c["msgtype"] == "template_card"]
-    assert len(slack_cards) == len(tg_cards) == len(wecom_cards) == 2
+    assert len(slack_cards) == len(tg_cards) == len(wecom_cards) == 3
     assert sum(1 for k in posted if k[0] == "slack") == 2  # remembered, to be edited in place later
-    digest = tg.called("sendMessage")[-1]["text"]
-    assert digest.startswith(f"<b>demo-shop: {len(open_ids) - 2} more open breaks</b>") and "/recon pending" in digest
+    assert all(m.message_id for m in cards) and len(cards) == 9  # 3 cards on each of the 3 platforms
+    digest = next(m["text"] for m in tg_cards if "open breaks" in m["text"])
+    assert digest.startswith("<b>demo-shop · wechatpay · 2026-11-20: 5 open breaks</b>")
+    assert json.loads(next(m for m in tg_cards if "open breaks" in m["text"])["reply_markup"])[
+        "inline_keyboard"][0][0]["text"] == "Approve 3 small adjustments"
 
     people(url)
     # the largest open break, as posted on each platform

@@ -230,7 +230,7 @@ def test_a_commands_cards_without_buttons_share_one_message(db_url):
 
 
 def test_a_group_with_little_room_left_this_minute_gets_fewer_cards_and_the_digest(db_url, tg):
-    from bot.notify import notify
+    from bot.alerts import alert_merchant
     from chat_setup import DAY
 
     clock = VirtualClock()
@@ -241,17 +241,21 @@ def test_a_group_with_little_room_left_this_minute_gets_fewer_cards_and_the_dige
     clock.sleep(1)
     clock.waits.clear()
     assert ch.room(TG_CHAT) == 4
-    for i in range(6):
-        seed_break(db_url, -100 * (i + 1), order_id=f"W-{i}", day=DAY)
-    sent = notify(cfg, {"telegram": ch}, "demo-shop")
+    for i in range(6):  # each above the alert threshold: a card of its own
+        seed_break(db_url, -10000 * (i + 1), order_id=f"W-{i}", day=DAY)
+    report = alert_merchant(cfg, {"telegram": ch}, "demo-shop")
     messages = tg.called("sendMessage")
-    assert len(sent) == len(messages) == 4  # 3 cards and the digest: exactly the room there was
-    assert messages[-1]["text"].startswith("<b>demo-shop: 3 more open breaks</b>")
+    assert report.delivered == len(messages) == 4  # 3 cards and the digest: exactly the room there was
+    assert report.deferred == 3
+    assert messages[-1]["text"].startswith("<b>demo-shop · wechatpay · 2026-11-20: 3 open breaks</b>")
     assert ch.room(TG_CHAT) == 0 and max(clock.waits) <= 1.0  # nothing waited for the minute to pass
-    # the 3 in the digest were not posted: the next run (a minute later) gives them cards
+    # the 3 in the digest got no card yet: the next pass (a minute later) gives them cards,
+    # and the digest, now empty, is edited to say so
     clock.sleep(60)
-    notify(cfg, {"telegram": ch}, "demo-shop")
+    alert_merchant(cfg, {"telegram": ch}, "demo-shop")
     assert sum(1 for m in tg.called("sendMessage") if "reply_markup" in m) == 6
+    [edit] = tg.called("editMessageText")
+    assert edit["text"].startswith("<b>demo-shop · wechatpay · 2026-11-20: nothing open</b>")
 
 
 def test_send_renders_an_inline_keyboard_with_opaque_callback_data(db_url, tg):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
 from bot.server import create_app
@@ -165,13 +165,20 @@ def test_a_permanent_error_is_not_retried(client, wecom):
 
 
 def test_group_robot_is_notify_only(db_url, wecom):
-    from bot.notify import notify
+    from bot.alerts import alert_merchant
     from channels.wecom import WecomRobotChannel
+    from models.tables import AlertCard
 
     cfg = chat_config(db_url, routes=[{"merchant": "*", "channel": "wecom_robot", "target": wecom.robot_url}])
     bid = seed_break(db_url, -3200)
-    assert len(notify(cfg, {"wecom_robot": WecomRobotChannel()}, "demo-shop")) == 1
+    first = alert_merchant(cfg, {"wecom_robot": WecomRobotChannel()}, "demo-shop")
+    assert (first.sends, first.delivered) == (1, 1)
     [sent] = wecom.called("webhook/send")
     assert sent["key"] == "ROBOT-KEY" and sent["msgtype"] == "markdown"
     assert sent["markdown"]["content"].startswith(f"**#{bid} 短款**")
-    assert notify(cfg, {"wecom_robot": WecomRobotChannel()}, "demo-shop") == []  # posted once
+    again = alert_merchant(cfg, {"wecom_robot": WecomRobotChannel()}, "demo-shop")
+    assert (again.sends, again.updates, again.delivered) == (0, 0, 0)  # posted once
+    assert len(wecom.called("webhook/send")) == 1
+    with Session(get_engine(db_url)) as s:  # the robot's URL holds its key: only a hash is stored
+        [card] = s.exec(select(AlertCard)).all()
+    assert card.target.startswith("robot:") and "ROBOT-KEY" not in card.target

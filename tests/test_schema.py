@@ -39,3 +39,33 @@ def test_unmigrated_database_is_refused(tmp_path):
     sqlite3.connect(tmp_path / "empty.db").execute("CREATE TABLE other (x)").connection.commit()
     with pytest.raises(db.SchemaError, match="no reconbot schema yet"):
         db.check_schema(url)
+
+
+def test_migrations_are_one_linear_chain():
+    """Feature branches each added a 0005 on top of 0004; the merged chain must stay linear
+    (0005_alerts -> 0006_scheduler), or `recon db upgrade` stops at "multiple heads"."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    chain = [s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()]
+    assert chain[:3] == ["0006_scheduler", "0005_alerts", "0004_anomaly"]
+    assert len(ScriptDirectory.from_config(cfg).get_heads()) == 1
+
+
+def test_the_alert_and_scheduler_tables_go_down_to_0004_and_come_back(db_url):
+    """What a database at 0004 (before alerts and the scheduler) goes through."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", db.normalise_url(db_url).replace("%", "%%"))
+    new = {"outbox", "alert_card", "escalation", "silence", "job_run", "apscheduler_jobs"}
+    command.downgrade(cfg, "0004_anomaly")
+    db.get_engine(db_url).dispose()
+    with db.get_engine(db_url).connect() as conn:
+        assert not new & set(inspect(conn).get_table_names())
+    db.upgrade(db_url)
+    db.get_engine(db_url).dispose()
+    with db.get_engine(db_url).connect() as conn:
+        assert new <= set(inspect(conn).get_table_names())
+    db.check_schema(db_url)

@@ -172,15 +172,10 @@ def _store_alerts(url, merchant: MerchantConfig, day: date, run_id: int, alerts:
                             last_run_id=run_id, **values))
                 new += 1
             elif b.status == "open":
-                changed = {k: v for k, v in values.items() if getattr(b, k) != v}
-                if changed:
-                    for k, v in changed.items():
-                        setattr(b, k, v)
-                    b.version += 1
-                    b.updated_at, b.last_run_id = now, run_id
+                b.revise(values, run_id, now)
         for key, b in existing.items():
             if key not in seen and b.status == "open":
-                b.status, b.version, b.updated_at, b.last_run_id = "cleared", b.version + 1, now, run_id
+                b.revise({"status": "cleared"}, run_id, now)
                 s.add(AuditEvent(actor="reconbot", action="cleared", subject_type="break", subject_id=str(b.id),
                                  detail=json.dumps({"run": run_id, "key": key, "why": "score below threshold"})))
         s.commit()
