@@ -282,7 +282,7 @@ class Scheduler:
     def _in_child(self, kind, merchant, source, day, now, attempt, first_at, scheduled_for) -> S.Result:
         # the child reads the same configuration: the same file, or the same embedded defaults
         config = [] if self.cfg.origin.startswith("<") else ["--config", self.cfg.origin]
-        args = [sys.executable, "-c", "from bot.cli import main; main()", "jobs", "run", kind, "--json", *config,
+        args = [sys.executable, "-c", "from bot.entry import main; main()", "jobs", "run", kind, "--json", *config,
                 "--now", now.isoformat(), "--attempt", str(attempt), "--scheduled-for", scheduled_for.isoformat()]
         for flag, value in (("--merchant", merchant), ("--source", source), ("--day", day),
                             ("--first-at", first_at.isoformat() if first_at else None)):

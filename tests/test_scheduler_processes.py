@@ -42,7 +42,7 @@ LEAD_CHANNEL = "C0LEAD"  # escalation level 1: the finance lead
 # `python -c` with the clock set first, then the real CLI: argv = [-c, DESTINATION, recon args...]
 TRAVELLING_RECON = ("import sys, datetime, time_machine; "
                     "time_machine.travel(datetime.datetime.fromisoformat(sys.argv.pop(1)), tick=True).start(); "
-                    "from bot.cli import main; main()")
+                    "from bot.entry import main; main()")
 ORDERS = """order_id,channel,amount,currency,status,paid_at,refund_amount,channel_txn_id
 S20210128170702357723,wechatpay,0.01,CNY,paid,2021-01-28T17:07:11+08:00,0.00,4200000925202101284997714292
 S20210128153505214586,wechatpay,0.01,CNY,paid,2021-01-28T15:35:18+08:00,0.00,4200000910202101282955148400
@@ -259,7 +259,7 @@ drain_seconds = 3600
 id = "shop"
 name = "Shop"
 {slack_toml(slack)}""", encoding="utf-8")
-        cmd = [sys.executable, "-c", "from bot.cli import main; main()", "scheduler", "--config", str(config)]
+        cmd = [sys.executable, "-c", "from bot.entry import main; main()", "scheduler", "--config", str(config)]
         procs = [subprocess.Popen(cmd, env=recon_env(), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True) for _ in range(2)]
         try:
