@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
+import adbc_driver_manager.dbapi as adbc_errors
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import select
@@ -30,7 +32,7 @@ from core.anomaly.explain import explain
 from core.anomaly.training import rate_card
 from core.config import Config, MerchantConfig
 from core.money import display
-from models.db import adbc_connect, get_engine
+from models.db import adbc_connect, get_engine, is_sqlite
 from models.tables import AuditEvent, Break
 
 OPEN_STATES = ("open", "in_transit", "note")
@@ -56,7 +58,7 @@ def score(cfg: Config, merchant: MerchantConfig, first: date, last: date, model:
         return None
     lo, hi = F.slice_for(first, last)
     con = F.connect(F.load_transactions(url, merchant.id, lo, hi), F.load_orders(url, merchant.id, lo, hi),
-                    merchant.timezone, rate_card(merchant), lo, hi)
+                    merchant.timezone, rate_card(merchant), first, last)
     prof = model.profiles.get(merchant.id) or F.profile(con)  # a merchant new since training: its own slice
     table = F.features(con, prof, first, last, merchant.currency)
     con.close()
@@ -75,8 +77,7 @@ def after_run(cfg: Config, merchant: MerchantConfig, day: date, run_id: int) -> 
     table = score(cfg, merchant, day, day, model)
     _write_scores(url, table, model.id)
     high = table.filter(pc.greater_equal(table["score"], model.threshold))
-    file_lines = _file_lines(url, table["id"])
-    breaks_scored, raised, named = _score_breaks(url, merchant.id, day, table, file_lines, model.threshold)
+    breaks_scored, raised, named = _score_breaks(url, merchant.id, day, table, model.threshold)
     alerts = high.filter(pc.invert(pc.is_in(high["id"], value_set=pa.array(sorted(named), pa.int64()))))
     open_alerts, new = _store_alerts(url, merchant, day, run_id, alerts, model)
     name = "pooled" if model.scope == M.POOLED else model.scope
@@ -84,18 +85,46 @@ def after_run(cfg: Config, merchant: MerchantConfig, day: date, run_id: int) -> 
 
 
 def _write_scores(url: str, table: pa.Table, model_id: int) -> None:
-    stage = pa.table({"record_id": table["id"], "model_id": pa.array([model_id] * table.num_rows, pa.int64()),
-                      "score": table["score"]})
+    """Upsert (record id, model id, score). When no record of the id range has a score yet (a
+    day scored for the first time) the rows are appended straight into the table, in id
+    order, at half the cost; otherwise, or when a score appeared meanwhile (the append then
+    fails on the key), through a temporary table and INSERT ... ON CONFLICT."""
+    if table.num_rows == 0:
+        return
+    ids = table["id"]
+    rows = pa.table({"record_id": ids, "model_id": pa.array(np.full(table.num_rows, model_id, np.int64)),
+                     "score": table["score"]})
+    if not is_sqlite(url):  # COPY into the table needs its own column types (integer, double)
+        rows = rows.cast(pa.schema([("record_id", pa.int32()), ("model_id", pa.int32()), ("score", pa.float64())]))
+    try:
+        if _put_scores(url, rows, straight=True):
+            return
+    except adbc_errors.DatabaseError:  # a key taken meanwhile (SQLite reports it as an internal error)
+        pass
+    _put_scores(url, rows, straight=False)
+
+
+def _put_scores(url: str, rows: pa.Table, straight: bool) -> bool:
+    """One transaction; `straight`: append only if no score of the id range exists (-> False if one does)."""
     with adbc_connect(url) as conn:
         cur = conn.cursor()
         try:
-            cur.execute("DROP TABLE IF EXISTS anomaly_stage")
-            cur.adbc_ingest("anomaly_stage", stage, mode="create", temporary=True)
-            cur.execute("INSERT INTO anomaly_score (record_id, model_id, score) "
-                        "SELECT record_id, model_id, score FROM anomaly_stage WHERE true "
-                        "ON CONFLICT (record_id) DO UPDATE SET model_id = excluded.model_id, score = excluded.score")
-            cur.execute("DROP TABLE anomaly_stage")
+            if straight:
+                cur.execute(f"SELECT count(*) FROM anomaly_score WHERE record_id BETWEEN "
+                            f"{int(pc.min(rows['record_id']).as_py())} AND {int(pc.max(rows['record_id']).as_py())}")
+                if cur.fetchone()[0]:
+                    conn.rollback()
+                    return False
+                cur.adbc_ingest("anomaly_score", rows, mode="append")
+            else:
+                cur.execute("DROP TABLE IF EXISTS anomaly_stage")
+                cur.adbc_ingest("anomaly_stage", rows, mode="create", temporary=True)
+                cur.execute("INSERT INTO anomaly_score (record_id, model_id, score) "
+                            "SELECT record_id, model_id, score FROM anomaly_stage WHERE true ON CONFLICT (record_id) "
+                            "DO UPDATE SET model_id = excluded.model_id, score = excluded.score")
+                cur.execute("DROP TABLE anomaly_stage")
             conn.commit()
+            return True
         except Exception:
             conn.rollback()
             raise
@@ -103,24 +132,35 @@ def _write_scores(url: str, table: pa.Table, model_id: int) -> None:
             cur.close()
 
 
-def _file_lines(url: str, ids: pa.ChunkedArray) -> pa.Table:
-    """(record id, file path, line) of the scored records, for matching break evidence."""
-    if len(ids) == 0:
-        return pa.table({"id": pa.array([], pa.int64()), "file": pa.array([], pa.string()),
-                         "line": pa.array([], pa.int64())})
-    lo, hi = pc.min(ids).as_py(), pc.max(ids).as_py()
+def _evidence_ids(url: str, places: set[tuple[str, int]], ids: pa.ChunkedArray) -> dict[tuple[str, int], int]:
+    """(file path, line) -> record id, for the breaks' evidence lines among the scored records
+    (`ids`): only those lines are looked up, not the day's million records."""
+    if not places or len(ids) == 0:
+        return {}
+    paths = sorted({f for f, _ in places})
     with adbc_connect(url) as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT r.id, f.path AS file, r.line FROM record r JOIN statement_file f ON f.id = r.file_id "
-                    f"WHERE r.id BETWEEN {int(lo)} AND {int(hi)}")
-        t = cur.fetch_arrow_table()
-    return t.filter(pc.is_in(t["id"], value_set=ids.combine_chunks()))
+        cur.execute(f"SELECT id, path FROM statement_file WHERE path IN ({', '.join(map(F._lit, paths))})")
+        files = dict(cur.fetchall())
+        if not files:
+            return {}
+        lines = sorted({int(ln) for _, ln in places})
+        cur.execute(f"SELECT id, file_id, line FROM record WHERE id BETWEEN {int(pc.min(ids).as_py())} AND "
+                    f"{int(pc.max(ids).as_py())} AND file_id IN ({', '.join(map(str, files))}) "
+                    f"AND line IN ({', '.join(map(str, lines))})")
+        found = cur.fetchall()
+    return {(files[fid], ln): rid for rid, fid, ln in found if (files[fid], ln) in places}
 
 
-def _score_breaks(url, merchant_id, day, table, file_lines, threshold) -> tuple[int, int, set[int]]:
+def _score_breaks(url, merchant_id, day, table, threshold) -> tuple[int, int, set[int]]:
     """Score the day's breaks from their records; -> (scored, raised, record ids named by a break)."""
-    by_place = {(f, ln): rid for rid, f, ln in zip(file_lines["id"].to_pylist(), file_lines["file"].to_pylist(),
-                                                    file_lines["line"].to_pylist())}
-    scores = dict(zip(table["id"].to_pylist(), table["score"].to_pylist()))
+    with Session(get_engine(url)) as s:
+        evidence = s.execute(select(Break.evidence).where(Break.merchant_id == merchant_id, Break.business_day == day,
+                                                          Break.type != "anomaly")).scalars().all()
+    places = {(e["file"], e["line"]) for ev in evidence for e in json.loads(ev)}
+    by_place = _evidence_ids(url, places, table["id"])
+    wanted = pa.array(sorted(set(by_place.values())), pa.int64())
+    named_rows = table.select(["id", "score"]).filter(pc.is_in(table["id"], value_set=wanted))
+    scores = dict(zip(named_rows["id"].to_pylist(), named_rows["score"].to_pylist()))
     named: set[int] = set()
     scored = raised = 0
     now = datetime.now(timezone.utc)
@@ -129,7 +169,7 @@ def _score_breaks(url, merchant_id, day, table, file_lines, threshold) -> tuple[
                                              Break.type != "anomaly")).scalars().all()
         for b in rows:
             ids = [by_place.get((e["file"], e["line"])) for e in json.loads(b.evidence)]
-            ids = [i for i in ids if i is not None]
+            ids = [i for i in ids if i is not None and i in scores]
             named.update(ids)
             if not ids or b.status not in OPEN_STATES:
                 continue

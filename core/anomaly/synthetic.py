@@ -121,6 +121,24 @@ def _assemble(m: SyntheticMerchant, parts, rng) -> pa.Table:
     return _table(out)
 
 
+def orders_for(records: pa.Table, seed: int = 1) -> pa.Table:
+    """Our own order records (the internal side) for the channel payments in `records`: one
+    per order id, placed a few seconds to minutes before the channel's payment (the time a
+    customer takes to pay), on the same business day."""
+    pays = records.filter(pc.equal(records["kind"], "payment"))
+    _, first = np.unique(pays["order_id"].to_numpy(zero_copy_only=False), return_index=True)
+    pays = pays.take(np.sort(first))
+    rng = np.random.default_rng(seed)
+    delay = (rng.lognormal(np.log(40), 0.8, pays.num_rows) * 1_000_000).astype("timedelta64[us]")
+    at = pays["occurred_at"].to_numpy() - delay
+    cols = {name: pays[name] for name in ("source", "kind", "order_id", "amount", "currency", "business_day")}
+    cols.update(ref=pays["order_id"], occurred_at=at, fee=np.zeros(pays.num_rows, np.int64),
+                discount=np.zeros(pays.num_rows, np.int64), status=np.full(pays.num_rows, "paid"),
+                line=np.arange(2, pays.num_rows + 2))
+    return _table({k: v.to_numpy(zero_copy_only=False) if isinstance(v, pa.ChunkedArray) else v
+                   for k, v in cols.items()})
+
+
 def regular(m: SyntheticMerchant, payer: str, source: str, amount_minor: int, first: date, days: int,
             every: int = 3, hour: float = 8.5) -> pa.Table:
     """One named payer's habit: the same small amount every few days, in the morning."""
@@ -201,8 +219,8 @@ def _local(m: SyntheticMerchant, day: date, seconds: float) -> datetime:
 
 # -- into the record store --------------------------------------------------------------
 
-def write(url: str, m: SyntheticMerchant, records: pa.Table, label: str) -> None:
-    """Store `records` as one synthetic statement per (source, business day)."""
+def write(url: str, m: SyntheticMerchant, records: pa.Table, label: str, side: str = "channel") -> None:
+    """Store `records` as one synthetic statement per (source, business day), on `side`."""
     from core import store
     from core.config import MerchantConfig
 
@@ -210,13 +228,14 @@ def write(url: str, m: SyntheticMerchant, records: pa.Table, label: str) -> None
         store.ensure_merchant(url, MerchantConfig(id=m.id, name=f"{m.id} (synthetic)", timezone=m.timezone,
                                                   currency=m.currency))
     sources = sorted(set(records["source"].to_pylist()))
-    ledgers = store.ledger_ids(url, m.id, {(s, "channel") for s in sources})
+    ledgers = store.ledger_ids(url, m.id, {(s, side) for s in sources})
     for s in sources:
         mine = records.filter(pc.equal(records["source"], s))
         for day in sorted(set(mine["business_day"].to_pylist())):
             part = mine.filter(pc.equal(mine["business_day"], pa.scalar(day, pa.date32())))
-            part = part.append_column("ledger_id", pa.array([ledgers[(s, "channel")]] * part.num_rows, pa.int64()))
-            sha = hashlib.sha256(f"{m.id}|{s}|{day}|{label}|{part.num_rows}".encode()).hexdigest()
-            store.write_statement(url, merchant_id=m.id, source=s, side="channel", fmt="synthetic",
-                                  path=f"synthetic:{label}/{m.id}/{s}/{day}", sha256=sha, business_day=day,
+            part = part.append_column("ledger_id", pa.array([ledgers[(s, side)]] * part.num_rows, pa.int64()))
+            name = f"{m.id}/{s}/{day}" if side == "channel" else f"{m.id}/{side}/{s}/{day}"
+            sha = hashlib.sha256(f"{name.replace('/', '|')}|{label}|{part.num_rows}".encode()).hexdigest()
+            store.write_statement(url, merchant_id=m.id, source=s, side=side, fmt="synthetic",
+                                  path=f"synthetic:{label}/{name}", sha256=sha, business_day=day,
                                   control_totals={}, records=part)

@@ -88,7 +88,7 @@ def merchant_rows(cfg: Config, merchant: MerchantConfig, first: date, last: date
     lo, hi = F.slice_for(first, last)
     tx = F.load_transactions(url, merchant.id, lo, hi)
     orders = F.load_orders(url, merchant.id, lo, hi)
-    con = F.connect(tx, orders, merchant.timezone, rate_card(merchant), lo, hi)
+    con = F.connect(tx, orders, merchant.timezone, rate_card(merchant), first, last)
     prof = F.profile(con)
     table = F.features(con, prof, first, last, merchant.currency)
     con.close()
