@@ -371,3 +371,46 @@ def test_scores_are_appended_the_first_time_and_updated_after(db_url, tmp_path):
     again = pa.table({"id": pa.array(ids, pa.int64()), "score": pa.array(np.full(len(ids), 0.5))})
     _write_scores(db_url, again, model_id)  # a re-run: every score replaced, the new ones added
     assert set(scores_of(db_url, ids).values()) == {0.5} and len(scores_of(db_url, ids)) == len(ids)
+
+
+def test_the_slice_and_the_keyed_joins_against_a_plain_count(db_url):
+    """`load_slice` reads the day whole, the day before with the columns the windows read, and
+    our orders of both days; the order time and the payer history joined on hashed keys are
+    the ones a dictionary lookup by the text keys finds."""
+    import math
+
+    from core.anomaly import features as F
+
+    d1, d2 = FIRST, FIRST + timedelta(days=1)
+    rows = S.normal_traffic(SHOP, d1, 2, seed=3)
+    S.write(db_url, SHOP, rows, "t")
+    S.write(db_url, SHOP, S.orders_for(rows, 3), "t", side="internal")
+    tx, orders = F.load_slice(db_url, "shop", d2, d2)
+    per_day = {d: sum(1 for x in rows["business_day"].to_pylist() if x == d) for d in (d1, d2)}
+    context = tx.filter(pa.compute.equal(tx["business_day"], pa.scalar(d1, pa.date32())))
+    assert (tx.num_rows, context.num_rows) == (per_day[d1] + per_day[d2], per_day[d1])
+    assert context["id"].null_count == context["fee"].null_count == context.num_rows  # narrow
+    assert tx["id"].null_count == context.num_rows and orders.num_rows > 0.9 * tx.num_rows
+
+    con = F.connect(tx, orders, SHOP.timezone, {s: 0.006 for s, _ in SHOP.sources}, d2, d2)
+    prof = F.profile(con)
+    table = F.features(con, prof, d2, d2, SHOP.currency).to_pylist()
+    assert len(table) == per_day[d2]
+    order_at = {}
+    for o in orders.to_pylist():
+        key = (o["source"], o["order_id"])
+        order_at[key] = min(order_at.get(key, o["occurred_at"]), o["occurred_at"])
+    history = {p["payer"]: p for p in prof["payer"].to_pylist()}
+    at = {r["id"]: r["occurred_at"] for r in tx.to_pylist() if r["id"] is not None}
+    joined = with_history = 0
+    for r in table:
+        o = order_at.get((r["source"], r["order_id"])) if r["kind"] == "payment" else None
+        want = 0 if o is None else math.log(1 + abs((at[r["id"]] - o).total_seconds()) / 60)
+        assert r["order_delay"] == pytest.approx(want, abs=1e-6), r
+        h = history.get(r["payer"])
+        assert r["payer_history"] == (h["payments"] if h else 0)
+        if h and h["payments"] >= 3:
+            assert r["payer_ratio"] == pytest.approx(math.log(max(abs(r["amount"]), 1) / h["median_minor"]))
+        joined += o is not None
+        with_history += bool(h)
+    assert joined > 0.9 * per_day[d2] and with_history > 0.3 * per_day[d2]  # the joins were exercised

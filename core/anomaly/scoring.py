@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
@@ -29,11 +30,12 @@ from sqlmodel import Session
 from core.anomaly import features as F
 from core.anomaly import model as M
 from core.anomaly.explain import explain
+from core.anomaly.stopwatch import Stopwatch, lap
 from core.anomaly.training import rate_card
 from core.config import Config, MerchantConfig
 from core.money import display
 from models.db import adbc_connect, get_engine, is_sqlite
-from models.tables import AuditEvent, Break
+from models.tables import AnomalyModel, AuditEvent, Break
 
 OPEN_STATES = ("open", "in_transit", "note")
 RAISED = {"normal": "urgent"}  # a high score raises a break one step; notes stay notes
@@ -49,37 +51,59 @@ class AnomalySummary:
     breaks_raised: int
 
 
-def score(cfg: Config, merchant: MerchantConfig, first: date, last: date, model: M.Model | None = None) -> pa.Table | None:
+def score(cfg: Config, merchant: MerchantConfig, first: date, last: date, model: M.Model | None = None,
+          watch: Stopwatch | None = None) -> pa.Table | None:
     """Feature rows of the merchant's transactions in [first, last] with a `score` column;
     None when no model exists for the merchant."""
-    url = cfg.database.url
-    model = model or M.for_merchant(url, merchant.id)
     if model is None:
-        return None
-    lo, hi = F.slice_for(first, last)
-    con = F.connect(F.load_transactions(url, merchant.id, lo, hi), F.load_orders(url, merchant.id, lo, hi),
-                    merchant.timezone, rate_card(merchant), first, last)
+        row = M.row_for_merchant(cfg.database.url, merchant.id)
+        if row is None:
+            return None
+        return _score(cfg, merchant, first, last, row, watch)[0]
+    return _score(cfg, merchant, first, last, model, watch)[0]
+
+
+def _score(cfg: Config, merchant: MerchantConfig, first: date, last: date, model: M.Model | AnomalyModel,
+           watch: Stopwatch | None) -> tuple[pa.Table, M.Model]:
+    """-> (feature rows with scores, the model). Given a model's row, its file (and, in a new
+    process, scikit-learn: about a second of imports) is loaded on a thread while the records
+    are read, which spends its time in SQLite with the GIL released."""
+    url = cfg.database.url
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(M.from_row, url, model) if isinstance(model, AnomalyModel) else None
+        tx, orders = F.load_slice(url, merchant.id, first, last)
+        lap(watch, "read transactions and orders" + (" (model loading beside)" if pending else ""))
+        if pending is not None:
+            model = pending.result()
+            lap(watch, "wait for the model")
+    con = F.connect(tx, orders, merchant.timezone, rate_card(merchant), first, last)
+    lap(watch, "local time, windows")
     prof = model.profiles.get(merchant.id) or F.profile(con)  # a merchant new since training: its own slice
     table = F.features(con, prof, first, last, merchant.currency)
     con.close()
+    lap(watch, "features (DuckDB joins)")
     s = M.score(model, M.matrix(table, model.features))
-    return table.append_column("score", pa.array(s, pa.float64()))
+    lap(watch, "forest + range lift")
+    return table.append_column("score", pa.array(s, pa.float64())), model
 
 
-def after_run(cfg: Config, merchant: MerchantConfig, day: date, run_id: int) -> AnomalySummary | None:
+def after_run(cfg: Config, merchant: MerchantConfig, day: date, run_id: int,
+              watch: Stopwatch | None = None) -> AnomalySummary | None:
     """The hook at the end of `core.runs.run_day`; None when scoring is off or no model exists."""
     if not cfg.anomaly.enabled:
         return None
     url = cfg.database.url
-    model = M.for_merchant(url, merchant.id)
-    if model is None:
+    row = M.row_for_merchant(url, merchant.id)
+    if row is None:
         return None
-    table = score(cfg, merchant, day, day, model)
+    table, model = _score(cfg, merchant, day, day, row, watch)
     _write_scores(url, table, model.id)
+    lap(watch, "write the scores")
     high = table.filter(pc.greater_equal(table["score"], model.threshold))
     breaks_scored, raised, named = _score_breaks(url, merchant.id, day, table, model.threshold)
     alerts = high.filter(pc.invert(pc.is_in(high["id"], value_set=pa.array(sorted(named), pa.int64()))))
     open_alerts, new = _store_alerts(url, merchant, day, run_id, alerts, model)
+    lap(watch, "score breaks, store alerts")
     name = "pooled" if model.scope == M.POOLED else model.scope
     return AnomalySummary(f"{name} v{model.version}", table.num_rows, open_alerts, new, breaks_scored, raised)
 

@@ -57,24 +57,39 @@ def _table(cols: dict) -> pa.Table:
     return pa.table(full, schema=RECORD_FIELDS)
 
 
-def normal_traffic(m: SyntheticMerchant, first: date, days: int, seed: int = 1) -> pa.Table:
-    """`days` days of ordinary payments and refunds from `first` on."""
+def _payers(m: SyntheticMerchant, seed: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """-> (the merchant's generator, each payer's weight, each payer's habitual amount)."""
     rng = np.random.default_rng([seed, int(hashlib.sha1(m.id.encode()).hexdigest()[:8], 16)])
     payers = m.payers or 10 * m.per_day
     # regulars and passers-by: the busiest payer comes about twice a day
     payer_weight = 1.0 / (np.arange(payers) + m.per_day / 10)
     payer_weight /= payer_weight.sum()
-    payer_habit = m.median_minor * rng.lognormal(0, 0.45, payers)
-    parts = []
-    for d in range(days):
-        day = first + timedelta(days=d)
-        n = rng.poisson(m.per_day * WEEKDAY_VOLUME[day.weekday()])
-        hour = rng.choice(24, n, p=HOUR_WEIGHTS)
-        secs = np.sort(hour * 3600 + rng.uniform(0, 3600, n))
-        payer = rng.choice(payers, n, p=payer_weight)
-        amount = np.maximum(500, np.round(payer_habit[payer] * rng.lognormal(0, 0.2, n) / 50) * 50).astype(np.int64)
-        parts.append((day, secs, payer, amount, rng.choice(len(m.sources), n, p=[s[1] for s in m.sources])))
-    return _assemble(m, parts, rng)
+    return rng, payer_weight, m.median_minor * rng.lognormal(0, 0.45, payers)
+
+
+def _day(m: SyntheticMerchant, day: date, rng: np.random.Generator, payer_weight: np.ndarray,
+         payer_habit: np.ndarray) -> tuple:
+    n = rng.poisson(m.per_day * WEEKDAY_VOLUME[day.weekday()])
+    hour = rng.choice(24, n, p=HOUR_WEIGHTS)
+    secs = np.sort(hour * 3600 + rng.uniform(0, 3600, n))
+    payer = rng.choice(len(payer_weight), n, p=payer_weight)
+    amount = np.maximum(500, np.round(payer_habit[payer] * rng.lognormal(0, 0.2, n) / 50) * 50).astype(np.int64)
+    return day, secs, payer, amount, rng.choice(len(m.sources), n, p=[s[1] for s in m.sources])
+
+
+def normal_traffic(m: SyntheticMerchant, first: date, days: int, seed: int = 1) -> pa.Table:
+    """`days` days of ordinary payments and refunds from `first` on."""
+    rng, weight, habit = _payers(m, seed)
+    return _assemble(m, [_day(m, first + timedelta(days=d), rng, weight, habit) for d in range(days)], rng)
+
+
+def normal_day(m: SyntheticMerchant, day: date, seed: int = 1) -> pa.Table:
+    """One day of ordinary traffic from the same payers, with the same habits, as
+    `normal_traffic(m, ..., seed)`, drawn from the day's own generator: days can be made one
+    at a time (memory stays that of one day) and still be one merchant's."""
+    _rng, weight, habit = _payers(m, seed)
+    rng = np.random.default_rng([seed, day.toordinal(), int(hashlib.sha1(m.id.encode()).hexdigest()[:8], 16)])
+    return _assemble(m, [_day(m, day, rng, weight, habit)], rng)
 
 
 def _assemble(m: SyntheticMerchant, parts, rng) -> pa.Table:
@@ -227,11 +242,11 @@ def write(url: str, m: SyntheticMerchant, records: pa.Table, label: str, side: s
     if not store.find_ledgers(url, m.id):  # a real merchant (the demo's) keeps its own name
         store.ensure_merchant(url, MerchantConfig(id=m.id, name=f"{m.id} (synthetic)", timezone=m.timezone,
                                                   currency=m.currency))
-    sources = sorted(set(records["source"].to_pylist()))
+    sources = sorted(pc.unique(records["source"]).to_pylist())
     ledgers = store.ledger_ids(url, m.id, {(s, side) for s in sources})
     for s in sources:
         mine = records.filter(pc.equal(records["source"], s))
-        for day in sorted(set(mine["business_day"].to_pylist())):
+        for day in sorted(pc.unique(mine["business_day"]).to_pylist()):
             part = mine.filter(pc.equal(mine["business_day"], pa.scalar(day, pa.date32())))
             part = part.append_column("ledger_id", pa.array([ledgers[(s, side)]] * part.num_rows, pa.int64()))
             name = f"{m.id}/{s}/{day}" if side == "channel" else f"{m.id}/{side}/{s}/{day}"

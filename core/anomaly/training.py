@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from core.anomaly import features as F
 from core.anomaly import model as M
+from core.anomaly.stopwatch import Stopwatch, lap
 from core.config import Config, MerchantConfig
 from models.db import adbc_connect, get_engine
 from models.tables import Break
@@ -82,16 +83,17 @@ def flagged(url: str, merchant_id: str) -> tuple[set[int], set[int]]:
     return out, expected
 
 
-def merchant_rows(cfg: Config, merchant: MerchantConfig, first: date, last: date):
+def merchant_rows(cfg: Config, merchant: MerchantConfig, first: date, last: date, watch: Stopwatch | None = None):
     """-> (feature table of the window without flagged anomalies, profile, excluded count)."""
     url = cfg.database.url
-    lo, hi = F.slice_for(first, last)
-    tx = F.load_transactions(url, merchant.id, lo, hi)
-    orders = F.load_orders(url, merchant.id, lo, hi)
+    tx, orders = F.load_slice(url, merchant.id, first, last)
+    lap(watch, "read transactions and orders")
     con = F.connect(tx, orders, merchant.timezone, rate_card(merchant), first, last)
+    lap(watch, "local time, windows")
     prof = F.profile(con)
     table = F.features(con, prof, first, last, merchant.currency)
     con.close()
+    lap(watch, "profile, features (DuckDB)")
     out, _expected = flagged(url, merchant.id)
     excluded = 0
     if out and table.num_rows:
@@ -102,7 +104,7 @@ def merchant_rows(cfg: Config, merchant: MerchantConfig, first: date, last: date
 
 
 def train(cfg: Config, merchant_ids: list[str] | None = None, last: date | None = None,
-          seed: int = 0) -> list[Trained]:
+          seed: int = 0, watch: Stopwatch | None = None) -> list[Trained]:
     """Train and store models; returns what was trained (own models, then the pooled one)."""
     a = cfg.anomaly
     url = cfg.database.url
@@ -113,10 +115,11 @@ def train(cfg: Config, merchant_ids: list[str] | None = None, last: date | None 
         if end is None:
             continue
         first = end - timedelta(days=a.train_days - 1)
-        table, prof, excluded = merchant_rows(cfg, merchant, first, end)
+        table, prof, excluded = merchant_rows(cfg, merchant, first, end, watch)
         if table.num_rows == 0:
             continue
         X = M.matrix(table, F.FEATURE_NAMES)
+        lap(watch, "flagged rows left out, matrix")
         profiles[merchant.id] = prof
         windows.append((first, end))
         excluded_total += excluded
@@ -125,18 +128,22 @@ def train(cfg: Config, merchant_ids: list[str] | None = None, last: date | None 
         else:
             pooled_x.append(X)
         if len(X) >= a.min_transactions:
-            results.append(_fit_and_save(cfg, merchant.id, X, {merchant.id: prof}, (first, end), excluded, seed))
+            results.append(_fit_and_save(cfg, merchant.id, X, {merchant.id: prof}, (first, end), excluded, seed, watch))
     if pooled_x:
         window = (min(w[0] for w in windows), max(w[1] for w in windows))
-        results.append(_fit_and_save(cfg, M.POOLED, np.concatenate(pooled_x), profiles, window, excluded_total, seed))
+        results.append(_fit_and_save(cfg, M.POOLED, np.concatenate(pooled_x), profiles, window, excluded_total, seed,
+                                     watch))
     return results
 
 
-def _fit_and_save(cfg: Config, scope: str, X: np.ndarray, profiles, window, excluded: int, seed: int) -> Trained:
+def _fit_and_save(cfg: Config, scope: str, X: np.ndarray, profiles, window, excluded: int, seed: int,
+                  watch: Stopwatch | None = None) -> Trained:
     a = cfg.anomaly
     fields = M.fit(X, list(F.FEATURE_NAMES), trees=a.trees, target_alert_rate=float(a.target_alert_rate), seed=seed)
+    lap(watch, "fit forests, place thresholds")
     model = M.save(cfg.database.url, model_dir(cfg), M.Model(
         scope=scope, profiles=profiles, window=window, rows=len(X), excluded=excluded, **fields))
+    lap(watch, "save model files and rows")
     return Trained(scope, model.version, len(X), excluded, window, model.threshold, str(model_dir(cfg)))
 
 
