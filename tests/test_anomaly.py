@@ -414,3 +414,12 @@ def test_the_slice_and_the_keyed_joins_against_a_plain_count(db_url):
         joined += o is not None
         with_history += bool(h)
     assert joined > 0.9 * per_day[d2] and with_history > 0.3 * per_day[d2]  # the joins were exercised
+
+
+def test_rows_are_put_in_id_order_only_when_they_are_not():
+    from core.anomaly.features import by_id
+
+    t = pa.table({"id": pa.chunked_array([[5, 9], [2, 7]], pa.int64()), "x": ["a", "b", "c", "d"]})
+    assert by_id(t).to_pydict() == {"id": [2, 5, 7, 9], "x": ["c", "a", "d", "b"]}
+    ordered = by_id(t)
+    assert by_id(ordered) is ordered
