@@ -170,7 +170,8 @@ def train_child(args, store: Path) -> dict:
     scopes = [t.scope for t in trained]
     problems = [] if scopes == ["bench-train", "*"] else [f"training stored {scopes}, not bench-train and pooled"]
     return {"wall": wall, "cpu": cpu, "rows": own.rows, "steps": watch.steps, "problems": problems,
-            "note": ", ".join(f"{'pooled' if t.scope == '*' else t.scope} {t.rows:,} rows" for t in trained)}
+            "note": ", ".join(f"{'pooled' if t.scope == '*' else t.scope} {t.rows:,} transactions ({t.fitted:,} fitted)"
+                              for t in trained)}
 
 
 CHILDREN = {"generate": generate, "score": score_child, "train": train_child}

@@ -246,9 +246,11 @@ def test_a_run_scores_records_and_breaks_alerts_on_a_clean_outlier_and_feedback_
     # the alert's record is kept out of training until a reviewer says it is expected
     out, expected = flagged(db_url, m.id)
     assert len(out) == 1 and not expected
+    assert [(t.scope, t.excluded) for t in train(cfg, [m.id])] == [("demo-shop", 1), ("*", 1)]
     mark_expected(db_url, alert["id"], "alice", "birthday order for the office")
     out2, expected2 = flagged(db_url, m.id)
     assert not out2 and expected2 == out
+    assert [t.excluded for t in train(cfg, [m.id])] == [0, 0]
     with Session(get_engine(db_url)) as s:
         event = s.execute(select(AuditEvent).where(AuditEvent.action == "anomaly_expected")).scalars().one()
     assert (event.actor, event.subject_id) == ("alice", str(alert["id"]))
@@ -394,7 +396,7 @@ def test_the_slice_and_the_keyed_joins_against_a_plain_count(db_url):
 
     con = F.connect(tx, orders, SHOP.timezone, {s: 0.006 for s, _ in SHOP.sources}, d2, d2)
     prof = F.profile(con)
-    table = F.features(con, prof, d2, d2, SHOP.currency).to_pylist()
+    table = F.features(con, prof, SHOP.currency).to_pylist()
     assert len(table) == per_day[d2]
     order_at = {}
     for o in orders.to_pylist():
@@ -423,3 +425,30 @@ def test_rows_are_put_in_id_order_only_when_they_are_not():
     assert by_id(t).to_pydict() == {"id": [2, 5, 7, 9], "x": ["c", "a", "d", "b"]}
     ordered = by_id(t)
     assert by_id(ordered) is ordered
+
+
+def test_training_describes_a_sample_of_a_long_window_and_still_ranks_what_was_injected(tmp_path, monkeypatch):
+    """Above TRAIN_ROWS transactions, features are computed for a sample only (the profile
+    still reads them all); the model trained so still puts every injected pattern on top."""
+    from core.anomaly import training as T
+    from models.db import adbc_connect
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    upgrade(url)
+    normal = S.normal_traffic(SHOP, FIRST, TRAIN_DAYS + 1, seed=8)
+    day = FIRST + timedelta(days=TRAIN_DAYS)
+    injected = pa.concat_tables([S.inject(SHOP, normal, day, p, seed=8) for p in S.PATTERNS])
+    S.write(url, SHOP, pa.concat_tables([normal, injected]), "t")
+    cfg = _config(url, tmp_path / "models", [SHOP])
+    monkeypatch.setattr(T, "TRAIN_ROWS", 3000)
+    own = train(cfg, last=day - timedelta(days=1))[0]
+    window = sum(1 for d in normal["business_day"].to_pylist() if FIRST <= d < day)
+    assert (own.scope, own.rows, own.fitted) == ("shop", window, 3000) and window > 2 * 3000
+    t = score(cfg, cfg.merchant("shop"), day, day)
+    truth = {r: p for p in S.PATTERNS for r in _refs(injected, p)}
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, ref FROM record")
+        refs = dict(cur.fetchall())
+    s = np.array(t["score"].to_pylist())
+    hit = np.array([refs[i] in truth for i in t["id"].to_pylist()])
+    assert hit.sum() == len(truth) and (s[hit] > np.quantile(s[~hit], 0.99)).all()

@@ -314,7 +314,7 @@ SELECT w.id, w.day, w.source, w.kind, w.amount, w.fee, w.payer,
 FROM (SELECT w.*, o.o_ts FROM w LEFT JOIN (
           SELECT hash(source, order_id) AS k, min(occurred_at) AS o_ts FROM orders WHERE order_id <> '' GROUP BY k) o
       ON o.k = hash(w.source, w.order_id) AND w.is_pay = 1 AND w.order_id IS NOT NULL
-      WHERE w.day BETWEEN DATE '{first}' AND DATE '{last}') w
+      WHERE w.scored) w
 LEFT JOIN p_amount pa ON pa.source = w.source AND pa.kind = w.kind
 LEFT JOIN (SELECT hash(payer) AS k, * FROM p_payer) pp ON pp.k = hash(w.payer) AND w.payer IS NOT NULL
 LEFT JOIN p_hour ph ON ph.hr = w.hr
@@ -426,11 +426,18 @@ def by_id(table: pa.Table) -> pa.Table:
     return table.take(pc.sort_indices(table["id"]))
 
 
+def in_days(tx: pa.Table, first: date, last: date) -> np.ndarray:
+    """Which rows of `tx` have their business day in [first, last]."""
+    day, epoch = _days(tx["business_day"]), date(1970, 1, 1)
+    return (day >= (first - epoch).days) & (day <= (last - epoch).days)
+
+
 def connect(tx: pa.Table, orders: pa.Table, timezone: str, rate_card: dict[str, float],
-            first: date, last: date) -> duckdb.DuckDBPyConnection:
+            first: date, last: date, rows: np.ndarray | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with `w`: every row of the loaded slice (`tx`: days `first` - 1 to
-    `last`, see `load_slice`), with local hour and weekday for all and the windows for the rows
-    of [first, last]."""
+    `last`, see `load_slice`), with local hour and weekday for all, and the windows for the
+    rows `features` will describe (`scored`): those of [first, last], or the `rows` given (a
+    mask over `tx`: training describes a sample of its window)."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("tx", tx)
@@ -443,9 +450,7 @@ def connect(tx: pa.Table, orders: pa.Table, timezone: str, rate_card: dict[str, 
     utc = _micros(tx["occurred_at"]) // 60_000_000
     local = local_minutes(utc, timezone)
     t_min = np.clip(utc - t0, 0, (1 << bits) - 1).astype(np.uint64)
-    day = _days(tx["business_day"])
-    epoch = date(1970, 1, 1)
-    scored = (day >= (first - epoch).days) & (day <= (last - epoch).days)
+    scored = in_days(tx, first, last) if rows is None else rows
     is_ref = _flag(tx["kind"], "refund")
     masks = {"is_ref": is_ref, "is_pay": _flag(tx["kind"], "payment"), "no_payer": _flag(tx["payer"], ""),
              "no_order": _flag(tx["order_id"], "")}
@@ -453,7 +458,7 @@ def connect(tx: pa.Table, orders: pa.Table, timezone: str, rate_card: dict[str, 
     keys = {k: (h & high) | t_min for k, h in con.sql(GROUP_SQL).fetchnumpy().items()} if len(tx) else {}
     counts = _windows(keys, t_min, (1 << bits) - 1, masks, scored) if len(tx) else \
         {name: np.zeros(0, np.int64) for name, *_ in WINDOWS}
-    extra = {"is_pay": masks["is_pay"].astype(np.int32), "is_ref": is_ref.astype(np.int32),
+    extra = {"scored": scored, "is_pay": masks["is_pay"].astype(np.int32), "is_ref": is_ref.astype(np.int32),
              "hr": (local // 60) % 24, "dow": (local // 1440 + 3) % 7 + 1,  # 1970-01-01 was a Thursday (4)
              "local_minute": local % 1440, **counts}
     wt = tx
@@ -471,13 +476,12 @@ def profile(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
     return {name: con.sql(sql).to_arrow_table() for name, sql in PROFILE_SQL.items()}
 
 
-def features(con: duckdb.DuckDBPyConnection, prof: dict[str, pa.Table], first: date, last: date,
-             currency: str) -> pa.Table:
-    """One row per transaction of [first, last]: id, day, the FEATURES columns and context."""
+def features(con: duckdb.DuckDBPyConnection, prof: dict[str, pa.Table], currency: str) -> pa.Table:
+    """One row per transaction `connect` marked `scored`: id, day, the FEATURES columns and context."""
     for name, table in prof.items():
         con.register(f"p_{name}", table)
     cols = ",\n    ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in FEATURES)
-    sql = FEATURE_SQL.format(features=cols, first=first.isoformat(), last=last.isoformat(), expected="{expected}")
+    sql = FEATURE_SQL.format(features=cols, expected="{expected}")
     sql = sql.replace("{scale}", str(10 ** exponent(currency))).replace("{expected}", EXPECTED_30M)
     # no ORDER BY (sorting a million wide rows took a second): DuckDB keeps the order of `w`,
     # whose scored rows are in id order (`load_slice`); `by_id` checks, and sorts if not

@@ -79,7 +79,7 @@ def _score(cfg: Config, merchant: MerchantConfig, first: date, last: date, model
     con = F.connect(tx, orders, merchant.timezone, rate_card(merchant), first, last)
     lap(watch, "local time, windows")
     prof = model.profiles.get(merchant.id) or F.profile(con)  # a merchant new since training: its own slice
-    table = F.features(con, prof, first, last, merchant.currency)
+    table = F.features(con, prof, merchant.currency)
     con.close()
     lap(watch, "features (DuckDB joins)")
     s = M.score(model, M.matrix(table, model.features))
