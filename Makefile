@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_day.py
 	$(BIN)/python bench/formats.py
 	$(BIN)/python bench/clicks.py
+	$(BIN)/python bench/anomaly_bench.py
 
 accuracy: $(STAMP)
 	$(BIN)/python bench/accuracy.py

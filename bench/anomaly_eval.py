@@ -155,7 +155,7 @@ def main() -> int:
           f"{args.eval_days} evaluation days · {len(ids):,} evaluated transactions, {len(truth)} injected "
           f"({', '.join(f'{p} {counts[p]}' for p in S.PATTERNS)})")
     names = [("pooled" if t.scope == "*" else t.scope, t) for t in trained]
-    print("models: " + ", ".join(f"{n} v{t.version} ({t.rows:,} rows)" for n, t in names))
+    print("models: " + ", ".join(f"{n} v{t.version} ({t.rows:,} transactions, {t.fitted:,} fitted)" for n, t in names))
     cols = ["p@50", "p@k", *S.PATTERNS, "alert rate"]
     head = f"{'method':<34}" + "".join(f"{c:>17}" for c in cols)
     print(head)

@@ -246,9 +246,11 @@ def test_a_run_scores_records_and_breaks_alerts_on_a_clean_outlier_and_feedback_
     # the alert's record is kept out of training until a reviewer says it is expected
     out, expected = flagged(db_url, m.id)
     assert len(out) == 1 and not expected
+    assert [(t.scope, t.excluded) for t in train(cfg, [m.id])] == [("demo-shop", 1), ("*", 1)]
     mark_expected(db_url, alert["id"], "alice", "birthday order for the office")
     out2, expected2 = flagged(db_url, m.id)
     assert not out2 and expected2 == out
+    assert [t.excluded for t in train(cfg, [m.id])] == [0, 0]
     with Session(get_engine(db_url)) as s:
         event = s.execute(select(AuditEvent).where(AuditEvent.action == "anomaly_expected")).scalars().one()
     assert (event.actor, event.subject_id) == ("alice", str(alert["id"]))
@@ -268,3 +270,185 @@ def test_every_feature_is_documented():
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "anomaly.md").read_text(encoding="utf-8")
     assert [f.name for f in FEATURES if f"| `{f.name}` | {f.unit} | {f.meaning} |" not in doc] == []
+
+
+# -- the fast paths against what they replace ----------------------------------------------
+
+def test_forest_score_is_scikit_learns_score_samples():
+    from sklearn.ensemble import IsolationForest
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(5000, 6)).astype(np.float32)
+    X[:20] += 6  # a few far out, so leaves of every depth are reached
+    forest = IsolationForest(n_estimators=40, max_samples=256, random_state=1).fit(X)
+    Y = np.vstack([X, rng.normal(size=(70_000, 6)).astype(np.float32) * 2])  # more rows than one thread task
+    ours = M.forest_score(forest, Y)
+    assert np.allclose(ours, -forest.score_samples(Y), rtol=0, atol=1e-12)
+    assert ours[:20].min() > np.quantile(ours[20:5000], 0.99)
+
+
+def _tx(rows, tz="Europe/Berlin"):
+    """A hand-made slice: (minutes after 2026-10-24 00:00 UTC, payer, kind, amount, order, business day)."""
+    from datetime import datetime
+
+    from core.anomaly import features as F
+
+    base = datetime(2026, 10, 24)
+    return pa.table({
+        "id": pa.array(range(1, len(rows) + 1), pa.int64()),
+        "source": pa.array(["stripe"] * len(rows)), "kind": pa.array([r[2] for r in rows]),
+        "amount": pa.array([r[3] for r in rows], pa.int64()), "fee": pa.array([0] * len(rows), pa.int64()),
+        "discount": pa.array([0] * len(rows), pa.int64()),
+        "occurred_at": pa.array([base + timedelta(minutes=r[0], seconds=30) for r in rows], pa.timestamp("us")),
+        "business_day": pa.array([r[5] for r in rows], pa.date32()),
+        "payer": pa.array([r[1] for r in rows]), "order_id": pa.array([r[4] for r in rows]),
+    }, schema=F.TX_SCHEMA)
+
+
+def test_windows_and_local_time_counted_by_hand():
+    """Berlin leaves summer time at 01:00 UTC on 2026-10-25: 00:30 UTC is 02:30 CEST, 01:30
+    UTC is 02:30 CET. Windows are to the minute and count the row itself."""
+    from core.anomaly import features as F
+
+    d24, d25 = date(2026, 10, 24), date(2026, 10, 25)
+    rows = [
+        (600, "p1", "payment", 1000, "o1", d24),  # the day before: context for the 24-hour windows
+        (1440 + 30, "p1", "payment", 1000, "o2", d25),  # 00:30 UTC
+        (1440 + 35, "p1", "payment", 1000, "o2", d25),  # the same order and amount again
+        (1440 + 40, "p1", "refund", -1000, "o2", d25),
+        (1440 + 90, "p1", "payment", 500, "o3", d25),  # 01:30 UTC, after the change
+        (1440 + 95, "", "payment", 700, "", d25),  # no payer, no order
+        (1440 + 100, "p2", "refund", -300, "o9", d25),
+    ]
+    con = F.connect(_tx(rows), F.ORDERS_SCHEMA.empty_table(), "Europe/Berlin", {"stripe": 0.014}, d25, d25)
+    w = con.sql("SELECT id, hr, dow, local_minute, payer_10m, payer_1h, payer_24h, payer_refunds_24h, "
+                "payer_payments_24h, same_amount_1h, channel_30m, order_payments FROM w ORDER BY id").fetchall()
+    by_id = {r[0]: r[1:] for r in w}
+    assert [by_id[i][:3] for i in (2, 5)] == [(2, 7, 150), (2, 7, 150)]  # 02:30 on a Sunday, twice
+    assert by_id[1][:2] == (12, 6)  # 10:00 UTC on Saturday is 12:00 CEST
+    #            10m 1h 24h ref24 pay24 same1h ch30 order
+    assert by_id[2][3:] == (1, 1, 2, 0, 2, 1, 2, 1)  # 24 h back reaches the day before's payment
+    assert by_id[3][3:] == (2, 2, 3, 0, 3, 2, 2, 2)  # o2 charged a second time
+    assert by_id[4][3:] == (1, 1, 1, 1, 3, 1, 1, 1)  # a refund counts refunds, its payer's payments beside
+    assert by_id[5][3:] == (1, 3, 4, 1, 4, 1, 2, 1)  # the hour back starts at 00:30 exactly
+    assert by_id[6][3:] == (1, 1, 1, 0, 0, 1, 2, 1)  # no payer: counted as alone
+    assert by_id[7][3:] == (1, 1, 1, 1, 0, 1, 1, 1)
+    assert by_id[1][3:] == (0,) * 8  # context rows get no windows
+
+
+@pytest.mark.parametrize("tz", ["Asia/Shanghai", "Europe/Berlin", "America/St_Johns", "Asia/Kathmandu"])
+def test_local_minutes_agree_with_zoneinfo(tz):
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    from core.anomaly.features import local_minutes
+
+    rng = np.random.default_rng(5)
+    start = int(datetime(2026, 3, 1, tzinfo=timezone.utc).timestamp()) // 60
+    utc = np.sort(rng.integers(start, start + 300 * 1440, 2000))
+    got = local_minutes(utc, tz)
+    zone = ZoneInfo(tz)
+    want = [m + int(datetime.fromtimestamp(int(m) * 60, zone).utcoffset().total_seconds()) // 60 for m in utc]
+    assert got.tolist() == want
+
+
+def test_scores_are_appended_the_first_time_and_updated_after(db_url, tmp_path):
+    from core.anomaly.scoring import _write_scores, scores_of
+
+    S.write(db_url, SHOP, S.normal_traffic(SHOP, FIRST, 1, seed=1), "t")
+    from models.db import adbc_connect
+
+    with adbc_connect(db_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id FROM record ORDER BY id")
+        ids = [r[0] for r in cur.fetchall()]
+    with Session(get_engine(db_url)) as s:
+        row = AnomalyModel(scope="shop", version=1, path="x", sha256="0", window_first=FIRST, window_last=FIRST,
+                           rows=1, features="[]", threshold=0.7, urgent_threshold=0.8, target_alert_rate=0.001)
+        s.add(row)
+        s.commit()
+        model_id = row.id
+    first = pa.table({"id": pa.array(ids[:-5], pa.int64()), "score": pa.array(np.linspace(0.3, 0.6, len(ids) - 5))})
+    _write_scores(db_url, first, model_id)  # nothing scored yet: straight in
+    assert scores_of(db_url, ids[:3]) == dict(zip(ids[:3], first["score"].to_pylist()[:3]))
+    again = pa.table({"id": pa.array(ids, pa.int64()), "score": pa.array(np.full(len(ids), 0.5))})
+    _write_scores(db_url, again, model_id)  # a re-run: every score replaced, the new ones added
+    assert set(scores_of(db_url, ids).values()) == {0.5} and len(scores_of(db_url, ids)) == len(ids)
+
+
+def test_the_slice_and_the_keyed_joins_against_a_plain_count(db_url):
+    """`load_slice` reads the day whole, the day before with the columns the windows read, and
+    our orders of both days; the order time and the payer history joined on hashed keys are
+    the ones a dictionary lookup by the text keys finds."""
+    import math
+
+    from core.anomaly import features as F
+
+    d1, d2 = FIRST, FIRST + timedelta(days=1)
+    rows = S.normal_traffic(SHOP, d1, 2, seed=3)
+    S.write(db_url, SHOP, rows, "t")
+    S.write(db_url, SHOP, S.orders_for(rows, 3), "t", side="internal")
+    tx, orders = F.load_slice(db_url, "shop", d2, d2)
+    per_day = {d: sum(1 for x in rows["business_day"].to_pylist() if x == d) for d in (d1, d2)}
+    context = tx.filter(pa.compute.equal(tx["business_day"], pa.scalar(d1, pa.date32())))
+    assert (tx.num_rows, context.num_rows) == (per_day[d1] + per_day[d2], per_day[d1])
+    assert context["id"].null_count == context["fee"].null_count == context.num_rows  # narrow
+    assert tx["id"].null_count == context.num_rows and orders.num_rows > 0.9 * tx.num_rows
+
+    con = F.connect(tx, orders, SHOP.timezone, {s: 0.006 for s, _ in SHOP.sources}, d2, d2)
+    prof = F.profile(con)
+    table = F.features(con, prof, SHOP.currency).to_pylist()
+    assert len(table) == per_day[d2]
+    order_at = {}
+    for o in orders.to_pylist():
+        key = (o["source"], o["order_id"])
+        order_at[key] = min(order_at.get(key, o["occurred_at"]), o["occurred_at"])
+    history = {p["payer"]: p for p in prof["payer"].to_pylist()}
+    at = {r["id"]: r["occurred_at"] for r in tx.to_pylist() if r["id"] is not None}
+    joined = with_history = 0
+    for r in table:
+        o = order_at.get((r["source"], r["order_id"])) if r["kind"] == "payment" else None
+        want = 0 if o is None else math.log(1 + abs((at[r["id"]] - o).total_seconds()) / 60)
+        assert r["order_delay"] == pytest.approx(want, abs=1e-6), r
+        h = history.get(r["payer"])
+        assert r["payer_history"] == (h["payments"] if h else 0)
+        if h and h["payments"] >= 3:
+            assert r["payer_ratio"] == pytest.approx(math.log(max(abs(r["amount"]), 1) / h["median_minor"]))
+        joined += o is not None
+        with_history += bool(h)
+    assert joined > 0.9 * per_day[d2] and with_history > 0.3 * per_day[d2]  # the joins were exercised
+
+
+def test_rows_are_put_in_id_order_only_when_they_are_not():
+    from core.anomaly.features import by_id
+
+    t = pa.table({"id": pa.chunked_array([[5, 9], [2, 7]], pa.int64()), "x": ["a", "b", "c", "d"]})
+    assert by_id(t).to_pydict() == {"id": [2, 5, 7, 9], "x": ["c", "a", "d", "b"]}
+    ordered = by_id(t)
+    assert by_id(ordered) is ordered
+
+
+def test_training_describes_a_sample_of_a_long_window_and_still_ranks_what_was_injected(tmp_path, monkeypatch):
+    """Above TRAIN_ROWS transactions, features are computed for a sample only (the profile
+    still reads them all); the model trained so still puts every injected pattern on top."""
+    from core.anomaly import training as T
+    from models.db import adbc_connect
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    upgrade(url)
+    normal = S.normal_traffic(SHOP, FIRST, TRAIN_DAYS + 1, seed=8)
+    day = FIRST + timedelta(days=TRAIN_DAYS)
+    injected = pa.concat_tables([S.inject(SHOP, normal, day, p, seed=8) for p in S.PATTERNS])
+    S.write(url, SHOP, pa.concat_tables([normal, injected]), "t")
+    cfg = _config(url, tmp_path / "models", [SHOP])
+    monkeypatch.setattr(T, "TRAIN_ROWS", 3000)
+    own = train(cfg, last=day - timedelta(days=1))[0]
+    window = sum(1 for d in normal["business_day"].to_pylist() if FIRST <= d < day)
+    assert (own.scope, own.rows, own.fitted) == ("shop", window, 3000) and window > 2 * 3000
+    t = score(cfg, cfg.merchant("shop"), day, day)
+    truth = {r: p for p in S.PATTERNS for r in _refs(injected, p)}
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, ref FROM record")
+        refs = dict(cur.fetchall())
+    s = np.array(t["score"].to_pylist())
+    hit = np.array([refs[i] in truth for i in t["id"].to_pylist()])
+    assert hit.sum() == len(truth) and (s[hit] > np.quantile(s[~hit], 0.99)).all()

@@ -7,4 +7,5 @@
     explain.py    per-feature deviations -> words
     feedback.py   a reviewer marks an alert `expected`
     synthetic.py  SYNTHETIC traffic for the benchmark, tests and the demo's history
+    stopwatch.py  wall and CPU seconds per step, for the bench
 """

@@ -26,9 +26,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Callable
 
+from zoneinfo import ZoneInfo
+
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.money import display, exponent
 from models.db import adbc_connect, is_sqlite
@@ -81,8 +84,8 @@ FEATURES: list[Feature] = [
             "high", _payer_words),
     Feature("hour_rarity", "-ln(coalesce(ph.share, 0) * 24 + 0.002)", "-ln(share × 24)",
             "how rare the local hour of day is for this merchant (0 = an average hour)", "high",
-            lambda r: (f"at {r['local_time']} local time, an hour with {_pct(r['hour_share'])} of this merchant's "
-                       f"transactions")),
+            lambda r: (f"at {r['local_minute'] // 60:02d}:{r['local_minute'] % 60:02d} local time, an hour with "
+                       f"{_pct(r['hour_share'])} of this merchant's transactions")),
     Feature("weekday_rarity", "-ln(coalesce(pd.share, 0) * 7 + 0.01)", "-ln(share × 7)",
             "how rare the local weekday is for this merchant (0 = an average day)", "high",
             lambda r: f"on a {WEEKDAYS[r['dow'] - 1]}, a day with {_pct(r['dow_share'])} of this merchant's transactions"),
@@ -142,33 +145,17 @@ def _duration(seconds: float | None) -> str:
 
 
 # -- the relations ----------------------------------------------------------------------
-
-# The slice's rows with local time and one sortable integer per window group: the group's
-# hash in the high bits, minutes since {t0} in the low {bits} bits. {t0} is the minute two
-# days before the slice's first day began (room for time zones ahead of UTC); the hash keeps
-# 64 - {bits} bits, so two payers colliding is negligible at millions of rows.
-BASE_SQL = """
-CREATE OR REPLACE TEMP TABLE b AS
-WITH t AS (
-    SELECT *, CAST(epoch(CAST(occurred_at AS TIMESTAMP)) // 60 AS BIGINT) AS t_abs
-    FROM (SELECT * REPLACE (nullif(payer, '') AS payer, nullif(order_id, '') AS order_id) FROM tx))
-SELECT t.* EXCLUDE (t_abs), CAST(t.occurred_at AS TIMESTAMP) AS ts, CAST(t.business_day AS DATE) AS day,
-       timezone('{tz}', CAST(t.occurred_at AS TIMESTAMP)::TIMESTAMPTZ) AS local_ts,
-       CAST(t.kind = 'payment' AS INTEGER) AS is_pay, CAST(t.kind = 'refund' AS INTEGER) AS is_ref,
-       abs(t.amount) AS abs_amount, t.payer IS NULL AS no_payer, t.order_id IS NULL AS no_order,
-       hour(local_ts) AS hr, isodow(local_ts) AS dow,  -- DuckDB: an alias of this SELECT
-       CAST(t_abs - {t0} AS UBIGINT) AS t_min,
-       ((hash(t.payer) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_payer,
-       ((hash(t.payer, t.kind, t.amount) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_amount,
-       ((hash(t.source, t.kind) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_channel,
-       ((hash(t.source, t.kind, t.order_id, t.amount) >> {bits}) << {bits}) | CAST(t_abs - {t0} AS UBIGINT) AS k_order
-FROM t
-"""
+#
+# Speed (a million transactions scored, two million loaded): the slice is read narrow (ledger
+# ids instead of a join, refund as a flag), typed by Arrow, and everything per row that is
+# not a join is numpy: local hour and weekday from one UTC offset per quarter hour (DuckDB's
+# time-zone conversion took about a second per million rows), the windows from one argsort
+# per group key (DuckDB's RANGE frames: 16.7 s per million rows). DuckDB is left the joins
+# with the profile and our orders, on all cores.
 
 # Time windows over the loaded slice, to the minute: (column, group key, counted rows, minutes
 # before, minutes after). "same kind" counts payments for a payment and refunds for a refund.
-# A count includes the row itself. DuckDB's RANGE frames took 16.7 s for these on a million
-# rows; one argsort per key and numpy's searchsorted take about a second.
+# A count includes the row itself.
 WINDOWS = [
     ("payer_10m", "k_payer", "same kind", 10, 0),
     ("payer_1h", "k_payer", "same kind", 60, 0),
@@ -183,48 +170,113 @@ WINDOWS = [
 NO_PAYER = {"payer_10m": 1, "payer_1h": 1, "payer_24h": 1, "payer_refunds_24h": 0, "payer_payments_24h": 0,
             "same_amount_1h": 1}
 
+# The groups of the windows, hashed by DuckDB (in parallel): a window key is the group's hash
+# in the high bits and the minute in the low ones (see `_keys`).
+GROUP_SQL = """
+SELECT hash(nullif(payer, '')) AS k_payer,
+       hash(nullif(payer, ''), kind, amount) AS k_amount,
+       hash(source, kind) AS k_channel,
+       hash(source, kind, nullif(order_id, ''), amount) AS k_order
+FROM tx
+"""
+
 
 def time_bits(first, last) -> int:
     """Low bits that hold the minutes of a slice from the day before `first` to `last`, with room."""
     return int((((last - first).days + 4) * 1440).bit_length())
 
 
-def _windows(b: dict[str, np.ndarray], bits: int) -> pa.Table:
-    """The WINDOWS columns for the rows of `b` (numpy columns of the base table): per key one
-    argsort of the (group, minute) integers; a window count is two searchsorted calls with
-    the queries in sorted order, scattered back to the rows. Bounds are clamped to the
-    group's own range of integers."""
-    t = b["t_min"].astype(np.uint64)
-    top = np.uint64((1 << bits) - 1)
-    is_pay, is_ref = b["is_pay"].astype(bool), b["is_ref"].astype(bool)
-    no_payer, no_order = b["no_payer"].astype(bool), b["no_order"].astype(bool)
-    cache: dict = {}
-    out = {}
+def _micros(col: pa.ChunkedArray) -> np.ndarray:
+    """UTC microseconds since the epoch: SQLite hands times back as text, PostgreSQL typed."""
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        col = pc.cast(col, pa.timestamp("us"))
+    elif col.type != pa.timestamp("us"):
+        col = col.cast(pa.timestamp("us", tz=col.type.tz))
+    return col.cast(pa.int64()).to_numpy()
 
-    def count(key: str, member, before: int, after: int) -> np.ndarray:
-        if key not in cache:
-            v = b[key]
-            order = np.argsort(v, kind="stable")
-            cache[key] = (order, v[order], t[order])
-        order, v, ts = cache[key]
-        members = v if member is None else v[member[order]]
-        lo = v - np.minimum(ts, np.uint64(before))
-        hi = v + np.minimum(top - ts, np.uint64(after))
-        n = np.empty(len(v), np.int64)
-        n[order] = np.searchsorted(members, hi, "right") - np.searchsorted(members, lo, "left")
-        return n
 
-    for name, key, member, before, after in WINDOWS:
-        if member == "same kind":
-            n = np.where(is_pay, count(key, is_pay, before, after), count(key, is_ref, before, after))
-        else:
-            n = count(key, None if member is None else {"is_pay": is_pay, "is_ref": is_ref}[member], before, after)
-        if name in NO_PAYER:
-            n = np.where(no_payer, NO_PAYER[name], n)
-        if name == "order_payments":
-            n = np.where(no_order | ~is_pay, 1, n)
-        out[name] = pa.array(n, pa.int64())
-    return pa.table(out)
+def _days(col: pa.ChunkedArray) -> np.ndarray:
+    """Days since the epoch of a date column (text from SQLite)."""
+    if not pa.types.is_date32(col.type):
+        col = pc.cast(col, pa.date32())
+    return col.cast(pa.int32()).to_numpy()
+
+
+def _flag(col: pa.ChunkedArray, value: str) -> np.ndarray:
+    return pc.equal(col, value).to_numpy(zero_copy_only=False)
+
+
+def local_minutes(utc_minutes: np.ndarray, timezone: str) -> np.ndarray:
+    """Local minutes since the epoch: one UTC offset per quarter hour (every time zone in use
+    changes its offset on a quarter hour), looked up for every row."""
+    if len(utc_minutes) == 0:
+        return utc_minutes
+    quarter = utc_minutes // 15
+    first, last = int(quarter.min()), int(quarter.max())
+    if last - first <= 400 * 96:
+        quarters, index = np.arange(first, last + 1), quarter - first
+    else:  # a stray time far from the rest: only the quarters that occur
+        quarters, index = np.unique(quarter, return_inverse=True)
+    zone = ZoneInfo(timezone)
+    offsets = np.array([datetime.fromtimestamp(int(q) * 900, zone).utcoffset() // timedelta(minutes=1)
+                        for q in quarters], np.int64)
+    return utc_minutes + offsets[index]
+
+
+def _windows(keys: dict[str, np.ndarray], t_min: np.ndarray, top: int, masks: dict[str, np.ndarray],
+             scored: np.ndarray) -> dict[str, np.ndarray]:
+    """The WINDOWS counts of the `scored` rows (0 elsewhere). Per key one argsort of the
+    (group, minute) integers; a window's bounds are two searchsorted calls (shared by the
+    windows with the same bound), and a count of some rows only (payments, refunds) is a
+    difference of their running count at the bounds. The bounds are clamped to the group's
+    own range of integers. Keys run on two threads (numpy sorts without the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = len(t_min)
+    out = {name: np.zeros(n, np.int64) for name, *_ in WINDOWS}
+    top_ = np.uint64(top)
+
+    def per_key(key: str) -> None:
+        v = keys[key]
+        order = np.argsort(v)  # ties are counted by value, so their order does not matter
+        vs = v[order]
+        pos = np.flatnonzero(scored[order])
+        rows, q, qt = order[pos], vs[pos], t_min[order][pos]
+        bounds: dict = {}
+
+        def bound(side: str, minutes: int) -> np.ndarray:
+            if (side, minutes) not in bounds:
+                m = np.uint64(minutes)
+                edge = q - np.minimum(qt, m) if side == "left" else q + np.minimum(top_ - qt, m)
+                bounds[(side, minutes)] = np.searchsorted(vs, edge, side)
+            return bounds[(side, minutes)]
+
+        running: dict = {}
+
+        def within(member: str | None, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+            if member is None:
+                return hi - lo
+            if member not in running:
+                running[member] = np.concatenate(([0], np.cumsum(masks[member][order], dtype=np.int64)))
+            c = running[member]
+            return c[hi] - c[lo]
+
+        for name, k, member, before, after in WINDOWS:
+            if k != key:
+                continue
+            lo, hi = bound("left", before), bound("right", after)
+            if member == "same kind":
+                counts = np.where(masks["is_pay"][rows], within("is_pay", lo, hi), within("is_ref", lo, hi))
+            else:
+                counts = within(member, lo, hi)
+            out[name][rows] = counts
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(per_key, sorted({k for _, k, *_ in WINDOWS})))
+    for name, value in NO_PAYER.items():
+        out[name][masks["no_payer"]] = value
+    out["order_payments"][masks["no_order"] | ~masks["is_pay"]] = 1
+    return out
 
 
 # The merchant's history, summarised once per model (from `w` over the training window).
@@ -244,28 +296,32 @@ PROFILE_SQL = {
                  FROM w GROUP BY ALL""",
 }
 
+# Our orders and the payer profile (a million rows each at the sizes of the bench) are joined
+# on 64-bit hashes of their text keys: DuckDB joins integers in a third of the time it takes
+# to join strings. Two different keys with the same hash would lend one transaction another
+# key's order time or payer history; at a million keys a day that is about one day in ten
+# million.
 FEATURE_SQL = """
 SELECT w.id, w.day, w.source, w.kind, w.amount, w.fee, w.payer,
     {features},
     -- context for the words
     pa.median_minor AS merchant_median, pp.median_minor AS payer_median, coalesce(pp.payments, 0) AS payer_history,
-    strftime(local_ts, '%H:%M') AS local_time, coalesce(ph.share, 0) AS hour_share, w.dow,
+    w.local_minute, coalesce(ph.share, 0) AS hour_share, w.dow,
     coalesce(pd.share, 0) AS dow_share, coalesce(pc.share, 0) AS channel_share, channel_30m, w.order_id,
     {expected} AS channel_expected, rc.rate AS rate_card,
     CASE WHEN amount - discount > 0 THEN fee / (amount - discount) END AS fee_rate,
     epoch(ts) - epoch(o_ts) AS order_delay_s
 FROM (SELECT w.*, o.o_ts FROM w LEFT JOIN (
-          SELECT source, order_id, min(CAST(occurred_at AS TIMESTAMP)) AS o_ts FROM orders GROUP BY ALL) o
-      ON o.source = w.source AND o.order_id = w.order_id AND w.is_pay = 1) w
+          SELECT hash(source, order_id) AS k, min(occurred_at) AS o_ts FROM orders WHERE order_id <> '' GROUP BY k) o
+      ON o.k = hash(w.source, w.order_id) AND w.is_pay = 1 AND w.order_id IS NOT NULL
+      WHERE w.scored) w
 LEFT JOIN p_amount pa ON pa.source = w.source AND pa.kind = w.kind
-LEFT JOIN p_payer pp ON pp.payer = w.payer
+LEFT JOIN (SELECT hash(payer) AS k, * FROM p_payer) pp ON pp.k = hash(w.payer) AND w.payer IS NOT NULL
 LEFT JOIN p_hour ph ON ph.hr = w.hr
 LEFT JOIN p_dow pd ON pd.dow = w.dow
 LEFT JOIN p_channel pc ON pc.source = w.source
 LEFT JOIN p_volume pv ON pv.source = w.source AND pv.kind = w.kind
 LEFT JOIN rate_card rc ON rc.source = w.source
-WHERE w.day BETWEEN DATE '{first}' AND DATE '{last}'
-ORDER BY w.id
 """
 
 # usual transactions of this kind at this channel in half an hour like this one (hour x weekday)
@@ -277,59 +333,140 @@ TX_SCHEMA = pa.schema([
     ("business_day", pa.date32()), ("payer", pa.string()), ("order_id", pa.string()),
 ])
 ORDERS_SCHEMA = pa.schema([("source", pa.string()), ("order_id", pa.string()), ("occurred_at", pa.timestamp("us"))])
+KINDS = pa.array(["payment", "refund"], pa.string())
 
 
 def _lit(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _read(url: str, sql: str, schema: pa.Schema) -> pa.Table:
-    if not is_sqlite(url):
-        sql = sql.replace("BETWEEN '", "BETWEEN DATE '").replace("AND '", "AND DATE '")
+def _ledgers(url: str, merchant_id: str, side: str) -> dict[int, str]:
+    """ledger id -> source of the merchant's ledgers on `side` (records are read by ledger id,
+    as `core.store` does: no join, no source text per row)."""
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT id, source FROM ledger WHERE merchant_id = {_lit(merchant_id)} AND side = {_lit(side)}")
+        return dict(cur.fetchall())
+
+
+def _read(url: str, ledger: int, source: str, day: date, columns: str, where: str, schema: pa.Schema) -> pa.Table:
+    """Records of one ledger and one business day, typed as `schema`: `source` and
+    `business_day` are the same on every row and not read (reading them cost a tenth of a
+    second per million rows each), `is_ref` becomes `kind`, times are typed by Arrow, a
+    column of `schema` the query does not read is NULL."""
+    on = _lit(day.isoformat()) if is_sqlite(url) else f"DATE {_lit(day.isoformat())}"
+    sql = f"SELECT {columns} FROM record r WHERE r.ledger_id = {int(ledger)} AND {where} AND r.business_day = {on}"
     with adbc_connect(url) as conn, conn.cursor() as cur:
         cur.execute(sql)
         table = cur.fetch_arrow_table()
-    if table.num_rows == 0:
+    n = table.num_rows
+    if n == 0:
         return schema.empty_table()
-    return table
+    cols = {}
+    for name in schema.names:
+        if name == "source":
+            cols[name] = pa.repeat(pa.scalar(source, pa.string()), n)
+        elif name == "business_day":
+            cols[name] = pa.repeat(pa.scalar(day, pa.date32()), n)
+        elif name == "kind":
+            cols[name] = pc.take(KINDS, pc.cast(table["is_ref"], pa.int8()))
+        elif name not in table.column_names:
+            cols[name] = pa.nulls(n, schema.field(name).type)
+        elif name == "occurred_at":
+            cols[name] = pa.array(_micros(table[name]), pa.int64()).cast(pa.timestamp("us"))
+        else:
+            cols[name] = table[name].cast(schema.field(name).type)
+    return pa.table(cols, schema=schema)
 
 
-def load_transactions(url: str, merchant_id: str, first: date, last: date) -> pa.Table:
-    """A merchant's channel payments and refunds with business day in [first, last] (narrow columns)."""
-    # '' for NULL text: ADBC's SQLite driver guesses a column's type from its first rows.
-    return _read(url, (
-        "SELECT r.id, l.source, r.kind, r.amount, r.fee, r.discount, r.occurred_at, r.business_day, "
-        "coalesce(r.payer, '') AS payer, coalesce(r.order_id, '') AS order_id "
-        "FROM record r JOIN ledger l ON l.id = r.ledger_id "
-        f"WHERE l.merchant_id = {_lit(merchant_id)} AND l.side = 'channel' AND r.kind IN ('payment', 'refund') "
-        f"AND r.business_day BETWEEN {_lit(first.isoformat())} AND {_lit(last.isoformat())}"), TX_SCHEMA)
+# '' for NULL text: ADBC's SQLite driver guesses a column's type from its first rows.
+TX_COLUMNS = ("CAST(r.kind = 'refund' AS INTEGER) AS is_ref, r.amount, r.occurred_at, "
+              "coalesce(r.payer, '') AS payer, coalesce(r.order_id, '') AS order_id")
+TX_WHERE = "r.kind IN ('payment', 'refund')"
 
 
-def load_orders(url: str, merchant_id: str, first: date, last: date) -> pa.Table:
-    """Our own payment records (source = the channel the order was paid through): order time."""
-    return _read(url, (
-        "SELECT l.source, coalesce(r.order_id, '') AS order_id, r.occurred_at "
-        "FROM record r JOIN ledger l ON l.id = r.ledger_id "
-        f"WHERE l.merchant_id = {_lit(merchant_id)} AND l.side = 'internal' AND r.kind = 'payment' "
-        f"AND r.business_day BETWEEN {_lit(first.isoformat())} AND {_lit(last.isoformat())}"), ORDERS_SCHEMA)
+def _days_of(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def load_slice(url: str, merchant_id: str, first: date, last: date) -> tuple[pa.Table, pa.Table]:
+    """-> (transactions, orders) of the slice that features for [first, last] read:
+    - the merchant's channel payments and refunds of [first, last], then those of the day
+      before (context for the 24-hour windows and the profile: only the columns those read;
+      id, fee and discount are NULL there);
+    - our own payment records (source = the channel the order was paid through) of the day
+      before to `last`: order id and time.
+    Read a ledger and a day at a time, on threads (SQLite and Arrow release the GIL while they
+    read). A ledger's rows of a day come in id order and a day's file is stored in one piece,
+    so the scored parts put in the order of their first ids are in id order, and no sort is
+    needed (`by_id` checks)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    channel, internal = _ledgers(url, merchant_id, "channel"), _ledgers(url, merchant_id, "internal")
+    before = first - timedelta(days=1)
+    with ThreadPoolExecutor(4) as pool:
+        scored = [pool.submit(_read, url, i, source, day, "r.id, r.fee, r.discount, " + TX_COLUMNS, TX_WHERE,
+                              TX_SCHEMA) for i, source in channel.items() for day in _days_of(first, last)]
+        context = [pool.submit(_read, url, i, source, before, TX_COLUMNS, TX_WHERE, TX_SCHEMA)
+                   for i, source in channel.items()]
+        orders = [pool.submit(_read, url, i, source, day, "coalesce(r.order_id, '') AS order_id, r.occurred_at",
+                              "r.kind = 'payment'", ORDERS_SCHEMA)
+                  for i, source in internal.items() for day in _days_of(before, last)]
+        parts = sorted((t for t in (f.result() for f in scored) if t.num_rows), key=lambda t: t["id"][0].as_py())
+        tx = pa.concat_tables([by_id(pa.concat_tables(parts or [TX_SCHEMA.empty_table()])),
+                               *(f.result() for f in context)])
+        return tx, pa.concat_tables([ORDERS_SCHEMA.empty_table(), *(f.result() for f in orders)])
+
+
+def by_id(table: pa.Table) -> pa.Table:
+    """`table` in id order: as it is when it already is (one pass over the ids), else sorted."""
+    ids = table["id"].to_numpy()
+    if len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()):
+        return table
+    return table.take(pc.sort_indices(table["id"]))
+
+
+def in_days(tx: pa.Table, first: date, last: date) -> np.ndarray:
+    """Which rows of `tx` have their business day in [first, last]."""
+    day, epoch = _days(tx["business_day"]), date(1970, 1, 1)
+    return (day >= (first - epoch).days) & (day <= (last - epoch).days)
 
 
 def connect(tx: pa.Table, orders: pa.Table, timezone: str, rate_card: dict[str, float],
-            first: date, last: date) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the windows (`w`) of the slice loaded for days [first, last]."""
+            first: date, last: date, rows: np.ndarray | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with `w`: every row of the loaded slice (`tx`: days `first` - 1 to
+    `last`, see `load_slice`), with local hour and weekday for all, and the windows for the
+    rows `features` will describe (`scored`): those of [first, last], or the `rows` given (a
+    mask over `tx`: training describes a sample of its window)."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.register("tx", tx)
     con.register("orders", orders)
     con.register("rate_card", pa.table({"source": pa.array(list(rate_card), pa.string()),
                                         "rate": pa.array(list(rate_card.values()), pa.float64())}))
-    bits = time_bits(first, last)
-    t0 = (datetime.combine(first, datetime.min.time()) - timedelta(days=2) - datetime(1970, 1, 1)) // timedelta(minutes=1)
-    con.execute(BASE_SQL.format(tz=timezone.replace("'", ""), bits=bits, t0=t0))
-    keys = ["t_min", "is_pay", "is_ref", "no_payer", "no_order", "k_payer", "k_amount", "k_channel", "k_order"]
-    con.register("win", _windows(con.sql(f"SELECT {', '.join(keys)} FROM b").fetchnumpy(), bits))
-    # row i of `win` belongs to row i of `b` (a table scan keeps insertion order)
-    con.execute(f"CREATE TEMP VIEW w AS SELECT b.* EXCLUDE ({', '.join(keys[3:])}), win.* FROM b POSITIONAL JOIN win")
+    lo, hi = slice_for(first, last)
+    bits = time_bits(lo, hi)
+    t0 = (datetime.combine(lo, datetime.min.time()) - timedelta(days=2) - datetime(1970, 1, 1)) // timedelta(minutes=1)
+    utc = _micros(tx["occurred_at"]) // 60_000_000
+    local = local_minutes(utc, timezone)
+    t_min = np.clip(utc - t0, 0, (1 << bits) - 1).astype(np.uint64)
+    scored = in_days(tx, first, last) if rows is None else rows
+    is_ref = _flag(tx["kind"], "refund")
+    masks = {"is_ref": is_ref, "is_pay": _flag(tx["kind"], "payment"), "no_payer": _flag(tx["payer"], ""),
+             "no_order": _flag(tx["order_id"], "")}
+    high = ~np.uint64((1 << bits) - 1)
+    keys = {k: (h & high) | t_min for k, h in con.sql(GROUP_SQL).fetchnumpy().items()} if len(tx) else {}
+    counts = _windows(keys, t_min, (1 << bits) - 1, masks, scored) if len(tx) else \
+        {name: np.zeros(0, np.int64) for name, *_ in WINDOWS}
+    extra = {"scored": scored, "is_pay": masks["is_pay"].astype(np.int32), "is_ref": is_ref.astype(np.int32),
+             "hr": (local // 60) % 24, "dow": (local // 1440 + 3) % 7 + 1,  # 1970-01-01 was a Thursday (4)
+             "local_minute": local % 1440, **counts}
+    wt = tx
+    for name, values in extra.items():
+        wt = wt.append_column(name, pa.array(values))
+    con.register("wt", wt)
+    con.execute("CREATE TEMP VIEW w AS SELECT * EXCLUDE (business_day) REPLACE (nullif(payer, '') AS payer, "
+                "nullif(order_id, '') AS order_id), business_day AS day, occurred_at AS ts, abs(amount) AS abs_amount "
+                "FROM wt")
     return con
 
 
@@ -338,15 +475,16 @@ def profile(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
     return {name: con.sql(sql).to_arrow_table() for name, sql in PROFILE_SQL.items()}
 
 
-def features(con: duckdb.DuckDBPyConnection, prof: dict[str, pa.Table], first: date, last: date,
-             currency: str) -> pa.Table:
-    """One row per transaction of [first, last]: id, day, the FEATURES columns and context."""
+def features(con: duckdb.DuckDBPyConnection, prof: dict[str, pa.Table], currency: str) -> pa.Table:
+    """One row per transaction `connect` marked `scored`: id, day, the FEATURES columns and context."""
     for name, table in prof.items():
         con.register(f"p_{name}", table)
     cols = ",\n    ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in FEATURES)
-    sql = FEATURE_SQL.format(features=cols, first=first.isoformat(), last=last.isoformat(), expected="{expected}")
+    sql = FEATURE_SQL.format(features=cols, expected="{expected}")
     sql = sql.replace("{scale}", str(10 ** exponent(currency))).replace("{expected}", EXPECTED_30M)
-    return con.sql(sql).to_arrow_table()
+    # no ORDER BY (sorting a million wide rows took a second): DuckDB keeps the order of `w`,
+    # whose scored rows are in id order (`load_slice`); `by_id` checks, and sorts if not
+    return by_id(con.sql(sql).to_arrow_table())
 
 
 def slice_for(first: date, last: date) -> tuple[date, date]:

@@ -16,9 +16,12 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
+import adbc_driver_manager.dbapi as adbc_errors
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import select
@@ -27,11 +30,12 @@ from sqlmodel import Session
 from core.anomaly import features as F
 from core.anomaly import model as M
 from core.anomaly.explain import explain
+from core.anomaly.stopwatch import Stopwatch, lap
 from core.anomaly.training import rate_card
 from core.config import Config, MerchantConfig
 from core.money import display
-from models.db import adbc_connect, get_engine
-from models.tables import AuditEvent, Break
+from models.db import adbc_connect, get_engine, is_sqlite
+from models.tables import AnomalyModel, AuditEvent, Break
 
 OPEN_STATES = ("open", "in_transit", "note")
 RAISED = {"normal": "urgent"}  # a high score raises a break one step; notes stay notes
@@ -47,55 +51,104 @@ class AnomalySummary:
     breaks_raised: int
 
 
-def score(cfg: Config, merchant: MerchantConfig, first: date, last: date, model: M.Model | None = None) -> pa.Table | None:
+def score(cfg: Config, merchant: MerchantConfig, first: date, last: date, model: M.Model | None = None,
+          watch: Stopwatch | None = None) -> pa.Table | None:
     """Feature rows of the merchant's transactions in [first, last] with a `score` column;
     None when no model exists for the merchant."""
-    url = cfg.database.url
-    model = model or M.for_merchant(url, merchant.id)
     if model is None:
-        return None
-    lo, hi = F.slice_for(first, last)
-    con = F.connect(F.load_transactions(url, merchant.id, lo, hi), F.load_orders(url, merchant.id, lo, hi),
-                    merchant.timezone, rate_card(merchant), lo, hi)
+        row = M.row_for_merchant(cfg.database.url, merchant.id)
+        if row is None:
+            return None
+        return _score(cfg, merchant, first, last, row, watch)[0]
+    return _score(cfg, merchant, first, last, model, watch)[0]
+
+
+def _score(cfg: Config, merchant: MerchantConfig, first: date, last: date, model: M.Model | AnomalyModel,
+           watch: Stopwatch | None) -> tuple[pa.Table, M.Model]:
+    """-> (feature rows with scores, the model). Given a model's row, its file (and, in a new
+    process, scikit-learn: about a second of imports) is loaded on a thread while the records
+    are read, which spends its time in SQLite with the GIL released."""
+    url = cfg.database.url
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(M.from_row, url, model) if isinstance(model, AnomalyModel) else None
+        tx, orders = F.load_slice(url, merchant.id, first, last)
+        lap(watch, "read transactions and orders" + (" (model loading beside)" if pending else ""))
+        if pending is not None:
+            model = pending.result()
+            lap(watch, "wait for the model")
+    con = F.connect(tx, orders, merchant.timezone, rate_card(merchant), first, last)
+    lap(watch, "local time, windows")
     prof = model.profiles.get(merchant.id) or F.profile(con)  # a merchant new since training: its own slice
-    table = F.features(con, prof, first, last, merchant.currency)
+    table = F.features(con, prof, merchant.currency)
     con.close()
+    lap(watch, "features (DuckDB joins)")
     s = M.score(model, M.matrix(table, model.features))
-    return table.append_column("score", pa.array(s, pa.float64()))
+    lap(watch, "forest + range lift")
+    return table.append_column("score", pa.array(s, pa.float64())), model
 
 
-def after_run(cfg: Config, merchant: MerchantConfig, day: date, run_id: int) -> AnomalySummary | None:
+def after_run(cfg: Config, merchant: MerchantConfig, day: date, run_id: int,
+              watch: Stopwatch | None = None) -> AnomalySummary | None:
     """The hook at the end of `core.runs.run_day`; None when scoring is off or no model exists."""
     if not cfg.anomaly.enabled:
         return None
     url = cfg.database.url
-    model = M.for_merchant(url, merchant.id)
-    if model is None:
+    row = M.row_for_merchant(url, merchant.id)
+    if row is None:
         return None
-    table = score(cfg, merchant, day, day, model)
+    table, model = _score(cfg, merchant, day, day, row, watch)
     _write_scores(url, table, model.id)
+    lap(watch, "write the scores")
     high = table.filter(pc.greater_equal(table["score"], model.threshold))
-    file_lines = _file_lines(url, table["id"])
-    breaks_scored, raised, named = _score_breaks(url, merchant.id, day, table, file_lines, model.threshold)
+    breaks_scored, raised, named = _score_breaks(url, merchant.id, day, table, model.threshold)
     alerts = high.filter(pc.invert(pc.is_in(high["id"], value_set=pa.array(sorted(named), pa.int64()))))
     open_alerts, new = _store_alerts(url, merchant, day, run_id, alerts, model)
+    lap(watch, "score breaks, store alerts")
     name = "pooled" if model.scope == M.POOLED else model.scope
     return AnomalySummary(f"{name} v{model.version}", table.num_rows, open_alerts, new, breaks_scored, raised)
 
 
 def _write_scores(url: str, table: pa.Table, model_id: int) -> None:
-    stage = pa.table({"record_id": table["id"], "model_id": pa.array([model_id] * table.num_rows, pa.int64()),
-                      "score": table["score"]})
+    """Upsert (record id, model id, score). When no record of the id range has a score yet (a
+    day scored for the first time) the rows are appended straight into the table, in id
+    order, at half the cost; otherwise, or when a score appeared meanwhile (the append then
+    fails on the key), through a temporary table and INSERT ... ON CONFLICT."""
+    if table.num_rows == 0:
+        return
+    ids = table["id"]
+    rows = pa.table({"record_id": ids, "model_id": pa.array(np.full(table.num_rows, model_id, np.int64)),
+                     "score": table["score"]})
+    if not is_sqlite(url):  # COPY into the table needs its own column types (integer, double)
+        rows = rows.cast(pa.schema([("record_id", pa.int32()), ("model_id", pa.int32()), ("score", pa.float64())]))
+    try:
+        if _put_scores(url, rows, straight=True):
+            return
+    except adbc_errors.DatabaseError:  # a key taken meanwhile (SQLite reports it as an internal error)
+        pass
+    _put_scores(url, rows, straight=False)
+
+
+def _put_scores(url: str, rows: pa.Table, straight: bool) -> bool:
+    """One transaction; `straight`: append only if no score of the id range exists (-> False if one does)."""
     with adbc_connect(url) as conn:
         cur = conn.cursor()
         try:
-            cur.execute("DROP TABLE IF EXISTS anomaly_stage")
-            cur.adbc_ingest("anomaly_stage", stage, mode="create", temporary=True)
-            cur.execute("INSERT INTO anomaly_score (record_id, model_id, score) "
-                        "SELECT record_id, model_id, score FROM anomaly_stage WHERE true "
-                        "ON CONFLICT (record_id) DO UPDATE SET model_id = excluded.model_id, score = excluded.score")
-            cur.execute("DROP TABLE anomaly_stage")
+            if straight:
+                cur.execute(f"SELECT count(*) FROM anomaly_score WHERE record_id BETWEEN "
+                            f"{int(pc.min(rows['record_id']).as_py())} AND {int(pc.max(rows['record_id']).as_py())}")
+                if cur.fetchone()[0]:
+                    conn.rollback()
+                    return False
+                cur.adbc_ingest("anomaly_score", rows, mode="append")
+            else:
+                cur.execute("DROP TABLE IF EXISTS anomaly_stage")
+                cur.adbc_ingest("anomaly_stage", rows, mode="create", temporary=True)
+                cur.execute("INSERT INTO anomaly_score (record_id, model_id, score) "
+                            "SELECT record_id, model_id, score FROM anomaly_stage WHERE true ON CONFLICT (record_id) "
+                            "DO UPDATE SET model_id = excluded.model_id, score = excluded.score")
+                cur.execute("DROP TABLE anomaly_stage")
             conn.commit()
+            return True
         except Exception:
             conn.rollback()
             raise
@@ -103,24 +156,35 @@ def _write_scores(url: str, table: pa.Table, model_id: int) -> None:
             cur.close()
 
 
-def _file_lines(url: str, ids: pa.ChunkedArray) -> pa.Table:
-    """(record id, file path, line) of the scored records, for matching break evidence."""
-    if len(ids) == 0:
-        return pa.table({"id": pa.array([], pa.int64()), "file": pa.array([], pa.string()),
-                         "line": pa.array([], pa.int64())})
-    lo, hi = pc.min(ids).as_py(), pc.max(ids).as_py()
+def _evidence_ids(url: str, places: set[tuple[str, int]], ids: pa.ChunkedArray) -> dict[tuple[str, int], int]:
+    """(file path, line) -> record id, for the breaks' evidence lines among the scored records
+    (`ids`): only those lines are looked up, not the day's million records."""
+    if not places or len(ids) == 0:
+        return {}
+    paths = sorted({f for f, _ in places})
     with adbc_connect(url) as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT r.id, f.path AS file, r.line FROM record r JOIN statement_file f ON f.id = r.file_id "
-                    f"WHERE r.id BETWEEN {int(lo)} AND {int(hi)}")
-        t = cur.fetch_arrow_table()
-    return t.filter(pc.is_in(t["id"], value_set=ids.combine_chunks()))
+        cur.execute(f"SELECT id, path FROM statement_file WHERE path IN ({', '.join(map(F._lit, paths))})")
+        files = dict(cur.fetchall())
+        if not files:
+            return {}
+        lines = sorted({int(ln) for _, ln in places})
+        cur.execute(f"SELECT id, file_id, line FROM record WHERE id BETWEEN {int(pc.min(ids).as_py())} AND "
+                    f"{int(pc.max(ids).as_py())} AND file_id IN ({', '.join(map(str, files))}) "
+                    f"AND line IN ({', '.join(map(str, lines))})")
+        found = cur.fetchall()
+    return {(files[fid], ln): rid for rid, fid, ln in found if (files[fid], ln) in places}
 
 
-def _score_breaks(url, merchant_id, day, table, file_lines, threshold) -> tuple[int, int, set[int]]:
+def _score_breaks(url, merchant_id, day, table, threshold) -> tuple[int, int, set[int]]:
     """Score the day's breaks from their records; -> (scored, raised, record ids named by a break)."""
-    by_place = {(f, ln): rid for rid, f, ln in zip(file_lines["id"].to_pylist(), file_lines["file"].to_pylist(),
-                                                    file_lines["line"].to_pylist())}
-    scores = dict(zip(table["id"].to_pylist(), table["score"].to_pylist()))
+    with Session(get_engine(url)) as s:
+        evidence = s.execute(select(Break.evidence).where(Break.merchant_id == merchant_id, Break.business_day == day,
+                                                          Break.type != "anomaly")).scalars().all()
+    places = {(e["file"], e["line"]) for ev in evidence for e in json.loads(ev)}
+    by_place = _evidence_ids(url, places, table["id"])
+    wanted = pa.array(sorted(set(by_place.values())), pa.int64())
+    named_rows = table.select(["id", "score"]).filter(pc.is_in(table["id"], value_set=wanted))
+    scores = dict(zip(named_rows["id"].to_pylist(), named_rows["score"].to_pylist()))
     named: set[int] = set()
     scored = raised = 0
     now = datetime.now(timezone.utc)
@@ -129,7 +193,7 @@ def _score_breaks(url, merchant_id, day, table, file_lines, threshold) -> tuple[
                                              Break.type != "anomaly")).scalars().all()
         for b in rows:
             ids = [by_place.get((e["file"], e["line"])) for e in json.loads(b.evidence)]
-            ids = [i for i in ids if i is not None]
+            ids = [i for i in ids if i is not None and i in scores]
             named.update(ids)
             if not ids or b.status not in OPEN_STATES:
                 continue

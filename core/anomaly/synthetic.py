@@ -57,24 +57,39 @@ def _table(cols: dict) -> pa.Table:
     return pa.table(full, schema=RECORD_FIELDS)
 
 
-def normal_traffic(m: SyntheticMerchant, first: date, days: int, seed: int = 1) -> pa.Table:
-    """`days` days of ordinary payments and refunds from `first` on."""
+def _payers(m: SyntheticMerchant, seed: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """-> (the merchant's generator, each payer's weight, each payer's habitual amount)."""
     rng = np.random.default_rng([seed, int(hashlib.sha1(m.id.encode()).hexdigest()[:8], 16)])
     payers = m.payers or 10 * m.per_day
     # regulars and passers-by: the busiest payer comes about twice a day
     payer_weight = 1.0 / (np.arange(payers) + m.per_day / 10)
     payer_weight /= payer_weight.sum()
-    payer_habit = m.median_minor * rng.lognormal(0, 0.45, payers)
-    parts = []
-    for d in range(days):
-        day = first + timedelta(days=d)
-        n = rng.poisson(m.per_day * WEEKDAY_VOLUME[day.weekday()])
-        hour = rng.choice(24, n, p=HOUR_WEIGHTS)
-        secs = np.sort(hour * 3600 + rng.uniform(0, 3600, n))
-        payer = rng.choice(payers, n, p=payer_weight)
-        amount = np.maximum(500, np.round(payer_habit[payer] * rng.lognormal(0, 0.2, n) / 50) * 50).astype(np.int64)
-        parts.append((day, secs, payer, amount, rng.choice(len(m.sources), n, p=[s[1] for s in m.sources])))
-    return _assemble(m, parts, rng)
+    return rng, payer_weight, m.median_minor * rng.lognormal(0, 0.45, payers)
+
+
+def _day(m: SyntheticMerchant, day: date, rng: np.random.Generator, payer_weight: np.ndarray,
+         payer_habit: np.ndarray) -> tuple:
+    n = rng.poisson(m.per_day * WEEKDAY_VOLUME[day.weekday()])
+    hour = rng.choice(24, n, p=HOUR_WEIGHTS)
+    secs = np.sort(hour * 3600 + rng.uniform(0, 3600, n))
+    payer = rng.choice(len(payer_weight), n, p=payer_weight)
+    amount = np.maximum(500, np.round(payer_habit[payer] * rng.lognormal(0, 0.2, n) / 50) * 50).astype(np.int64)
+    return day, secs, payer, amount, rng.choice(len(m.sources), n, p=[s[1] for s in m.sources])
+
+
+def normal_traffic(m: SyntheticMerchant, first: date, days: int, seed: int = 1) -> pa.Table:
+    """`days` days of ordinary payments and refunds from `first` on."""
+    rng, weight, habit = _payers(m, seed)
+    return _assemble(m, [_day(m, first + timedelta(days=d), rng, weight, habit) for d in range(days)], rng)
+
+
+def normal_day(m: SyntheticMerchant, day: date, seed: int = 1) -> pa.Table:
+    """One day of ordinary traffic from the same payers, with the same habits, as
+    `normal_traffic(m, ..., seed)`, drawn from the day's own generator: days can be made one
+    at a time (memory stays that of one day) and still be one merchant's."""
+    _rng, weight, habit = _payers(m, seed)
+    rng = np.random.default_rng([seed, day.toordinal(), int(hashlib.sha1(m.id.encode()).hexdigest()[:8], 16)])
+    return _assemble(m, [_day(m, day, rng, weight, habit)], rng)
 
 
 def _assemble(m: SyntheticMerchant, parts, rng) -> pa.Table:
@@ -119,6 +134,24 @@ def _assemble(m: SyntheticMerchant, parts, rng) -> pa.Table:
     out["status"] = np.full(n, "success")
     out["line"] = np.arange(2, n + 2)
     return _table(out)
+
+
+def orders_for(records: pa.Table, seed: int = 1) -> pa.Table:
+    """Our own order records (the internal side) for the channel payments in `records`: one
+    per order id, placed a few seconds to minutes before the channel's payment (the time a
+    customer takes to pay), on the same business day."""
+    pays = records.filter(pc.equal(records["kind"], "payment"))
+    _, first = np.unique(pays["order_id"].to_numpy(zero_copy_only=False), return_index=True)
+    pays = pays.take(np.sort(first))
+    rng = np.random.default_rng(seed)
+    delay = (rng.lognormal(np.log(40), 0.8, pays.num_rows) * 1_000_000).astype("timedelta64[us]")
+    at = pays["occurred_at"].to_numpy() - delay
+    cols = {name: pays[name] for name in ("source", "kind", "order_id", "amount", "currency", "business_day")}
+    cols.update(ref=pays["order_id"], occurred_at=at, fee=np.zeros(pays.num_rows, np.int64),
+                discount=np.zeros(pays.num_rows, np.int64), status=np.full(pays.num_rows, "paid"),
+                line=np.arange(2, pays.num_rows + 2))
+    return _table({k: v.to_numpy(zero_copy_only=False) if isinstance(v, pa.ChunkedArray) else v
+                   for k, v in cols.items()})
 
 
 def regular(m: SyntheticMerchant, payer: str, source: str, amount_minor: int, first: date, days: int,
@@ -201,22 +234,23 @@ def _local(m: SyntheticMerchant, day: date, seconds: float) -> datetime:
 
 # -- into the record store --------------------------------------------------------------
 
-def write(url: str, m: SyntheticMerchant, records: pa.Table, label: str) -> None:
-    """Store `records` as one synthetic statement per (source, business day)."""
+def write(url: str, m: SyntheticMerchant, records: pa.Table, label: str, side: str = "channel") -> None:
+    """Store `records` as one synthetic statement per (source, business day), on `side`."""
     from core import store
     from core.config import MerchantConfig
 
     if not store.find_ledgers(url, m.id):  # a real merchant (the demo's) keeps its own name
         store.ensure_merchant(url, MerchantConfig(id=m.id, name=f"{m.id} (synthetic)", timezone=m.timezone,
                                                   currency=m.currency))
-    sources = sorted(set(records["source"].to_pylist()))
-    ledgers = store.ledger_ids(url, m.id, {(s, "channel") for s in sources})
+    sources = sorted(pc.unique(records["source"]).to_pylist())
+    ledgers = store.ledger_ids(url, m.id, {(s, side) for s in sources})
     for s in sources:
         mine = records.filter(pc.equal(records["source"], s))
-        for day in sorted(set(mine["business_day"].to_pylist())):
+        for day in sorted(pc.unique(mine["business_day"]).to_pylist()):
             part = mine.filter(pc.equal(mine["business_day"], pa.scalar(day, pa.date32())))
-            part = part.append_column("ledger_id", pa.array([ledgers[(s, "channel")]] * part.num_rows, pa.int64()))
-            sha = hashlib.sha256(f"{m.id}|{s}|{day}|{label}|{part.num_rows}".encode()).hexdigest()
-            store.write_statement(url, merchant_id=m.id, source=s, side="channel", fmt="synthetic",
-                                  path=f"synthetic:{label}/{m.id}/{s}/{day}", sha256=sha, business_day=day,
+            part = part.append_column("ledger_id", pa.array([ledgers[(s, side)]] * part.num_rows, pa.int64()))
+            name = f"{m.id}/{s}/{day}" if side == "channel" else f"{m.id}/{side}/{s}/{day}"
+            sha = hashlib.sha256(f"{name.replace('/', '|')}|{label}|{part.num_rows}".encode()).hexdigest()
+            store.write_statement(url, merchant_id=m.id, source=s, side=side, fmt="synthetic",
+                                  path=f"synthetic:{label}/{name}", sha256=sha, business_day=day,
                                   control_totals={}, records=part)

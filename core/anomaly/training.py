@@ -21,18 +21,21 @@ from sqlmodel import Session
 
 from core.anomaly import features as F
 from core.anomaly import model as M
+from core.anomaly.stopwatch import Stopwatch, lap
 from core.config import Config, MerchantConfig
 from models.db import adbc_connect, get_engine
 from models.tables import Break
 
 POOLED_ROWS_PER_MERCHANT = 200_000  # the pooled model samples each merchant down to this
+TRAIN_ROWS = 400_000  # transactions of a merchant's window whose features a model is fit on (see merchant_rows)
 
 
 @dataclass(frozen=True)
 class Trained:
     scope: str
     version: int
-    rows: int
+    rows: int  # transactions of the window learnt from (the profile reads them all)
+    fitted: int  # rows of the matrix the forest and thresholds were fit on (a sample of them)
     excluded: int
     window: tuple[date, date]
     threshold: float
@@ -82,62 +85,80 @@ def flagged(url: str, merchant_id: str) -> tuple[set[int], set[int]]:
     return out, expected
 
 
-def merchant_rows(cfg: Config, merchant: MerchantConfig, first: date, last: date):
-    """-> (feature table of the window without flagged anomalies, profile, excluded count)."""
+def merchant_rows(cfg: Config, merchant: MerchantConfig, first: date, last: date, seed: int = 0,
+                  watch: Stopwatch | None = None) -> tuple[pa.Table, dict, int, int]:
+    """-> (features of a sample of the window's transactions, profile, transactions learnt
+    from, flagged anomalies left out).
+
+    The profile is built from every transaction of the window; features (windows, joins) are
+    computed for at most TRAIN_ROWS of them, drawn at random once flagged ones are left out:
+    the forest reads 256 rows per tree and the thresholds THRESHOLD_SAMPLE rows, so features
+    of the rest (97% of a 60-day window of 100k a day) were computed to be thrown away."""
     url = cfg.database.url
-    lo, hi = F.slice_for(first, last)
-    tx = F.load_transactions(url, merchant.id, lo, hi)
-    orders = F.load_orders(url, merchant.id, lo, hi)
-    con = F.connect(tx, orders, merchant.timezone, rate_card(merchant), lo, hi)
-    prof = F.profile(con)
-    table = F.features(con, prof, first, last, merchant.currency)
-    con.close()
+    tx, orders = F.load_slice(url, merchant.id, first, last)
+    lap(watch, "read transactions and orders")
+    window = F.in_days(tx, first, last)
     out, _expected = flagged(url, merchant.id)
-    excluded = 0
-    if out and table.num_rows:
-        keep = pc.invert(pc.is_in(table["id"], value_set=pa.array(sorted(out), pa.int64())))
-        excluded = table.num_rows - pc.sum(keep.cast(pa.int64())).as_py()
-        table = table.filter(keep)
-    return table, prof, excluded
+    left_out = np.zeros(len(window), bool)
+    if out:
+        hit = pc.fill_null(pc.is_in(tx["id"], value_set=pa.array(sorted(out), pa.int64())), False)
+        left_out = window & hit.to_numpy(zero_copy_only=False)
+    clean = np.flatnonzero(window & ~left_out)
+    rows = np.zeros(len(window), bool)
+    rows[clean if len(clean) <= TRAIN_ROWS else np.random.default_rng(seed).choice(clean, TRAIN_ROWS, replace=False)] = True
+    con = F.connect(tx, orders, merchant.timezone, rate_card(merchant), first, last, rows)
+    lap(watch, "local time, windows")
+    prof = F.profile(con)
+    table = F.features(con, prof, merchant.currency)
+    con.close()
+    lap(watch, "profile, features (DuckDB)")
+    return table, prof, len(clean), int(left_out.sum())
 
 
 def train(cfg: Config, merchant_ids: list[str] | None = None, last: date | None = None,
-          seed: int = 0) -> list[Trained]:
+          seed: int = 0, watch: Stopwatch | None = None) -> list[Trained]:
     """Train and store models; returns what was trained (own models, then the pooled one)."""
     a = cfg.anomaly
     url = cfg.database.url
     chosen = [m for m in cfg.merchants if merchant_ids is None or m.id in merchant_ids]
-    results, pooled_x, profiles, windows, excluded_total = [], [], {}, [], 0
+    results, pooled_x, profiles, windows, learnt_total, excluded_total = [], [], {}, [], 0, 0
     for merchant in chosen:
         end = last or latest_day(url, merchant.id)
         if end is None:
             continue
         first = end - timedelta(days=a.train_days - 1)
-        table, prof, excluded = merchant_rows(cfg, merchant, first, end)
+        table, prof, learnt, excluded = merchant_rows(cfg, merchant, first, end, seed, watch)
         if table.num_rows == 0:
             continue
         X = M.matrix(table, F.FEATURE_NAMES)
+        lap(watch, "matrix")
         profiles[merchant.id] = prof
         windows.append((first, end))
+        learnt_total += learnt
         excluded_total += excluded
         if len(X) > POOLED_ROWS_PER_MERCHANT:
             pooled_x.append(X[np.random.default_rng(seed).choice(len(X), POOLED_ROWS_PER_MERCHANT, replace=False)])
         else:
             pooled_x.append(X)
-        if len(X) >= a.min_transactions:
-            results.append(_fit_and_save(cfg, merchant.id, X, {merchant.id: prof}, (first, end), excluded, seed))
+        if learnt >= a.min_transactions:
+            results.append(_fit_and_save(cfg, merchant.id, X, {merchant.id: prof}, (first, end), learnt, excluded,
+                                         seed, watch))
     if pooled_x:
         window = (min(w[0] for w in windows), max(w[1] for w in windows))
-        results.append(_fit_and_save(cfg, M.POOLED, np.concatenate(pooled_x), profiles, window, excluded_total, seed))
+        results.append(_fit_and_save(cfg, M.POOLED, np.concatenate(pooled_x), profiles, window, learnt_total,
+                                     excluded_total, seed, watch))
     return results
 
 
-def _fit_and_save(cfg: Config, scope: str, X: np.ndarray, profiles, window, excluded: int, seed: int) -> Trained:
+def _fit_and_save(cfg: Config, scope: str, X: np.ndarray, profiles, window, learnt: int, excluded: int, seed: int,
+                  watch: Stopwatch | None = None) -> Trained:
     a = cfg.anomaly
     fields = M.fit(X, list(F.FEATURE_NAMES), trees=a.trees, target_alert_rate=float(a.target_alert_rate), seed=seed)
+    lap(watch, "fit forests, place thresholds")
     model = M.save(cfg.database.url, model_dir(cfg), M.Model(
-        scope=scope, profiles=profiles, window=window, rows=len(X), excluded=excluded, **fields))
-    return Trained(scope, model.version, len(X), excluded, window, model.threshold, str(model_dir(cfg)))
+        scope=scope, profiles=profiles, window=window, rows=learnt, excluded=excluded, **fields))
+    lap(watch, "save model files and rows")
+    return Trained(scope, model.version, learnt, len(X), excluded, window, model.threshold, str(model_dir(cfg)))
 
 
 def retrain(cfg: Config) -> list[Trained]:
