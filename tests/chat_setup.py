@@ -17,6 +17,34 @@ SLACK_CHANNEL, TG_CHAT, WECOM_USERS = "C0FIN", "-100500", "alice|bob"
 DAY = date(2026, 11, 20)
 
 
+# The secrets as a config file refers to them (`${NAME}`), for tests that run recon as a process
+ENV_SECRETS = {"SLACK_SIGNING_SECRET": SLACK_SECRET, "TELEGRAM_SECRET": TG_SECRET,
+               "WECOM_AES_KEY": WECOM["encoding_aes_key"]}
+
+
+def platforms_toml(slack, telegram, wecom, secrets_from_env: bool = False) -> str:
+    """The [chat.slack], [chat.telegram] and [chat.wecom] sections for the three fakes; with
+    `secrets_from_env`, the secrets as ${...} references to ENV_SECRETS' names."""
+    secret = ({k: f"${{{k}}}" for k in ENV_SECRETS} if secrets_from_env else ENV_SECRETS)
+    return f"""
+[chat.slack]
+bot_token = "xoxb-fake"
+signing_secret = "{secret['SLACK_SIGNING_SECRET']}"
+base_url = "{slack.base_url}"
+[chat.telegram]
+bot_token = "{TG_TOKEN}"
+secret_token = "{secret['TELEGRAM_SECRET']}"
+base_url = "{telegram.base_url}"
+[chat.wecom]
+corp_id = "{WECOM['corp_id']}"
+agent_id = {WECOM['agent_id']}
+secret = "{WECOM['secret']}"
+token = "{WECOM['token']}"
+encoding_aes_key = "{secret['WECOM_AES_KEY']}"
+base_url = "{wecom.base_url}"
+"""
+
+
 def chat_config(db_url: str, slack=None, telegram=None, wecom=None, routes=None, slack_mode: str = "http",
                 telegram_mode: str = "webhook", **chat):
     from core.config import from_dict

@@ -22,7 +22,7 @@ import pytest
 from sqlmodel import Session, select
 
 from chat_fakes import FakeSlack, FakeTelegram, FakeWecom
-from chat_setup import SLACK_CHANNEL, TG_TOKEN, WECOM, WECOM_USERS, seed_break
+from chat_setup import SLACK_CHANNEL, TG_TOKEN, WECOM_USERS, platforms_toml, seed_break
 from models.db import get_engine, upgrade
 from models.tables import AlertCard, Outbox
 
@@ -55,21 +55,7 @@ name = "wechatpay"
 kind = "wechatpay"
 [alerts]
 claim_timeout_seconds = 0
-[chat.slack]
-bot_token = "xoxb-fake"
-signing_secret = "secret"
-base_url = "{fakes['slack'].base_url}"
-[chat.telegram]
-bot_token = "{TG_TOKEN}"
-secret_token = "webhook-secret-0123456789"
-base_url = "{fakes['telegram'].base_url}"
-[chat.wecom]
-corp_id = "{WECOM['corp_id']}"
-agent_id = {WECOM['agent_id']}
-secret = "{WECOM['secret']}"
-token = "{WECOM['token']}"
-encoding_aes_key = "{WECOM['encoding_aes_key']}"
-base_url = "{fakes['wecom'].base_url}"
+{platforms_toml(fakes['slack'], fakes['telegram'], fakes['wecom'])}
 {routes}""", encoding="utf-8")
     return url, breaks
 

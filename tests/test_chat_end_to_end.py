@@ -15,8 +15,8 @@ from sqlmodel import Session, select
 from starlette.testclient import TestClient
 
 from bot.server import create_app
-from chat_setup import (SLACK_CHANNEL, SLACK_SECRET, TG_CHAT, TG_SECRET, TG_TOKEN, WECOM, chat_config,
-                        people)
+from chat_setup import (ENV_SECRETS, SLACK_CHANNEL, SLACK_SECRET, TG_CHAT, TG_SECRET, TG_TOKEN, WECOM, chat_config,
+                        people, platforms_toml)
 from conftest import EXAMPLES, demo_config_toml
 from chat_fakes import (FakeSlack, FakeTelegram, FakeWecom, slack_click_body, slack_command_body, slack_signed,
                         telegram_click, telegram_command, telegram_headers, wecom_click_xml, wecom_post, wecom_text_xml)
@@ -40,35 +40,19 @@ def test_recon_run_posts_cards_and_one_signed_click_per_platform_approves_once(t
     cfg = chat_config(url, slack=slack, telegram=tg, wecom=wecom)
     # the same configuration as a file, with the secrets in the environment, for the real CLI
     chat = cfg.chat
-    env = {"SLACK_SIGNING_SECRET": SLACK_SECRET, "TELEGRAM_SECRET": TG_SECRET,
-           "WECOM_AES_KEY": WECOM["encoding_aes_key"]}
     routes = "\n".join(f'[[chat.routes]]\nmerchant = "{r.merchant}"\nchannel = "{r.channel}"\ntarget = "{r.target}"'
                        for r in chat.routes)
     (tmp_path / "recon.toml").write_text(demo_config_toml(url) + f"""
 [chat]
 two_approvers_from = "1000.00"
 max_cards_per_run = 2
-[chat.slack]
-bot_token = "xoxb-fake"
-signing_secret = "${{SLACK_SIGNING_SECRET}}"
-base_url = "{slack.base_url}"
-[chat.telegram]
-bot_token = "{TG_TOKEN}"
-secret_token = "${{TELEGRAM_SECRET}}"
-base_url = "{tg.base_url}"
-[chat.wecom]
-corp_id = "{WECOM['corp_id']}"
-agent_id = {WECOM['agent_id']}
-secret = "{WECOM['secret']}"
-token = "{WECOM['token']}"
-encoding_aes_key = "${{WECOM_AES_KEY}}"
-base_url = "{wecom.base_url}"
+{platforms_toml(slack, tg, wecom, secrets_from_env=True)}
 {routes}
 """, encoding="utf-8")
 
     def recon(*args):
         r = subprocess.run([RECON, *args, "--config", str(tmp_path / "recon.toml")], capture_output=True, text=True,
-                           env={**os.environ, **env, "COLUMNS": "200"}, timeout=120)
+                           env={**os.environ, **ENV_SECRETS, "COLUMNS": "200"}, timeout=120)
         assert r.returncode == 0, r.stderr
         return r.stdout
 
