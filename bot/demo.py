@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from bot.alerts import alert_merchant
+from bot.cards import break_card
 from channels.console import ConsoleChannel
 from core.breaks import list_breaks
 from core.config import load as config_load
@@ -112,9 +113,14 @@ def run_demo(output: Path, console: Console) -> None:
         print_summary(console, summary)
 
     rows = list_breaks(cfg.database.url, merchant.id)
-    console.print(Rule(f"{len(rows)} breaks; the alert pipeline's cards"))
-    # what a chat would get: the large breaks as cards, the small ones as a digest per source and day
-    report = alert_merchant(cfg, {"console": ConsoleChannel(console)}, merchant.id)
+    channel = ConsoleChannel(console)
+    # every break in full (type, amounts, explanation, file:line evidence), as `recon breaks` lists them
+    console.print(Rule(f"{len(rows)} breaks to look at"))
+    for row in rows:
+        channel.send("", break_card(row))
+    # then what a chat gets: the large breaks as cards, the small ones in one digest per source and day
+    console.print(Rule("what the chats get: the alert pipeline's cards"))
+    report = alert_merchant(cfg, {"console": channel}, merchant.id)
     console.print(report.line(), highlight=False)
     console.print(f"List them again with: recon breaks --config {output / 'recon.toml'}", highlight=False)
     console.print(Rule("report and charts"))

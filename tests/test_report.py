@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -236,10 +237,24 @@ def test_recon_report_command(reconciled_sqlite, tmp_path):
     assert json.loads(never.stdout)["run_id"] is None
 
 
-def test_recon_demo_writes_the_report_and_the_chart_and_says_where(tmp_path):
+DEMO_BREAK_TITLES = ["Short payment 短款", "Long payment 长款", "Amount mismatch 错账", "Status mismatch 状态不符",
+                     "Duplicate charge 重复扣款", "Duplicate row 重复记录", "Fee deviation 手续费不符",
+                     "FX difference 汇兑差异", "Suggested match 待确认匹配", "Anomaly 异常交易"]
+
+
+def test_recon_demo_lists_every_break_with_evidence_then_writes_the_report_and_the_chart(tmp_path):
     r = subprocess.run([RECON, "demo", "--output", "out"], capture_output=True, text=True,
                        env={**os.environ, "COLUMNS": "200"}, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    # every break in full before the alert pipeline's cards (which show the small ones only
+    # as digest lines): a card per break, with its explanation and file:line evidence
+    listing = r.stdout.split("17 breaks to look at", 1)[1].split("what the chats get", 1)[0]
+    cards = listing.split("╭─ #")[1:]
+    assert len(cards) == 17
+    for title in DEMO_BREAK_TITLES:
+        assert any(card.split("─")[0].split(" ", 1)[1].startswith(title) for card in cards), title
+    with_lines = [c for c in cards if re.search(r"↳ (internal|channel): \S+\.(csv|zip|gz):\d+", c)]
+    assert len(with_lines) == 17
     wrote = [line.removeprefix("wrote ") for line in r.stdout.splitlines() if line.startswith("wrote ")]
     assert wrote == ["out/recon-report-demo-shop-2026-11-20.xlsx", "out/recon-report-demo-shop-2026-11-21.xlsx",
                      "out/recon-chart-demo-shop-2026-11-21.png"]
