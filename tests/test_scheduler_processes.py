@@ -427,7 +427,7 @@ def test_recon_serve_runs_config_example_on_its_own_schedule(tmp_path, slack):
 
         def escalate_after_alerts() -> list[JobRun]:
             done = [r for r in runs(url) if r.job_id.startswith("reconcile:") and r.finished_at]
-            return done and [r for r in runs(url) if r.job_id == "escalate"
+            return done and [r for r in runs(url) if r.job_id == "escalate" and r.finished_at
                              and r.scheduled_for > done[0].finished_at.replace(tzinfo=timezone.utc)]
 
         # 1. just before the example's pull time, 09:30: pull, reconcile, cards (a scheduler is up
