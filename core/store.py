@@ -131,6 +131,8 @@ def _write_statement(url: str, *, staged: bool, merchant_id: str, source: str, s
     with adbc_connect(url) as conn:
         cur = conn.cursor()
         try:
+            if sqlite:
+                _take_write_lock(cur)
             cur.execute(f"SELECT id FROM statement_file WHERE merchant_id = {_lit(merchant_id)} AND sha256 = {_lit(sha256)}")
             found = cur.fetchone()
             if found:
@@ -174,6 +176,19 @@ def _write_statement(url: str, *, staged: bool, merchant_id: str, source: str, s
         finally:
             cur.close()
     return StoredFile(file_id, new_rows, False)
+
+
+def _take_write_lock(cur) -> None:
+    """SQLite: make the transaction a writer before it reads anything.
+
+    Several processes write one SQLite file (the pulls due at the same minute each ingest in
+    a `recon jobs run` process). A transaction that reads first and writes later cannot wait
+    for the write lock: once another connection has written, its snapshot is stale and SQLite
+    answers "database is locked" at once, whatever busy_timeout says. A write as the first
+    statement takes the lock up front and waits for it like any writer. (`BEGIN IMMEDIATE`
+    says the same, but ADBC's driver always has a deferred transaction open already.)
+    """
+    cur.execute("UPDATE statement_file SET id = id WHERE 0")
 
 
 def _nothing_stored_near(cur, stage: pa.Table) -> bool:

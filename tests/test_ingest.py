@@ -224,3 +224,52 @@ def test_a_collision_the_quick_look_misses_falls_back_to_the_staged_path(cfg):
     assert (stored.new_rows, stored.already_ingested) == (0, False)
     counts = table_counts(cfg.database.url)
     assert (counts["record"], counts["statement_file"]) == (first.rows, 2)
+
+
+def test_a_statement_meeting_another_writer_on_sqlite_waits_for_it(tmp_path):
+    """SQLite, several processes (the pulls due at the same minute each ingest in a process of
+    their own): a statement written while another connection holds the write lock waits for
+    it and then goes in, instead of failing "database is locked" at once (a transaction that
+    read first cannot wait: its snapshot is stale by the time it may write)."""
+    import threading
+    import time
+
+    import pyarrow as pa
+
+    from conftest import demo_config, fresh_database
+    from core import store
+    from core.sources import REGISTRY, InputFile
+    from models.db import adbc_connect
+
+    with fresh_database("sqlite", tmp_path) as url:
+        cfg = demo_config(url)
+        m = _merchant(cfg)
+        store.ensure_merchant(url, m)
+        records = REGISTRY["wechatpay"](m.source("wechatpay"), m).parse(InputFile.read(WX_DAY1)).records
+        records = records.set_column(records.schema.get_field_index("source"), "source",
+                                     pa.array(["wechatpay"] * records.num_rows))
+        ledger = store.ledger_ids(url, m.id, {("wechatpay", "channel")})[("wechatpay", "channel")]
+        records = records.append_column("ledger_id", pa.array([ledger] * records.num_rows, pa.int64()))
+        # ORM work is done: from here only ADBC connections hold the file (models/db.py)
+        outcome: dict = {}
+
+        def write():
+            try:
+                outcome["stored"] = store.write_statement(
+                    url, merchant_id=m.id, source="wechatpay", side="channel", fmt="wechatpay.trade_bill",
+                    path=str(WX_DAY1), sha256="1" * 64, business_day=None, control_totals={}, records=records)
+            except Exception as exc:
+                outcome["error"] = exc
+
+        with adbc_connect(url) as other, other.cursor() as cur:
+            cur.execute(f"UPDATE merchant SET name = 'Renamed' WHERE id = '{m.id}'")  # another writer, not committed
+            writer = threading.Thread(target=write)
+            writer.start()
+            time.sleep(0.5)
+            assert writer.is_alive() and not outcome, outcome  # waiting for the lock, not failed
+            other.commit()
+        writer.join(30)
+        assert "error" not in outcome, outcome
+        assert outcome["stored"].new_rows == records.num_rows
+        counts = table_counts(url)
+        assert (counts["statement_file"], counts["record"]) == (1, records.num_rows)

@@ -29,8 +29,9 @@ AUTH = re.compile(r'^WECHATPAY2-SHA256-RSA2048 (.+)$')
 
 
 class FakeWeChatPay(FakeServer):
-    def __init__(self):
+    def __init__(self, mchid: str = MCHID):
         super().__init__()
+        self.mchid = mchid  # the merchant the requests must be signed for (config.example.toml's is another)
         self.merchant_key = rsa_key("wechat-merchant").public_key()
         self.platform_key = rsa_key("wechat-platform")
         self.platform_certificate = certificate_pem("wechat-platform", PLATFORM_SERIAL)
@@ -47,7 +48,7 @@ class FakeWeChatPay(FakeServer):
         if not m:
             return False
         fields = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
-        if fields.get("mchid") != MCHID or fields.get("serial_no") != MERCHANT_SERIAL:
+        if fields.get("mchid") != self.mchid or fields.get("serial_no") != MERCHANT_SERIAL:
             return False
         query = seen.raw_query
         message = (f"{seen.method}\n{seen.path}{'?' + query if query else ''}\n{fields.get('timestamp')}\n"
