@@ -43,10 +43,9 @@ from rich.table import Table
 from core import config as config_mod
 from core.breaks import list_breaks
 from core.config import Config, ConfigError
-from core.ingest import IngestError, configured_files, ingest_file, ingest_files
+from core.ingest import configured_files, ingest_files
 from core.money import display
 from core.runs import RunSummary, run_day
-from core.sources import ParseError
 from models import db
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="reconbot: reconcile payment channels against your orders.")
