@@ -242,7 +242,8 @@ def route(cfg: Config, channels: dict[str, Channel], merchant_id: str, plans: li
             limit = min(limit, max(room - max(others_new, 1), 0))
         deferred = [p for p in new_own[limit:] if p.breaks[0].type not in OWN_TYPES]
         report.deferred += len(deferred)
-        routed = {p.card_key: Routed(p, r, target, lang, merchant_id, edits) for p in mine if p not in deferred}
+        waiting = {p.card_key for p in deferred}  # by key: comparing whole plans was O(plans x deferred)
+        routed = {p.card_key: Routed(p, r, target, lang, merchant_id, edits) for p in mine if p.card_key not in waiting}
         for p in deferred:  # wait for the next pass; meanwhile the digest of their source and day names them
             b = p.breaks[0]
             dk = DigestKey(merchant_id, b.source, b.business_day)
