@@ -160,3 +160,34 @@ def table_counts(url: str) -> dict[str, int]:
     tables = ["merchant", "ledger", "statement_file", "record", "recon_run", "break", "adjustment", "audit_event"]
     with get_engine(url).connect() as conn:
         return {t: conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one() for t in tables}
+
+
+# -- the chat platforms' fakes (tests/chat_fakes.py), one local server each per test ---------------
+# A module that needs a variant (Socket Mode, a leftover webhook) defines its own fixture of the name.
+
+@pytest.fixture
+def slack():
+    from chat_fakes import FakeSlack
+
+    fake = FakeSlack()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def tg():
+    from chat_fakes import FakeTelegram
+    from chat_setup import TG_TOKEN
+
+    fake = FakeTelegram(TG_TOKEN)
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def wecom():
+    from chat_fakes import FakeWecom
+
+    fake = FakeWecom()
+    yield fake
+    fake.close()

@@ -15,8 +15,8 @@ from sqlmodel import Session, select
 
 from bot.actions import Click, Workflow
 from bot.alerts import alert_merchant, drain_outbox, escalate_due, pending_escalations, send_digest
-from chat_fakes import FakeSlack, FakeTelegram, FakeWecom
-from chat_setup import DAY, SLACK_CHANNEL, TG_CHAT, TG_TOKEN, VirtualClock, chat_config, people, seed_break
+from chat_fakes import FakeSlack
+from chat_setup import DAY, SLACK_CHANNEL, TG_CHAT, VirtualClock, chat_config, people, seed_break
 from core.config import from_dict
 from models.db import get_engine
 from models.tables import (Adjustment, AlertCard, AlertRoute, AuditEvent, Break, BreakApproval, Escalation, Outbox,
@@ -25,27 +25,6 @@ from models.tables import (Adjustment, AlertCard, AlertRoute, AuditEvent, Break,
 T0 = datetime(2026, 11, 21, 2, 0, tzinfo=timezone.utc)
 LEAD_CHAT = "-100777"  # escalation level 1: the finance lead's chat
 MANAGERS = "C0MANAGERS"  # escalation level 2
-
-
-@pytest.fixture
-def slack():
-    f = FakeSlack()
-    yield f
-    f.close()
-
-
-@pytest.fixture
-def tg():
-    f = FakeTelegram(TG_TOKEN)
-    yield f
-    f.close()
-
-
-@pytest.fixture
-def wecom():
-    f = FakeWecom()
-    yield f
-    f.close()
 
 
 def config(db_url, alerts: dict | None = None, language: str | None = None, **kw):

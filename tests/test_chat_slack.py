@@ -11,17 +11,10 @@ from starlette.testclient import TestClient
 
 from bot.server import create_app
 from chat_setup import SLACK_CHANNEL, SLACK_SECRET, chat_config, people, seed_break
-from chat_fakes import FakeSlack, slack_click_body, slack_command_body, slack_signed
+from chat_fakes import slack_click_body, slack_command_body, slack_signed
 from sqlmodel import Session, select
 from models.db import get_engine
 from models.tables import Adjustment, AuditEvent, Break
-
-
-@pytest.fixture
-def slack():
-    fake = FakeSlack()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture

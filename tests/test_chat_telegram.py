@@ -11,17 +11,10 @@ from sqlmodel import Session
 from starlette.testclient import TestClient
 
 from bot.server import create_app
-from chat_setup import TG_CHAT, TG_SECRET, TG_TOKEN, VirtualClock, chat_config, people, seed_break
-from chat_fakes import FakeTelegram, telegram_click, telegram_command, telegram_headers
+from chat_setup import TG_CHAT, TG_SECRET, VirtualClock, chat_config, people, seed_break
+from chat_fakes import telegram_click, telegram_command, telegram_headers
 from models.db import get_engine
 from models.tables import Break
-
-
-@pytest.fixture
-def tg():
-    fake = FakeTelegram(TG_TOKEN)
-    yield fake
-    fake.close()
 
 
 @pytest.fixture

@@ -11,18 +11,11 @@ from starlette.testclient import TestClient
 
 from bot.server import create_app
 from chat_setup import WECOM, WECOM_USERS, chat_config, people, seed_break
-from chat_fakes import (FakeWecom, wecom_click_xml, wecom_encrypt, wecom_post, wecom_signature, wecom_text_xml)
+from chat_fakes import (wecom_click_xml, wecom_encrypt, wecom_post, wecom_signature, wecom_text_xml)
 from models.db import get_engine
 from models.tables import Break
 
 CORP, AGENT, TOKEN, AES = WECOM["corp_id"], WECOM["agent_id"], WECOM["token"], WECOM["encoding_aes_key"]
-
-
-@pytest.fixture
-def wecom():
-    fake = FakeWecom()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from starlette.testclient import TestClient
 
 from bot.payments import sign
 from bot.server import create_app
-from chat_fakes import FakeSlack
 from chat_setup import SLACK_CHANNEL, SLACK_SECRET
 from core.config import from_dict
 from core.ingest import ingest_file
@@ -37,13 +36,6 @@ W-9003,wechatpay,6000.00,CNY,unpaid,2026-11-20T10:06:00+08:00,0.00,4200009003
 ST-1,stripe,120.00,USD,paid,2026-11-20T18:00:00+08:00,0.00,pi_3QaRecon0001
 ST-2,stripe,200.00,USD,paid,2026-11-20T18:10:00+08:00,0.00,pi_3QaRecon0002
 """
-
-
-@pytest.fixture
-def slack():
-    fake = FakeSlack()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from chat_fakes import FakeSlack, FakeTelegram
+from chat_fakes import FakeTelegram
 from chat_setup import SLACK_CHANNEL, SLACK_SECRET, TG_SECRET, TG_TOKEN
 from fakes.alipay import FakeAlipay
 from fakes.keys import private_pem, public_pem
@@ -114,13 +114,6 @@ def stop(proc: subprocess.Popen) -> str:
         proc.kill()
         out, _ = proc.communicate()
     return out
-
-
-@pytest.fixture
-def slack():
-    fake = FakeSlack()
-    yield fake
-    fake.close()
 
 
 def test_recon_serve_pulls_reconciles_alerts_digests_and_escalates_on_schedule(tmp_path, slack, samples,
