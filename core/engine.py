@@ -25,18 +25,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Callable
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.rules import Rules
 
 PAID = ("paid", "refunded", "partially_refunded")
 NOT_PAID = ("unpaid", "closed")
 
-_COLUMNS = ("id, kind, ref, txn_id, order_id, amount, currency, coalesce(fee, 0) AS fee, "
-            "coalesce(discount, 0) AS discount, status, CAST(business_day AS DATE) AS day, "
-            "CAST(occurred_at AS TIMESTAMP) AS ts, payer, memo, file, line")
+# What every pass reads, for every record of the window. The wide text (ref, payer, memo,
+# occurred_at) is needed only for what the exact passes leave, so the loader may leave it
+# out and hand the engine a `details` callable instead (core.runs does; a million rows a
+# side loads in about half the time).
+_COLUMNS = ("id, kind, txn_id, order_id, amount, currency, coalesce(fee, 0) AS fee, "
+            "coalesce(discount, 0) AS discount, status, CAST(business_day AS DATE) AS day, line, file_id")
+_DETAIL_COLUMNS = "id, ref, payer, memo, CAST(occurred_at AS TIMESTAMP) AS ts"
 
 INPUT_SCHEMA = pa.schema([
     ("id", pa.int64()), ("kind", pa.string()), ("ref", pa.string()), ("txn_id", pa.string()),
@@ -45,6 +51,14 @@ INPUT_SCHEMA = pa.schema([
     ("business_day", pa.date32()), ("payer", pa.string()), ("memo", pa.string()), ("line", pa.int64()),
     ("file", pa.string()),
 ])
+# the narrow form (core.store.load_match_records): files by id, no wide text
+MATCH_SCHEMA = pa.schema([f for f in INPUT_SCHEMA if f.name not in ("ref", "occurred_at", "payer", "memo", "file")]
+                         + [("file_id", pa.int64())])
+DETAIL_SCHEMA = pa.schema([("id", pa.int64()), ("ref", pa.string()), ("payer", pa.string()), ("memo", pa.string()),
+                           ("occurred_at", pa.timestamp("us"))])
+
+# details(side, ids) -> the DETAIL_SCHEMA columns of those records; side: internal | channel
+Details = Callable[[str, pa.Array], pa.Table]
 
 
 @dataclass(frozen=True)
@@ -84,30 +98,43 @@ def _lit_date(d: date | None) -> str:
     return f"DATE '{d.isoformat()}'" if d else "DATE '0001-01-01'"
 
 
-def _conform(table: pa.Table | None) -> pa.Table:
-    """Accept tables missing optional columns (tests build small ones by hand)."""
+def _conform(table: pa.Table | None, file_ids: dict[str, int], with_details: bool) -> pa.Table:
+    """Accept tables missing optional columns (tests build small ones by hand), and tables
+    that name their files by path (`file`) instead of by id (`file_id`, paths in `file_ids`)."""
     if table is None or table.num_rows == 0:
-        return INPUT_SCHEMA.empty_table()
-    cols = []
-    for f in INPUT_SCHEMA:
-        if f.name in table.column_names:
-            cols.append(table[f.name])
-        else:
-            cols.append(pa.nulls(table.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=pa.schema([
-        (f.name, table.schema.field(f.name).type if f.name in table.column_names else f.type) for f in INPUT_SCHEMA]))
+        table = INPUT_SCHEMA.empty_table()
+    if "file_id" not in table.column_names:
+        files = table["file"] if "file" in table.column_names else pa.nulls(table.num_rows, pa.string())
+        files = files.cast(pa.string())
+        for path in pc.unique(files).to_pylist():
+            if path is not None and path not in file_ids:
+                file_ids[path] = max(file_ids.values(), default=0) + 1
+        positions = pc.index_in(files, value_set=pa.array(list(file_ids), pa.string()))
+        table = table.append_column("file_id", pc.take(pa.array(list(file_ids.values()), pa.int64()), positions))
+    cols = [table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+            for f in MATCH_SCHEMA]
+    wide = [f for f in DETAIL_SCHEMA if f.name != "id"] if with_details else []
+    cols += [table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in wide]
+    names = [f.name for f in MATCH_SCHEMA] + [f.name for f in wide]
+    return pa.Table.from_arrays(cols, names=names)
 
 
 def reconcile(internal: pa.Table, channel: pa.Table, window: Window, rules: Rules,
-              duplicates: pa.Table | None = None) -> Result:
-    """Match one source's two sides and report the differences anchored on window.day."""
+              duplicates: pa.Table | None = None, details: Details | None = None,
+              files: dict[int, str] | None = None) -> Result:
+    """Match one source's two sides and report the differences anchored on window.day.
+
+    `internal`/`channel` carry the MATCH_SCHEMA columns (or the whole INPUT_SCHEMA, paths in
+    `file`); without the wide text, `details` fetches it for the records that need it.
+    `files` maps file ids to paths for the evidence."""
+    file_ids = {path: i for i, path in (files or {}).items()}
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.register("i_in", _conform(internal))
-    con.register("c_in", _conform(channel))
+    con.register("i_in", _conform(internal, file_ids, details is None))
+    con.register("c_in", _conform(channel, file_ids, details is None))
     con.register("rates", rules.fx_table())
     con.register("id_patterns", pa.table({"pattern": pa.array(rules.id_patterns, pa.string())}))
-    ctx = _Context(window, rules)
+    ctx = _Context(window, rules, details)
     con.execute(f"""
         -- views over the Arrow tables: copying two million rows into DuckDB costs more than
         -- the few scans the passes make
@@ -115,8 +142,10 @@ def reconcile(internal: pa.Table, channel: pa.Table, window: Window, rules: Rule
         CREATE TEMP VIEW c AS SELECT {_COLUMNS} FROM c_in;
         CREATE TEMP VIEW ip AS SELECT * FROM i WHERE kind = 'payment';
         CREATE TEMP VIEW cp AS SELECT * FROM c WHERE kind = 'payment' AND status = 'success';
-        -- grp: the internal record id, or minus the channel record id for a merged payment
-        CREATE TEMP TABLE m (iid BIGINT, cid BIGINT, grp BIGINT, rule VARCHAR, status VARCHAR, score DOUBLE);
+        -- grp: the internal record id, or minus the channel record id for a merged payment;
+        -- iday: the internal record's day (the day's figures count by it)
+        CREATE TEMP TABLE m (iid BIGINT, cid BIGINT, grp BIGINT, rule VARCHAR, status VARCHAR, score DOUBLE,
+                             iday DATE);
         -- our payments the channel reversed (revoked): explained, never fuzzy-matched
         CREATE TEMP TABLE c_reversed AS SELECT txn_id, order_id FROM c
             WHERE kind = 'payment' AND status IN ('revoked', 'closed', 'reversed');
@@ -127,16 +156,17 @@ def reconcile(internal: pa.Table, channel: pa.Table, window: Window, rules: Rule
     for match_pass in PASSES:
         match_pass(con, ctx)
     _pairs(con, ctx)
+    paths = {i: path for path, i in file_ids.items()}
     findings = []
     for finding in FINDINGS:
-        findings += _rows(con.sql(finding(ctx)))
+        findings += _rows(con.sql(finding(ctx)), paths)
     if duplicates is not None and duplicates.num_rows:
         con.register("dup_in", duplicates)
         findings += _rows(con.sql(_duplicate_records(ctx)))
     stats = _stats(con, ctx)
     matches = dict(con.execute(f"""
-        SELECT rule, count(DISTINCT grp) FROM m JOIN ip ON ip.id = m.iid
-        WHERE m.status = 'confirmed' AND ip.day = {ctx.d} GROUP BY rule ORDER BY rule""").fetchall())
+        SELECT rule, count(DISTINCT grp) FROM m
+        WHERE status = 'confirmed' AND iday = {ctx.d} GROUP BY rule ORDER BY rule""").fetchall())
     con.close()
     return Result(findings, stats, matches)
 
@@ -145,6 +175,7 @@ def reconcile(internal: pa.Table, channel: pa.Table, window: Window, rules: Rule
 class _Context:
     window: Window
     rules: Rules
+    details: Details | None = None
 
     @property
     def d(self) -> str:
@@ -159,9 +190,14 @@ class _Context:
         return f"({_lit_date(through)} < {day} + {int(self.window.lag_days)})"
 
 
-def _rows(rel) -> list[dict]:
+def _rows(rel, paths: dict[int, str] | None = None) -> list[dict]:
+    """Findings as dicts; evidence names files by id inside DuckDB, by path here."""
     names = rel.columns
-    return [dict(zip(names, r)) for r in rel.fetchall()]
+    rows = [dict(zip(names, r)) for r in rel.fetchall()]
+    if paths is not None:
+        for r in rows:
+            r["evidence"] = [{**e, "file": paths.get(e["file"])} for e in r["evidence"]]
+    return rows
 
 
 # -- passes ----------------------------------------------------------------------------
@@ -176,29 +212,36 @@ def _claim(con, sql: str) -> None:
         con.execute("DELETE FROM cp_free WHERE id IN (SELECT cid FROM m_new WHERE status = 'confirmed')")
 
 
-# What the passes so far left unclaimed: after the first (1:1 by transaction id) pass this
-# is usually a sliver of the day, so later passes never rescan a million rows.
-_FREE_I = "ip.id IN (SELECT id FROM ip_free)"
-_FREE_C = "cp.id IN (SELECT id FROM cp_free)"
+def _suspect(ctx: "_Context", i: str, c: str) -> str:
+    """SQL: a 1:1 pair the findings must look at again (other currency, unpaid in our books,
+    amounts that do not agree): `_pairs` flags exactly these (and the day's)."""
+    explained = (f"(abs({c}.amount - {i}.amount) <= {ctx.tol(i + '.amount')} "
+                 f"OR abs({c}.amount - {c}.discount - {i}.amount) <= {ctx.tol(i + '.amount')})")
+    return f"({i}.currency <> {c}.currency OR {i}.status IN {NOT_PAID} OR NOT {explained})"
 
 
 def exact_txn_id(con, ctx: _Context) -> None:
     """1:1 by transaction id; where an id repeats on a side, the earliest record (day, line)
     on each side pairs up. Only the few contested pairs are ranked: ranking a million
-    uncontested ones (window functions) cost more than the rest of the pass."""
-    con.execute("""
+    uncontested ones (window functions) cost more than the rest of the pass. The facts the
+    findings need of a pair are looked at here, while both sides are joined: a million
+    clean pairs are never joined again."""
+    con.execute(f"""
         CREATE TEMP TABLE j AS SELECT ip.id AS iid, cp.id AS cid, ip.day AS iday, ip.line AS iline,
-                                      cp.day AS cday, cp.line AS cline
+                                      cp.day AS cday, cp.line AS cline, {_suspect(ctx, 'ip', 'cp')} AS suspect
         FROM ip JOIN cp ON ip.txn_id = cp.txn_id;
         CREATE TEMP TABLE j_many_i AS SELECT iid FROM j GROUP BY iid HAVING count(*) > 1;
         CREATE TEMP TABLE j_many_c AS SELECT cid FROM j GROUP BY cid HAVING count(*) > 1;
+        CREATE TEMP TABLE j_suspect AS SELECT iid, cid FROM j WHERE suspect;
     """)
-    _claim(con, """
-        SELECT iid, cid, iid, 'exact_txn_id', 'confirmed', 1.0 FROM j
+    # m is empty before the first pass: no free sets to update yet
+    con.execute("""
+        INSERT INTO m
+        SELECT iid, cid, iid, 'exact_txn_id', 'confirmed', 1.0, iday FROM j
         WHERE iid NOT IN (SELECT iid FROM j_many_i) AND cid NOT IN (SELECT cid FROM j_many_c)
         UNION ALL
-        SELECT iid, cid, iid, 'exact_txn_id', 'confirmed', 1.0 FROM (
-            SELECT iid, cid, row_number() OVER (PARTITION BY iid ORDER BY cday, cline, cid) AS ri,
+        SELECT iid, cid, iid, 'exact_txn_id', 'confirmed', 1.0, iday FROM (
+            SELECT iid, cid, iday, row_number() OVER (PARTITION BY iid ORDER BY cday, cline, cid) AS ri,
                    row_number() OVER (PARTITION BY cid ORDER BY iday, iline, iid) AS rc
             FROM j WHERE iid IN (SELECT iid FROM j_many_i) OR cid IN (SELECT cid FROM j_many_c))
         WHERE ri = 1 AND rc = 1""")
@@ -214,11 +257,11 @@ def exact_order_id(con, ctx: _Context) -> None:
     agrees = _amount_agrees(ctx, "ip", "cp")
     _claim(con, f"""
         WITH cand AS (
-            SELECT ip.id AS iid, cp.id AS cid, {agrees} AS agrees,
+            SELECT ip.id AS iid, cp.id AS cid, ip.day AS iday, {agrees} AS agrees,
                    count(*) OVER (PARTITION BY ip.id) AS n,
                    row_number() OVER (PARTITION BY ip.id ORDER BY ({agrees}) DESC, cp.day, cp.line, cp.id) AS ri
             FROM ip_free ip JOIN cp_free cp ON ip.order_id = cp.order_id)
-        SELECT iid, cid, iid, 'exact_order_id', 'confirmed', 1.0 FROM cand
+        SELECT iid, cid, iid, 'exact_order_id', 'confirmed', 1.0, iday FROM cand
         WHERE ri = 1 AND (n = 1 OR agrees)""")
 
 
@@ -226,11 +269,11 @@ def split_payment(con, ctx: _Context) -> None:
     """One order, several channel payments (all with its order id) that add up to it."""
     _claim(con, f"""
         WITH cand AS (
-            SELECT ip.id AS iid, ip.amount AS ia, cp.id AS cid, cp.amount AS ca,
+            SELECT ip.id AS iid, ip.amount AS ia, ip.day AS iday, cp.id AS cid, cp.amount AS ca,
                    count(*) OVER (PARTITION BY ip.id) AS n, sum(cp.amount) OVER (PARTITION BY ip.id) AS total,
                    ip.currency = cp.currency AS same_cur
             FROM ip_free ip JOIN cp_free cp ON ip.order_id = cp.order_id)
-        SELECT iid, cid, iid, 'split_payment', 'confirmed', 1.0 FROM cand
+        SELECT iid, cid, iid, 'split_payment', 'confirmed', 1.0, iday FROM cand
         WHERE n > 1 AND same_cur AND abs(total - ia) <= {ctx.tol('ia')}""")
 
 
@@ -238,10 +281,44 @@ def closest_order_candidate(con, ctx: _Context) -> None:
     """An order whose candidates neither agree nor add up: pair it with the closest amount
     (the difference is then an amount mismatch and the rest duplicate charges)."""
     _claim(con, f"""
-        SELECT iid, cid, iid, 'exact_order_id', 'confirmed', 1.0 FROM (
-            SELECT ip.id AS iid, cp.id AS cid,
+        SELECT iid, cid, iid, 'exact_order_id', 'confirmed', 1.0, iday FROM (
+            SELECT ip.id AS iid, cp.id AS cid, ip.day AS iday,
                    row_number() OVER (PARTITION BY ip.id ORDER BY abs(cp.amount - ip.amount), cp.day, cp.line, cp.id) AS ri
             FROM ip_free ip JOIN cp_free cp ON ip.order_id = cp.order_id) WHERE ri = 1""")
+
+
+def _fee_off(ctx: _Context) -> str:
+    """SQL condition over `cp`: the channel's fee is off the source's rate card (day D)."""
+    rate = ctx.rules.fee_rate
+    if rate is None:
+        return "false"
+    expected = f"CAST(round((amount - discount) * {rate}) AS BIGINT)"
+    return f"day = {ctx.d} AND abs(fee - {expected}) > {int(ctx.rules.fee_tolerance_minor)}"
+
+
+def with_details(con, ctx: _Context) -> None:
+    """Not a match: the passes below (and the findings about what stays unmatched) read the
+    wide text, payer, memo, time and ref. Fetched here only for what the exact passes left
+    free (and the day's fee deviations): a sliver of a million rows."""
+    if ctx.details is None:  # the input tables carry it
+        con.execute(f"""
+            CREATE TEMP VIEW iw AS SELECT {_DETAIL_COLUMNS} FROM i_in;
+            CREATE TEMP VIEW cw AS SELECT {_DETAIL_COLUMNS} FROM c_in;""")
+    else:
+        for side, name, ids_sql in (
+                ("internal", "iw", "SELECT id FROM ip_free ORDER BY id"),
+                ("channel", "cw", f"SELECT id FROM cp_free UNION SELECT id FROM cp WHERE {_fee_off(ctx)} ORDER BY id")):
+            ids = con.sql(ids_sql).to_arrow_table()["id"]
+            table = ctx.details(side, ids) if len(ids) else DETAIL_SCHEMA.empty_table()
+            con.register(f"{name}_in", table)
+            con.execute(f"CREATE TEMP TABLE {name} AS SELECT {_DETAIL_COLUMNS} FROM {name}_in")
+            con.unregister(f"{name}_in")
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE ip_free AS
+            SELECT f.*, w.ref, w.payer, w.memo, w.ts FROM ip_free f LEFT JOIN iw w ON w.id = f.id;
+        CREATE OR REPLACE TEMP TABLE cp_free AS
+            SELECT f.*, w.ref, w.payer, w.memo, w.ts FROM cp_free f LEFT JOIN cw w ON w.id = f.id;
+    """)
 
 
 def merged_payment(con, ctx: _Context) -> None:
@@ -256,15 +333,15 @@ def merged_payment(con, ctx: _Context) -> None:
     """)
     _claim(con, f"""
         WITH cand AS (
-            SELECT t.cid, ip.id AS iid, ip.amount AS ia, ip.currency AS icur
+            SELECT t.cid, ip.id AS iid, ip.amount AS ia, ip.currency AS icur, ip.day AS iday
             FROM c_tokens t JOIN ip_free ip ON upper(ip.order_id) = t.tok),
         exclusive AS (  -- an order named by two channel payments is not claimed by either
             SELECT * FROM cand WHERE iid IN (SELECT iid FROM cand GROUP BY iid HAVING count(*) = 1)),
         groups AS (
             SELECT e.cid, count(*) AS n, sum(e.ia) AS total, bool_and(e.icur = cp.currency) AS same_cur,
                    any_value(cp.amount) AS ca
-            FROM exclusive e JOIN cp ON cp.id = e.cid GROUP BY e.cid)
-        SELECT e.iid, e.cid, -e.cid, 'merged_payment', 'confirmed', 1.0
+            FROM exclusive e JOIN cp_free cp ON cp.id = e.cid GROUP BY e.cid)
+        SELECT e.iid, e.cid, -e.cid, 'merged_payment', 'confirmed', 1.0, e.iday
         FROM exclusive e JOIN groups g ON g.cid = e.cid
         WHERE g.n > 1 AND g.same_cur AND abs(g.total - g.ca) <= {ctx.tol('g.ca')}""")
 
@@ -287,14 +364,16 @@ def fuzzy(con, ctx: _Context) -> None:
         WITH li AS (SELECT * FROM ip_free WHERE status IN {PAID} AND id NOT IN (SELECT id FROM i_reversed)
                         AND day BETWEEN {_lit_date(ctx.window.first)} AND {_lit_date(ctx.window.last)}),
              -- a payment naming an order we already matched is that order's duplicate charge,
-             -- not an anonymous payment to be guessed at
+             -- not an anonymous payment to be guessed at (only the order ids the leftovers
+             -- name are looked up: the matched ones are a million)
+             named AS (SELECT DISTINCT coalesce(order_id, '') AS order_id FROM cp_free),
+             matched_named AS (SELECT ip2.order_id FROM m JOIN ip ip2 ON ip2.id = m.iid
+                               WHERE m.status = 'confirmed' AND ip2.order_id IN (SELECT order_id FROM named)),
              lc AS (SELECT * FROM cp_free WHERE true
                         AND day BETWEEN {_lit_date(ctx.window.first)} AND {_lit_date(ctx.window.last)}
-                        AND coalesce(order_id, '') NOT IN (
-                        SELECT ip2.order_id FROM m JOIN ip ip2 ON ip2.id = m.iid
-                        WHERE m.status = 'confirmed' AND ip2.order_id IS NOT NULL)),
+                        AND coalesce(order_id, '') NOT IN (SELECT order_id FROM matched_named)),
              cand AS (
-                SELECT li.id AS iid, lc.id AS cid,
+                SELECT li.id AS iid, lc.id AS cid, li.day AS iday,
                        -- the order id written in the channel's memo is the strongest signal
                        CASE WHEN li.order_id IS NOT NULL AND {_names_id('lc.memo', 'li.order_id')}
                             THEN {r.fuzzy_weight_order_id} ELSE 0 END
@@ -315,23 +394,23 @@ def fuzzy(con, ctx: _Context) -> None:
         FROM cand;
     """)
     _claim(con, f"""
-        SELECT iid, cid, iid, 'fuzzy', 'confirmed', score FROM fz
+        SELECT iid, cid, iid, 'fuzzy', 'confirmed', score, iday FROM fz
         WHERE ri = 1 AND rc = 1 AND score >= {r.fuzzy_min_score}
           AND coalesce(i_next, -1) < score AND coalesce(c_next, -1) < score""")
     # Suggest only for items that would otherwise be breaks now: one still in transit waits.
     # The best candidate among those still free: a line confirmed for another order (its memo
     # names that one) is not offered again.
     _claim(con, f"""
-        SELECT iid, cid, iid, 'fuzzy', 'suggested', score FROM (
-            SELECT fz.iid, fz.cid, fz.score, ip.day,
+        SELECT iid, cid, iid, 'fuzzy', 'suggested', score, iday FROM (
+            SELECT fz.iid, fz.cid, fz.score, fz.iday AS day, fz.iday,
                    row_number() OVER (PARTITION BY fz.iid ORDER BY fz.score DESC, fz.cid) AS best
-            FROM fz JOIN ip ON ip.id = fz.iid
+            FROM fz
             WHERE fz.iid NOT IN (SELECT iid FROM m WHERE status = 'confirmed')
               AND fz.cid NOT IN (SELECT cid FROM m WHERE status = 'confirmed'))
         WHERE best = 1 AND NOT {ctx.in_transit('channel', 'day')}""")
 
 
-PASSES = [exact_txn_id, exact_order_id, split_payment, closest_order_candidate, merged_payment, fuzzy]
+PASSES = [exact_txn_id, exact_order_id, split_payment, closest_order_candidate, with_details, merged_payment, fuzzy]
 
 
 # -- pairs and findings ----------------------------------------------------------------
@@ -343,46 +422,64 @@ def _amount_agrees(ctx: _Context, i: str, c: str) -> str:
             f"OR abs({c}.amount - {c}.discount - {i}.amount) <= {ctx.tol(i + '.amount')}))")
 
 
+_ONE_TO_ONE = "('exact_txn_id', 'exact_order_id', 'fuzzy')"
+
+
 def _pairs(con, ctx: _Context) -> None:
     """Confirmed matches with both sides' facts, one row per group (amounts summed per side,
-    so a merged payment counts its channel amount once and a split order once)."""
+    so a merged payment counts its channel amount once and a split order once).
+
+    Only the pairs a finding can come from are built: the first pass's suspect pairs, the
+    other passes' (few) pairs, and the pairs of the orders a leftover channel row names
+    (a duplicate charge, or a long that is not one). A million clean matches are not
+    joined again."""
+    explained = f"(abs(ca - ia) <= {ctx.tol('ia')} OR abs(ca - cdisc - ia) <= {ctx.tol('ia')})"
     con.execute(f"""
-        CREATE TEMP TABLE mc AS SELECT * FROM m WHERE status = 'confirmed';
+        CREATE TEMP VIEW mc AS SELECT * FROM m WHERE status = 'confirmed';
+        CREATE TEMP TABLE c_left AS SELECT * FROM cp_free;
+        CREATE TEMP TABLE named AS SELECT DISTINCT order_id FROM c_left;
+        CREATE TEMP TABLE pair_ids AS
+        SELECT mc.grp, mc.iid, mc.cid, mc.rule FROM mc JOIN j_suspect s ON s.iid = mc.iid AND s.cid = mc.cid
+        WHERE mc.rule = 'exact_txn_id'
+        UNION SELECT grp, iid, cid, rule FROM mc WHERE rule IN {_ONE_TO_ONE} AND rule <> 'exact_txn_id'
+        UNION SELECT mc.grp, mc.iid, mc.cid, mc.rule
+              FROM (SELECT id FROM ip WHERE order_id IN (SELECT order_id FROM named)) x JOIN mc ON mc.iid = x.id
+              WHERE mc.rule IN {_ONE_TO_ONE};
         -- 1:1 matches (nearly all of them) need no aggregation
         CREATE TEMP TABLE pairs_all AS
-        SELECT mc.grp, ip.amount AS ia, ip.currency AS icur, ip.order_id, ip.status IN {NOT_PAID} AS unpaid,
+        SELECT g.grp, ip.amount AS ia, ip.currency AS icur, ip.order_id, ip.status IN {NOT_PAID} AS unpaid,
                ip.day AS iday, cp.amount AS ca, cp.discount AS cdisc, cp.currency AS ccur, cp.txn_id, cp.day AS cday,
-               mc.rule
-        FROM mc JOIN ip ON ip.id = mc.iid JOIN cp ON cp.id = mc.cid
-        WHERE mc.rule IN ('exact_txn_id', 'exact_order_id', 'fuzzy');
+               g.rule
+        FROM pair_ids g JOIN ip ON ip.id = g.iid JOIN cp ON cp.id = g.cid;
         -- groups (split and merged payments) add up per side
         INSERT INTO pairs_all
         SELECT gi.grp, gi.ia, gi.icur, gi.order_id, gi.unpaid, gi.iday, gc.ca, gc.cdisc, gc.ccur, gc.txn_id, gc.cday,
                gi.rule
         FROM (SELECT g.grp, sum(ip.amount) AS ia, any_value(ip.currency) AS icur, min(ip.order_id) AS order_id,
                      bool_or(ip.status IN {NOT_PAID}) AS unpaid, min(ip.day) AS iday, any_value(g.rule) AS rule
-              FROM (SELECT DISTINCT grp, iid, rule FROM mc WHERE rule NOT IN ('exact_txn_id', 'exact_order_id', 'fuzzy')) g
+              FROM (SELECT DISTINCT grp, iid, rule FROM mc WHERE rule NOT IN {_ONE_TO_ONE}) g
               JOIN ip ON ip.id = g.iid GROUP BY g.grp) gi
         JOIN (SELECT g.grp, sum(cp.amount) AS ca, sum(cp.discount) AS cdisc, any_value(cp.currency) AS ccur,
                      min(cp.txn_id) AS txn_id, min(cp.day) AS cday
-              FROM (SELECT DISTINCT grp, cid FROM mc WHERE rule NOT IN ('exact_txn_id', 'exact_order_id', 'fuzzy')) g
+              FROM (SELECT DISTINCT grp, cid FROM mc WHERE rule NOT IN {_ONE_TO_ONE}) g
               JOIN cp ON cp.id = g.cid GROUP BY g.grp) gc USING (grp);
     """)
     # Evidence lists (file, line of every record of a group) are built only for the groups
-    # that can produce a finding today: a million clean matches need none.
-    explained = f"(abs(ca - ia) <= {ctx.tol('ia')} OR abs(ca - cdisc - ia) <= {ctx.tol('ia')})"
+    # that can produce a finding today.
     con.execute(f"""
-        CREATE TEMP TABLE c_left AS SELECT * FROM cp_free;
         CREATE TEMP TABLE flagged AS
         SELECT grp FROM pairs_all WHERE iday = {ctx.d} AND (icur <> ccur OR unpaid OR NOT {explained})
         UNION SELECT p.grp FROM pairs_all p JOIN c_left cl ON cl.order_id = p.order_id WHERE cl.day = {ctx.d};
+        CREATE TEMP TABLE members AS SELECT DISTINCT grp, iid, cid FROM mc WHERE grp IN (SELECT grp FROM flagged);
         CREATE TEMP TABLE pairs AS
-        SELECT p.*,
-               (SELECT list(struct_pack(side := 'internal', file := ip.file, line := ip.line) ORDER BY ip.line)
-                FROM (SELECT DISTINCT iid FROM mc WHERE mc.grp = p.grp) x JOIN ip ON ip.id = x.iid) AS iev,
-               (SELECT list(struct_pack(side := 'channel', file := cp.file, line := cp.line) ORDER BY cp.line)
-                FROM (SELECT DISTINCT cid FROM mc WHERE mc.grp = p.grp) y JOIN cp ON cp.id = y.cid) AS cev
-        FROM pairs_all p WHERE p.grp IN (SELECT grp FROM flagged);
+        SELECT p.*, iev.ev AS iev, cev.ev AS cev
+        FROM pairs_all p
+        JOIN (SELECT x.grp, list(struct_pack(side := 'internal', file := ip.file_id, line := ip.line) ORDER BY ip.line) AS ev
+              FROM (SELECT DISTINCT grp, iid FROM members) x JOIN ip ON ip.id = x.iid GROUP BY x.grp) iev
+          ON iev.grp = p.grp
+        JOIN (SELECT y.grp, list(struct_pack(side := 'channel', file := cp.file_id, line := cp.line) ORDER BY cp.line) AS ev
+              FROM (SELECT DISTINCT grp, cid FROM members) y JOIN cp ON cp.id = y.cid GROUP BY y.grp) cev
+          ON cev.grp = p.grp;
         CREATE TEMP TABLE i_left AS SELECT * FROM ip_free;
     """)
 
@@ -401,7 +498,7 @@ def _finding(**sql: str) -> str:
         f"CAST({sql[c]} AS {casts[c]}) AS {c}" if c in casts else f"{sql[c]} AS {c}" for c in _FINDING_COLUMNS)
 
 
-_ONE = "[struct_pack(side := '{side}', file := {p}file, line := {p}line)]"
+_ONE = "[struct_pack(side := '{side}', file := {p}file_id, line := {p}line)]"
 
 
 def amount_mismatch(ctx: _Context) -> str:
@@ -475,9 +572,10 @@ def suggested_match(ctx: _Context) -> str:
                     difference="cp.amount - ip.amount", currency="ip.currency", status="'open'",
                     tolerance=ctx.tol("ip.amount"),
                     evidence=f"list_concat({_ONE.format(side='internal', p='ip.')}, {_ONE.format(side='channel', p='cp.')})",
-                    anchor_side="'internal'", anchor_ref="ip.ref", score="m.score",
-                    note="concat_ws(', ', 'order ' || cp.order_id, 'memo ' || cp.memo, 'payer ' || cp.payer)") + f"""
-        FROM m JOIN ip ON ip.id = m.iid JOIN cp ON cp.id = m.cid WHERE m.status = 'suggested' AND ip.day = {ctx.d}"""
+                    anchor_side="'internal'", anchor_ref="iw.ref", score="m.score",
+                    note="concat_ws(', ', 'order ' || cp.order_id, 'memo ' || cw.memo, 'payer ' || cw.payer)") + f"""
+        FROM m JOIN ip ON ip.id = m.iid JOIN cp ON cp.id = m.cid LEFT JOIN iw ON iw.id = ip.id LEFT JOIN cw ON cw.id = cp.id
+        WHERE m.status = 'suggested' AND ip.day = {ctx.d}"""
 
 
 def refunds(ctx: _Context) -> str:
@@ -485,7 +583,7 @@ def refunds(ctx: _Context) -> str:
     status mismatch."""
     def side(table: str, name: str, only_success: bool) -> str:
         return f"""(SELECT order_id, sum(amount) AS amount, any_value(currency) AS currency, min(day) AS day,
-            list(struct_pack(side := '{name}', file := file, line := line) ORDER BY day, line) AS ev,
+            list(struct_pack(side := '{name}', file := file_id, line := line) ORDER BY day, line) AS ev,
             any_value(txn_id) AS txn_id FROM {table}
             WHERE kind = 'refund' {"AND status = 'success'" if only_success else ""} GROUP BY order_id)"""
     tol = ctx.tol("coalesce(ir.amount, cr.amount)")
@@ -507,7 +605,7 @@ def refunds(ctx: _Context) -> str:
 
 
 def fee_mismatch(ctx: _Context) -> str:
-    """The channel's fee against the source's rate card, beyond rounding."""
+    """The channel's fee against the source's rate card, beyond rounding (`_fee_off`)."""
     rate = ctx.rules.fee_rate
     expected = f"CAST(round((amount - discount) * {rate}) AS BIGINT)" if rate is not None else "NULL"
     tol = int(ctx.rules.fee_tolerance_minor)
@@ -516,7 +614,7 @@ def fee_mismatch(ctx: _Context) -> str:
                     currency="currency", status="'open'", tolerance=str(tol),
                     evidence=_ONE.format(side="channel", p=""), anchor_side="'channel'", anchor_ref="ref",
                     note=f"'rate card {rate}'") + f"""
-        FROM cp WHERE {rate is not None} AND day = {ctx.d} AND abs(fee - {expected}) > {tol}"""
+        FROM cp LEFT JOIN cw ON cw.id = cp.id WHERE {_fee_off(ctx)}"""
 
 
 def _duplicate_records(ctx: _Context) -> str:
@@ -545,8 +643,7 @@ def _stats(con, ctx: _Context) -> dict:
                coalesce(sum(fee), 0)
         FROM c WHERE day = {ctx.d}""").fetchall()[0]
     matched = con.execute(f"""
-        SELECT count(DISTINCT m.iid) FROM m JOIN ip ON ip.id = m.iid
-        WHERE m.status = 'confirmed' AND ip.day = {ctx.d}""").fetchall()[0][0]
+        SELECT count(DISTINCT iid) FROM m WHERE status = 'confirmed' AND iday = {ctx.d}""").fetchall()[0][0]
     row = (*ours, theirs[0], theirs[1], matched, theirs[2])
     names = ["internal_payments", "internal_amount", "channel_payments", "channel_amount", "matched", "fees"]
     return {k: int(v) for k, v in zip(names, row)}

@@ -78,17 +78,22 @@ def compute_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None
     coverage = store.coverage(url, merchant.id)
     internal_through = max((d for (s, side), d in coverage.items() if side == "internal"), default=None)
     ledgers = store.find_ledgers(url, merchant.id)
+    files = store.file_paths(url)
     out = []
     for src in channel_sources(merchant):
         window = engine.Window(day, src.settlement_lag_days, internal_through, coverage.get((src.name, "channel")))
         # the two sides load side by side: SQLite reads in WAL mode do not block each other,
-        # and ADBC leaves the GIL while it reads (a million rows a side: ~2 s -> ~1 s)
+        # and ADBC leaves the GIL while it reads (a million rows a side: ~2 s -> ~1 s);
+        # only the columns the passes read: the wide text comes later, for what is left
         with ThreadPoolExecutor(max_workers=2) as pool:
             internal, channel = pool.map(
-                lambda side: store.load_records(url, ledgers.get((src.name, side)), window.load_first, window.load_last),
+                lambda side: store.load_match_records(url, ledgers.get((src.name, side)), window.load_first,
+                                                      window.load_last),
                 ("internal", "channel"))
         duplicates = store.load_duplicates(url, merchant.id, src.name, day, day)
-        result = engine.reconcile(internal, channel, window, Rules.for_source(cfg, merchant, src), duplicates)
+        result = engine.reconcile(internal, channel, window, Rules.for_source(cfg, merchant, src), duplicates,
+                                  details=lambda _side, ids: store.load_record_details(url, ids), files=files)
+        del internal, channel
         out.append((src, result))
         if on_source:
             on_source(src.name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -278,6 +278,85 @@ def load_records(url: str, ledger: int | None, day_from: date, day_to: date) -> 
         table = table.set_column(table.schema.get_field_index("occurred_at"), "occurred_at",
                                  pc.cast(table["occurred_at"], pa.timestamp("us")))
     for name in ("txn_id", "order_id", "payer", "memo"):
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 pa.chunked_array([_empty_as_null(c) for c in table[name].chunks], pa.string()))
+    return table
+
+
+# The engine's two reads (core.engine.MATCH_SCHEMA / DETAIL_SCHEMA): the columns every
+# pass reads, for every record of the window; the wide text, for the few records the exact
+# passes leave. Each column costs the SQLite driver about 0.06 s a million rows, so the
+# narrow read of a million-row side takes ~0.8 s of CPU instead of ~1.3 s.
+# NULL text travels as '' (ADBC's SQLite driver infers types from the first rows; see load_records).
+_MATCH_SQL = ("r.id, r.kind, coalesce(r.txn_id, '') AS txn_id, coalesce(r.order_id, '') AS order_id, r.amount, "
+              "r.currency, r.fee, r.discount, r.status, r.line, r.file_id")
+_DETAIL_SQL = "r.id, r.ref, coalesce(r.payer, '') AS payer, coalesce(r.memo, '') AS memo, r.occurred_at"
+_BATCH_ROWS = 65536  # SQLite driver's batches (default 1024): fewer, larger chunks scan faster in DuckDB
+_IDS_PER_QUERY = 10_000
+
+
+def load_match_records(url: str, ledger: int | None, day_from: date, day_to: date) -> pa.Table:
+    """A ledger's records in [day_from, day_to], the columns the matching passes read
+    (core.engine.MATCH_SCHEMA: no wide text, files by id). One query per business day, so
+    the day comes from the query instead of a million stored dates."""
+    from core.engine import MATCH_SCHEMA
+
+    if ledger is None:
+        return MATCH_SCHEMA.empty_table()
+    sqlite = is_sqlite(url)
+    parts = []
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        if sqlite:
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_BATCH_ROWS)})
+        for n in range((day_to - day_from).days + 1):
+            day = day_from + timedelta(days=n)
+            on = _lit(day.isoformat()) if sqlite else f"DATE {_lit(day.isoformat())}"
+            cur.execute(f"SELECT {_MATCH_SQL} FROM record r WHERE r.ledger_id = {int(ledger)} AND r.business_day = {on}")
+            table = cur.fetch_arrow_table()
+            if table.num_rows:  # no rows, no type inference
+                parts.append(table.append_column("business_day", pa.repeat(pa.scalar(day, pa.date32()),
+                                                                           table.num_rows)))
+    if not parts:
+        return MATCH_SCHEMA.empty_table()
+    table = pa.concat_tables([t.select(MATCH_SCHEMA.names).cast(MATCH_SCHEMA) for t in parts])
+    return _nulls_for_empty(table, ("txn_id", "order_id"))
+
+
+def load_record_details(url: str, ids: pa.Array) -> pa.Table:
+    """ref, payer, memo and occurred_at of the given records (core.engine.DETAIL_SCHEMA)."""
+    from core.engine import DETAIL_SCHEMA
+
+    ids = pc.unique(ids.cast(pa.int64())).to_pylist()
+    parts = []
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        if is_sqlite(url):
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_BATCH_ROWS)})
+        for n in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ", ".join(str(int(i)) for i in ids[n:n + _IDS_PER_QUERY])
+            cur.execute(f"SELECT {_DETAIL_SQL} FROM record r WHERE r.id IN ({chunk})")
+            table = cur.fetch_arrow_table()
+            if table.num_rows:
+                parts.append(table)
+    if not parts:
+        return DETAIL_SCHEMA.empty_table()
+    table = pa.concat_tables([t.cast(pa.schema([t.schema.field(f.name).with_type(f.type) if f.name != "occurred_at"
+                                                else t.schema.field(f.name) for f in DETAIL_SCHEMA]))
+                              for t in parts])
+    if pa.types.is_string(table.schema.field("occurred_at").type):  # SQLite hands times back as text
+        table = table.set_column(table.schema.get_field_index("occurred_at"), "occurred_at",
+                                 pc.cast(table["occurred_at"], pa.timestamp("us")))
+    return _nulls_for_empty(table, ("payer", "memo"))
+
+
+def file_paths(url: str) -> dict[int, str]:
+    """statement file id -> path (the engine's evidence names files by id)."""
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, path FROM statement_file")
+        return dict(cur.fetchall())
+
+
+def _nulls_for_empty(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
+    for name in names:
         table = table.set_column(table.schema.get_field_index(name), name,
                                  pa.chunked_array([_empty_as_null(c) for c in table[name].chunks], pa.string()))
     return table

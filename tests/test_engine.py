@@ -279,3 +279,54 @@ def test_matches_say_which_rule_made_them():
     i, c = table(ours, "ours.csv", 1), table(theirs, "bill.csv", 1001)
     result = reconcile(i, c, Window(D, 1, NEXT, NEXT), Rules())
     assert result.matches == {"merged_payment": 1}
+
+
+# -- the narrow input (core.runs): wide text fetched only for what the exact passes leave --
+
+NARROW_CASES = {**CASES, "fee against the rate card": (
+    [rec(txn="T1", order="O1", amount=10000, status="paid"), rec(txn="T2", order="O2", amount=10000, status="paid")],
+    [rec(txn="T1", order="O1", amount=10000, fee=60), rec(txn="T2", order="O2", amount=10000, fee=80)], None)}
+
+
+def _full_and_narrow(ours, theirs, rules, lag=1):
+    """The same case twice: whole tables, and narrow tables plus a `details` callable."""
+    i, c = table(ours, "ours.csv", 1), table(theirs, "bill.csv", 1001)
+    window = Window(D, lag, NEXT, NEXT)
+    full = reconcile(i, c, window, rules)
+    files = {7: "ours.csv", 9: "bill.csv"}
+    wide = ["ref", "payer", "memo", "occurred_at"]
+
+    def narrow(t, file_id):
+        return t.drop_columns(wide + ["file"]).append_column("file_id", pa.array([file_id] * t.num_rows, pa.int64()))
+
+    asked = []
+
+    def details(side, ids):
+        asked.append((side, sorted(ids.to_pylist())))
+        t = i if side == "internal" else c
+        return t.filter(pa.compute.is_in(t["id"], value_set=ids)).select(["id"] + wide)
+
+    lazy = reconcile(narrow(i, 7), narrow(c, 9), window, rules, details=details, files=files)
+    return full, lazy, asked
+
+
+@pytest.mark.parametrize("name", list(NARROW_CASES))
+def test_narrow_input_with_details_finds_exactly_the_same(name):
+    ours, theirs, _ = NARROW_CASES[name]
+    # (a rate card on every case would make every channel row a fee deviation, all fetched)
+    rules = Rules(fee_rate=Decimal("0.006")) if name == "fee against the rate card" else Rules()
+    full, lazy, _asked = _full_and_narrow(ours, theirs, rules)
+    key = lambda f: repr(sorted(f.items()))  # noqa: E731 - every field, evidence and score included
+    assert sorted(map(key, lazy.findings)) == sorted(map(key, full.findings))
+    assert (lazy.stats, lazy.matches) == (full.stats, full.matches)
+
+
+def test_details_are_asked_only_for_what_the_exact_passes_leave():
+    ours = [rec(txn="T1", order="O1", amount=1000, status="paid"), rec(order="A-2001", amount=500, status="paid")]
+    theirs = [rec(txn="T1", order="O1", amount=1000, fee=6), rec(txn="B1", amount=500, memo="A-2001", fee=30)]
+    full, lazy, asked = _full_and_narrow(ours, theirs, Rules(fee_rate=Decimal("0.006")))
+    # T1 is matched by its transaction id: only the bank line, the order it names and the
+    # fee deviation (B1: 30 charged, 3 expected) need payer, memo and time
+    assert asked == [("internal", [2]), ("channel", [1002])]
+    assert [f["type"] for f in lazy.findings] == [f["type"] for f in full.findings] == ["fee_mismatch"]
+    assert lazy.findings[0]["evidence"] == [{"side": "channel", "file": "bill.csv", "line": 1}]
