@@ -197,6 +197,17 @@ CASES = {
         [rec(txn="B1", amount=475060, payer="QINGSHAN BAKERY CHAIN CO LTD", memo="HUO KUAN", at="00:00")],
         [],
     ),
+    "a transaction id on two rows of each side: the earliest rows pair up, the others by order id": (
+        [rec(txn="T1", order="O1", amount=100, status="paid"), rec(txn="T1", order="O2", amount=100, status="paid", line=2)],
+        [rec(txn="T1", order="O1", amount=100), rec(txn="T1", order="O2", amount=100, line=2)],
+        [],
+    ),
+    "a transaction id on two channel rows: the earliest one pays, the other is a second charge": (
+        [rec(txn="T1", order="O1", amount=100, status="paid")],
+        [rec(txn="T1", order="O1", amount=100, line=5), rec(txn="T1", order="O2", amount=120, line=2)],
+        [("amount_mismatch", "payment", "O1", 100, 120, 20, "open", "exact_txn_id"),
+         ("duplicate_charge", "payment", "O1", None, 100, 100, "open", "duplicate_order")],
+    ),
     "fuzzy: outside the time window nothing is proposed": (
         [rec(order="A-2001", amount=50000, status="paid", at="10:00")],
         [rec(txn="B1", amount=50000, memo="A-2001", day=date(2026, 11, 24), at="11:00")],
