@@ -41,8 +41,10 @@ NOT_PAID = ("unpaid", "closed")
 # occurred_at) is needed only for what the exact passes leave, so the loader may leave it
 # out and hand the engine a `details` callable instead (core.runs does; a million rows a
 # side loads in about half the time).
-_COLUMNS = ("id, kind, txn_id, order_id, amount, currency, coalesce(fee, 0) AS fee, "
-            "coalesce(discount, 0) AS discount, status, CAST(business_day AS DATE) AS day, line, file_id")
+_COLUMNS = ("id, kind, txn_id, order_id, amount, currency, {fee} AS fee, {discount} AS discount, status, "
+            "CAST(business_day AS DATE) AS day, line, file_id")
+# fee and discount are the channel's: our books' side may leave them out (0)
+_OPTIONAL = ("fee", "discount")
 _DETAIL_COLUMNS = "id, ref, payer, memo, CAST(occurred_at AS TIMESTAMP) AS ts"
 
 INPUT_SCHEMA = pa.schema([
@@ -112,12 +114,16 @@ def _conform(table: pa.Table | None, file_ids: dict[str, int], with_details: boo
                 file_ids[path] = max(file_ids.values(), default=0) + 1
         positions = pc.index_in(files, value_set=pa.array(list(file_ids), pa.string()))
         table = table.append_column("file_id", pc.take(pa.array(list(file_ids.values()), pa.int64()), positions))
-    cols = [table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-            for f in MATCH_SCHEMA]
-    wide = [f for f in DETAIL_SCHEMA if f.name != "id"] if with_details else []
-    cols += [table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in wide]
-    names = [f.name for f in MATCH_SCHEMA] + [f.name for f in wide]
-    return pa.Table.from_arrays(cols, names=names)
+    fields = [f for f in MATCH_SCHEMA if f.name not in _OPTIONAL or f.name in table.column_names]
+    fields += [f for f in DETAIL_SCHEMA if f.name != "id"] if with_details else []
+    cols = [table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in fields]
+    return pa.Table.from_arrays(cols, names=[f.name for f in fields])
+
+
+def _columns(table: pa.Table) -> str:
+    """The engine's view of one side's input table."""
+    return _COLUMNS.format(**{c: f"coalesce({c}, 0)" if c in table.column_names else "CAST(0 AS BIGINT)"
+                              for c in _OPTIONAL})
 
 
 def reconcile(internal: pa.Table, channel: pa.Table, window: Window, rules: Rules,
@@ -131,16 +137,18 @@ def reconcile(internal: pa.Table, channel: pa.Table, window: Window, rules: Rule
     file_ids = {path: i for i, path in (files or {}).items()}
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.register("i_in", _conform(internal, file_ids, details is None))
-    con.register("c_in", _conform(channel, file_ids, details is None))
+    internal = _conform(internal, file_ids, details is None)
+    channel = _conform(channel, file_ids, details is None)
+    con.register("i_in", internal)
+    con.register("c_in", channel)
     con.register("rates", rules.fx_table())
     con.register("id_patterns", pa.table({"pattern": pa.array(rules.id_patterns, pa.string())}))
     ctx = _Context(window, rules, details)
     con.execute(f"""
         -- views over the Arrow tables: copying two million rows into DuckDB costs more than
         -- the few scans the passes make
-        CREATE TEMP VIEW i AS SELECT {_COLUMNS} FROM i_in;
-        CREATE TEMP VIEW c AS SELECT {_COLUMNS} FROM c_in;
+        CREATE TEMP VIEW i AS SELECT {_columns(internal)} FROM i_in;
+        CREATE TEMP VIEW c AS SELECT {_columns(channel)} FROM c_in;
         CREATE TEMP VIEW ip AS SELECT * FROM i WHERE kind = 'payment';
         CREATE TEMP VIEW cp AS SELECT * FROM c WHERE kind = 'payment' AND status = 'success';
         -- grp: the internal record id, or minus the channel record id for a merged payment;
@@ -167,10 +175,10 @@ def reconcile(internal: pa.Table, channel: pa.Table, window: Window, rules: Rule
     paths = {i: path for path, i in file_ids.items()}
     findings = []
     for finding in FINDINGS:
-        findings += _rows(con.sql(finding(ctx)), paths)
+        findings += sorted(_rows(con.sql(finding(ctx)), paths), key=_identity)
     if duplicates is not None and duplicates.num_rows:
         con.register("dup_in", duplicates)
-        findings += _rows(con.sql(_duplicate_records(ctx)))
+        findings += sorted(_rows(con.sql(_duplicate_records(ctx))), key=_identity)
     stats, matches = _stats(con, ctx)
     con.close()
     return Result(findings, stats, matches)
@@ -193,6 +201,12 @@ class _Context:
         """An item of `day` waits while the other side has delivered less than day + lag."""
         through = self.window.internal_through if side_delivered == "internal" else self.window.channel_through
         return f"({_lit_date(through)} < {day} + {int(self.window.lag_days)})"
+
+
+def _identity(f: dict) -> tuple:
+    """A finding's identity (its break's key, core.runs.break_key): DuckDB hands rows back in
+    no set order, and the order is the order breaks get their ids and alert cards theirs."""
+    return f["type"], f["kind"], f["anchor_side"], str(f["anchor_ref"])
 
 
 def _rows(rel, paths: dict[int, str] | None = None) -> list[dict]:

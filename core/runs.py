@@ -88,7 +88,7 @@ def compute_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None
         with ThreadPoolExecutor(max_workers=2) as pool:
             internal, channel = pool.map(
                 lambda side: store.load_match_records(url, ledgers.get((src.name, side)), window.load_first,
-                                                      window.load_last),
+                                                      window.load_last, fees=side == "channel"),
                 ("internal", "channel"))
         duplicates = store.load_duplicates(url, merchant.id, src.name, day, day)
         result = engine.reconcile(internal, channel, window, Rules.for_source(cfg, merchant, src), duplicates,

@@ -289,20 +289,22 @@ def load_records(url: str, ledger: int | None, day_from: date, day_to: date) -> 
 # narrow read of a million-row side takes ~0.8 s of CPU instead of ~1.3 s.
 # NULL text travels as '' (ADBC's SQLite driver infers types from the first rows; see load_records).
 _MATCH_SQL = ("r.id, r.kind, coalesce(r.txn_id, '') AS txn_id, coalesce(r.order_id, '') AS order_id, r.amount, "
-              "r.currency, r.fee, r.discount, r.status, r.line, r.file_id")
+              "r.currency, {fees}r.status, r.line, r.file_id")
 _DETAIL_SQL = "r.id, r.ref, coalesce(r.payer, '') AS payer, coalesce(r.memo, '') AS memo, r.occurred_at"
 _BATCH_ROWS = 65536  # SQLite driver's batches (default 1024): fewer, larger chunks scan faster in DuckDB
 _IDS_PER_QUERY = 10_000
 
 
-def load_match_records(url: str, ledger: int | None, day_from: date, day_to: date) -> pa.Table:
+def load_match_records(url: str, ledger: int | None, day_from: date, day_to: date, fees: bool = True) -> pa.Table:
     """A ledger's records in [day_from, day_to], the columns the matching passes read
-    (core.engine.MATCH_SCHEMA: no wide text, files by id). One query per business day, so
-    the day comes from the query instead of a million stored dates."""
+    (core.engine.MATCH_SCHEMA: no wide text, files by id; `fees=False`: no fee and discount,
+    which only the channel's side has). One query per business day, so the day comes from
+    the query instead of a million stored dates."""
     from core.engine import MATCH_SCHEMA
 
+    schema = pa.schema([f for f in MATCH_SCHEMA if fees or f.name not in ("fee", "discount")])
     if ledger is None:
-        return MATCH_SCHEMA.empty_table()
+        return schema.empty_table()
     sqlite = is_sqlite(url)
     parts = []
     with adbc_connect(url) as conn, conn.cursor() as cur:
@@ -311,14 +313,15 @@ def load_match_records(url: str, ledger: int | None, day_from: date, day_to: dat
         for n in range((day_to - day_from).days + 1):
             day = day_from + timedelta(days=n)
             on = _lit(day.isoformat()) if sqlite else f"DATE {_lit(day.isoformat())}"
-            cur.execute(f"SELECT {_MATCH_SQL} FROM record r WHERE r.ledger_id = {int(ledger)} AND r.business_day = {on}")
+            cur.execute(f"SELECT {_MATCH_SQL.format(fees='r.fee, r.discount, ' if fees else '')} FROM record r "
+                        f"WHERE r.ledger_id = {int(ledger)} AND r.business_day = {on}")
             table = cur.fetch_arrow_table()
             if table.num_rows:  # no rows, no type inference
                 parts.append(table.append_column("business_day", pa.repeat(pa.scalar(day, pa.date32()),
                                                                            table.num_rows)))
     if not parts:
-        return MATCH_SCHEMA.empty_table()
-    table = pa.concat_tables([t.select(MATCH_SCHEMA.names).cast(MATCH_SCHEMA) for t in parts])
+        return schema.empty_table()
+    table = pa.concat_tables([t.select(schema.names).cast(schema) for t in parts])
     return _nulls_for_empty(table, ("txn_id", "order_id"))
 
 
