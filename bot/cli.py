@@ -43,7 +43,6 @@ from rich.table import Table
 from core import config as config_mod
 from core.breaks import list_breaks
 from core.config import Config, ConfigError
-from core.ingest import configured_files, ingest_files
 from core.money import display
 from core.runs import RunSummary, run_day
 from models import db
@@ -128,6 +127,8 @@ def ingest(
     day: Annotated[Optional[str], typer.Option(help="Business day, when the file does not say.")] = None,
 ) -> None:
     """Ingest statement and order files; a file already ingested is skipped."""
+    from core.ingest import configured_files  # the parsers load only for the commands that read files
+
     cfg = _load(config)
     m = _merchant(cfg, merchant)
     files = files or configured_files(cfg, m)
@@ -142,6 +143,8 @@ def ingest(
 
 
 def ingest_many(cfg, merchant, files, day, console: Console):
+    from core.ingest import ingest_files
+
     results, failures = [], []
     with _progress(console) as progress:
         task = progress.add_task(f"ingesting {len(files)} files", total=len(files))

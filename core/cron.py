@@ -9,11 +9,17 @@ zone of what it works for (a source's statement zone, a merchant's books).
 
 from __future__ import annotations
 
-from apscheduler.triggers.cron import CronTrigger
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 
 def trigger(expr: str, timezone: str) -> CronTrigger:
     """The trigger for `expr` in `timezone`; ValueError saying what is wrong."""
+    # imported here: every command loads the config, few of them schedule (40 ms at start-up)
+    from apscheduler.triggers.cron import CronTrigger
+
     fields = expr.split()
     if len(fields) == 5:
         second, (minute, hour, day, month, weekday) = "0", fields

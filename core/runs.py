@@ -220,8 +220,12 @@ def _store_breaks(db, cfg, merchant, day, run_id, findings) -> tuple[int, int, i
                                  detail=json.dumps({"run": run_id, "key": key}, ensure_ascii=False)))
         ids = {}
         if new_rows:
-            inserted = s.execute(insert(Break).returning(Break.key, Break.id, sort_by_parameter_order=True), new_rows)
-            ids = dict(inserted.all())
+            # a plain multi-row INSERT, then the ids by key: RETURNING in parameter order cost
+            # ~80 us a row (0.3 s for a day's 3,400 breaks)
+            s.execute(insert(Break), new_rows)
+            new_keys = {r["key"] for r in new_rows}
+            ids = {k: i for k, i in s.execute(select(Break.key, Break.id).where(
+                Break.merchant_id == merchant.id, Break.business_day == day)).all() if k in new_keys}
             created = len(new_rows)
         adjustments, events = [], []
         for ref, currency, adj in to_adjust:
