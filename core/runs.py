@@ -91,8 +91,14 @@ def compute_day(cfg: Config, merchant: MerchantConfig, day: date, on_source=None
                                                       window.load_last, fees=side == "channel"),
                 ("internal", "channel"))
         duplicates = store.load_duplicates(url, merchant.id, src.name, day, day)
+        loaded = {"internal": internal.num_rows, "channel": channel.num_rows}
+
+        def details(side, ids, src=src, window=window):
+            return store.load_record_details(url, ids, ledgers.get((src.name, side)), window.load_first,
+                                             window.load_last, loaded[side])
+
         result = engine.reconcile(internal, channel, window, Rules.for_source(cfg, merchant, src), duplicates,
-                                  details=lambda _side, ids: store.load_record_details(url, ids), files=files)
+                                  details=details, files=files)
         del internal, channel
         out.append((src, result))
         if on_source:

@@ -312,9 +312,8 @@ def load_match_records(url: str, ledger: int | None, day_from: date, day_to: dat
             cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_BATCH_ROWS)})
         for n in range((day_to - day_from).days + 1):
             day = day_from + timedelta(days=n)
-            on = _lit(day.isoformat()) if sqlite else f"DATE {_lit(day.isoformat())}"
             cur.execute(f"SELECT {_MATCH_SQL.format(fees='r.fee, r.discount, ' if fees else '')} FROM record r "
-                        f"WHERE r.ledger_id = {int(ledger)} AND r.business_day = {on}")
+                        f"WHERE r.ledger_id = {int(ledger)} AND r.business_day = {_day_lit(sqlite, day)}")
             table = cur.fetch_arrow_table()
             if table.num_rows:  # no rows, no type inference
                 parts.append(table.append_column("business_day", pa.repeat(pa.scalar(day, pa.date32()),
@@ -325,21 +324,32 @@ def load_match_records(url: str, ledger: int | None, day_from: date, day_to: dat
     return _nulls_for_empty(table, ("txn_id", "order_id"))
 
 
-def load_record_details(url: str, ids: pa.Array) -> pa.Table:
-    """ref, payer, memo and occurred_at of the given records (core.engine.DETAIL_SCHEMA)."""
+def load_record_details(url: str, ids: pa.Array, ledger: int | None = None, day_from: date | None = None,
+                        day_to: date | None = None, rows: int = 0) -> pa.Table:
+    """ref, payer, memo and occurred_at of the given records (core.engine.DETAIL_SCHEMA).
+
+    By id, a few thousand at a time (~2 us a record). When they are more than two thirds of
+    the `rows` their ledger holds in [day_from, day_to] (a source matched by order id or by
+    the fuzzy pass alone), reading the whole range and keeping those costs less (measured:
+    1M of 1M ids 1.8 s by id, 1.1 s by range; 300k of 1M 0.5 s by id, 1.1 s by range)."""
     from core.engine import DETAIL_SCHEMA
 
-    ids = pc.unique(ids.cast(pa.int64())).to_pylist()
+    sqlite = is_sqlite(url)
+    ids = pc.unique(ids.cast(pa.int64()))
+    scan = ledger is not None and len(ids) * 3 > rows * 2 > 0
+    queries = ([f"WHERE r.ledger_id = {int(ledger)} AND r.business_day = {_day_lit(sqlite, day_from + timedelta(n))}"
+                for n in range((day_to - day_from).days + 1)] if scan else
+               [f"WHERE r.id IN ({', '.join(str(i) for i in ids[n:n + _IDS_PER_QUERY].to_pylist())})"
+                for n in range(0, len(ids), _IDS_PER_QUERY)])
     parts = []
     with adbc_connect(url) as conn, conn.cursor() as cur:
-        if is_sqlite(url):
+        if sqlite:
             cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_BATCH_ROWS)})
-        for n in range(0, len(ids), _IDS_PER_QUERY):
-            chunk = ", ".join(str(int(i)) for i in ids[n:n + _IDS_PER_QUERY])
-            cur.execute(f"SELECT {_DETAIL_SQL} FROM record r WHERE r.id IN ({chunk})")
+        for where in queries:
+            cur.execute(f"SELECT {_DETAIL_SQL} FROM record r {where}")
             table = cur.fetch_arrow_table()
             if table.num_rows:
-                parts.append(table)
+                parts.append(table.filter(pc.is_in(table["id"].cast(pa.int64()), value_set=ids)) if scan else table)
     if not parts:
         return DETAIL_SCHEMA.empty_table()
     table = pa.concat_tables([t.cast(pa.schema([t.schema.field(f.name).with_type(f.type) if f.name != "occurred_at"
@@ -349,6 +359,10 @@ def load_record_details(url: str, ids: pa.Array) -> pa.Table:
         table = table.set_column(table.schema.get_field_index("occurred_at"), "occurred_at",
                                  pc.cast(table["occurred_at"], pa.timestamp("us")))
     return _nulls_for_empty(table, ("payer", "memo"))
+
+
+def _day_lit(sqlite: bool, day: date) -> str:
+    return _lit(day.isoformat()) if sqlite else f"DATE {_lit(day.isoformat())}"
 
 
 def file_paths(url: str) -> dict[int, str]:
