@@ -19,6 +19,12 @@ once (exclusive on both sides):
 
 A confirmed match still has its amount, currency and status compared: a key never skips
 the checks. Then come the findings (see FINDINGS at the bottom), each one named rule.
+
+Where the million rows go: the inputs stay Arrow tables behind DuckDB views; the first pass
+is one full outer join that also marks the pairs the findings must look at again; every
+later step reads small tables (what is free, the suspect pairs' facts, what is not a
+payment), picked out of the Arrow inputs by id. The wide text (payer, memo, time, ref) is
+read from the database only for what the exact passes leave (`with_details`).
 """
 
 from __future__ import annotations
