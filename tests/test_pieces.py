@@ -50,8 +50,9 @@ def test_pieces_end_at_line_ends_outside_quotes_and_know_their_first_line():
         for piece, line in got:
             assert line == 7 + seen
             seen += bytes(piece).count(b"\n")
-    # a piece is at least 4 bytes, to the first line end outside quotes: rows 2 and 3 span two lines
-    assert [line for _, line in line_pieces(body, 0, len(body), 1, 4)] == [1, 4, 6]
+    # a piece runs to the first line end outside quotes after its size (1, 2, then 4 bytes
+    # for a size of 4: the first pieces are smaller); rows 2 and 3 span two lines each
+    assert [line for _, line in line_pieces(body, 0, len(body), 1, 4)] == [1, 2, 4, 6]
     assert len(list(line_pieces(body, 0, len(body), 1, None))) == 1
 
 
