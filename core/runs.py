@@ -226,9 +226,10 @@ def _store_breaks(db, cfg, merchant, day, run_id, findings) -> tuple[int, int, i
                                  detail=json.dumps({"run": run_id, "key": key}, ensure_ascii=False)))
         ids = {}
         if new_rows:
-            # a plain multi-row INSERT, then the ids by key: RETURNING in parameter order cost
-            # ~80 us a row (0.3 s for a day's 3,400 breaks)
-            s.execute(insert(Break), new_rows)
+            # a plain Core executemany, then the ids by key: RETURNING in parameter order cost
+            # ~80 us a row (0.3 s for a day's 3,400 breaks), and the ORM's bulk path another
+            # ~40 us a row over Core's
+            s.execute(insert(Break.__table__), new_rows)
             new_keys = {r["key"] for r in new_rows}
             ids = {k: i for k, i in s.execute(select(Break.key, Break.id).where(
                 Break.merchant_id == merchant.id, Break.business_day == day)).all() if k in new_keys}
@@ -246,8 +247,8 @@ def _store_breaks(db, cfg, merchant, day, run_id, findings) -> tuple[int, int, i
                                    subject_type="break", subject_id=str(break_id),
                                    detail=json.dumps(adj, ensure_ascii=False)))
         if adjustments:
-            s.execute(insert(Adjustment), adjustments)
-            s.execute(insert(AuditEvent), events)
+            s.execute(insert(Adjustment.__table__), adjustments)
+            s.execute(insert(AuditEvent.__table__), events)
         s.commit()
     return created, updated, cleared, len(adjustments)
 
