@@ -157,10 +157,16 @@ def reconcile(internal: pa.Table, channel: pa.Table, window: Window, rules: Rule
         CREATE TEMP VIEW c AS SELECT {_columns(channel)} FROM c_in;
         CREATE TEMP VIEW ip AS SELECT * FROM i WHERE kind = 'payment';
         CREATE TEMP VIEW cp AS SELECT * FROM c WHERE kind = 'payment' AND status = 'success';
-        -- grp: the internal record id, or minus the channel record id for a merged payment;
-        -- iday: the internal record's day (the day's figures count by it)
-        CREATE TEMP TABLE m (iid BIGINT, cid BIGINT, grp BIGINT, rule VARCHAR, status VARCHAR, score DOUBLE,
-                             iday DATE);
+        -- m: every match. grp: the internal record id, or minus the channel record id for a
+        -- merged payment; iday: the internal record's day (the day's figures count by it).
+        -- The first pass's (nearly all) are kept as id pairs (m1): ten million rows of
+        -- rule and status text cost more to write than the join that found them.
+        CREATE TEMP TABLE m1 (iid BIGINT, cid BIGINT, iday DATE);
+        CREATE TEMP TABLE m_rest (iid BIGINT, cid BIGINT, grp BIGINT, rule VARCHAR, status VARCHAR, score DOUBLE,
+                                  iday DATE);
+        CREATE TEMP VIEW m AS
+        SELECT iid, cid, iid AS grp, 'exact_txn_id' AS rule, 'confirmed' AS status, CAST(1 AS DOUBLE) AS score, iday
+        FROM m1 UNION ALL SELECT * FROM m_rest;
     """)
     # what is not a payment (refunds; reversed, failed channel rows) is a sliver: kept apart
     # once, so the findings about it never scan a million rows again
@@ -213,14 +219,15 @@ class _Context:
         return f"({_lit_date(through)} < {day} + {int(self.window.lag_days)})"
 
 
-def _subset(con, ctx: "_Context", name: str, side: str, mask, where: str = "true") -> None:
+def _subset(con, ctx: "_Context", name: str, side: str, mask, where: str = "true", replace: bool = False) -> None:
     """CREATE TEMP TABLE `name`: the rows of side `i` or `c` (the engine's columns) that `mask`
     (Arrow booleans over the input) selects, and `where`. Filtering the Arrow table picks a
     few rows in milliseconds; a DuckDB scan of the view converts every row first (~60 ms a
     million rows a scan)."""
     table = ctx.inputs[side].filter(mask).combine_chunks()
     con.register(f"{name}_in", table)
-    con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM (SELECT {_columns(table)} FROM {name}_in) WHERE {where}")
+    con.execute(f"CREATE {'OR REPLACE ' if replace else ''}TEMP TABLE {name} AS "
+                f"SELECT * FROM (SELECT {_columns(table)} FROM {name}_in) WHERE {where}")
     con.unregister(f"{name}_in")
 
 
@@ -250,9 +257,9 @@ def _rows(rel, paths: dict[int, str] | None = None) -> list[dict]:
 
 def _claim(con, sql: str) -> None:
     """Record a pass's matches; what it confirmed leaves the free sets the next passes read."""
-    con.execute("CREATE OR REPLACE TEMP TABLE m_new AS SELECT * FROM m LIMIT 0")  # m's column names
+    con.execute("CREATE OR REPLACE TEMP TABLE m_new AS SELECT * FROM m_rest LIMIT 0")  # m's column names
     con.execute(f"INSERT INTO m_new {sql}")
-    con.execute("INSERT INTO m SELECT * FROM m_new")
+    con.execute("INSERT INTO m_rest SELECT * FROM m_new")
     if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'ip_free'").fetchall()[0][0]:
         con.execute("DELETE FROM ip_free WHERE id IN (SELECT iid FROM m_new WHERE status = 'confirmed')")
         con.execute("DELETE FROM cp_free WHERE id IN (SELECT cid FROM m_new WHERE status = 'confirmed')")
@@ -297,21 +304,23 @@ def exact_txn_id(con, ctx: _Context) -> None:
                 FROM contested)
             WHERE ri = 1 AND rc = 1;
         """)
-    # m is empty before the first pass: no free sets to update yet
-    con.execute("""
-        INSERT INTO m
-        SELECT iid, cid, iid, 'exact_txn_id', 'confirmed', 1.0, iday FROM j
-        WHERE iid NOT IN (SELECT iid FROM j_many_i) AND cid NOT IN (SELECT cid FROM j_many_c)
-        UNION ALL
-        SELECT iid, cid, iid, 'exact_txn_id', 'confirmed', 1.0, iday FROM j_won;
-    """)
+    # the first pass's matches (m1, read through m); no free sets to update yet
+    con.execute("DROP TABLE m1")
+    if con.execute("SELECT count(*) FROM contested").fetchone()[0]:
+        con.execute("""
+            CREATE TEMP TABLE m1 AS
+            SELECT iid, cid, iday FROM j
+            WHERE iid NOT IN (SELECT iid FROM j_many_i) AND cid NOT IN (SELECT cid FROM j_many_c)
+            UNION ALL SELECT iid, cid, iday FROM j_won""")
+    else:  # every pair of the join is a match: no copy
+        con.execute("CREATE TEMP VIEW m1 AS SELECT iid, cid, iday FROM jx WHERE iid IS NOT NULL AND cid IS NOT NULL")
     _subset(con, ctx, "ip_free", "i", _isin(ctx.inputs["i"]["id"], con, "SELECT iid FROM jx WHERE cid IS NULL "
                                             "UNION ALL (SELECT iid FROM contested EXCEPT SELECT iid FROM j_won)"),
             "kind = 'payment'")
     _subset(con, ctx, "cp_free", "c", _isin(ctx.inputs["c"]["id"], con, "SELECT cid FROM jx WHERE iid IS NULL "
                                             "UNION ALL (SELECT cid FROM contested EXCEPT SELECT cid FROM j_won)"),
             "kind = 'payment' AND status = 'success'")
-    con.execute("DROP VIEW j; DROP TABLE jx; DROP TABLE j_many_i; DROP TABLE j_many_c; DROP TABLE contested; DROP TABLE j_won")
+    con.execute("DROP VIEW j; DROP TABLE j_many_i; DROP TABLE j_many_c; DROP TABLE contested; DROP TABLE j_won")
 
 
 def _repeated(con, table: str, col: str, into: str) -> None:
@@ -433,16 +442,19 @@ def fuzzy(con, ctx: _Context) -> None:
     untied best at or above the threshold is confirmed, any other best is suggested."""
     r = ctx.rules
     window_s = int(r.fuzzy_window_days * 86400)
+    # our payments whose order id a leftover channel row names (only those are looked up
+    # among the matched: the matched are millions)
+    _subset(con, ctx, "ip_named", "i", _isin(ctx.inputs["i"]["order_id"], con,
+                                             "SELECT DISTINCT coalesce(order_id, '') FROM cp_free", skip_nulls=True),
+            "kind = 'payment'", replace=True)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE fz AS
         WITH li AS (SELECT * FROM ip_free WHERE status IN {PAID} AND id NOT IN (SELECT id FROM i_reversed)
                         AND day BETWEEN {_lit_date(ctx.window.first)} AND {_lit_date(ctx.window.last)}),
              -- a payment naming an order we already matched is that order's duplicate charge,
-             -- not an anonymous payment to be guessed at (only the order ids the leftovers
-             -- name are looked up: the matched ones are a million)
-             named AS (SELECT DISTINCT coalesce(order_id, '') AS order_id FROM cp_free),
-             matched_named AS (SELECT ip2.order_id FROM m JOIN ip ip2 ON ip2.id = m.iid
-                               WHERE m.status = 'confirmed' AND ip2.order_id IN (SELECT order_id FROM named)),
+             -- not an anonymous payment to be guessed at
+             matched_named AS (SELECT ip2.order_id FROM ip_named ip2 JOIN m ON m.iid = ip2.id
+                               WHERE m.status = 'confirmed'),
              lc AS (SELECT * FROM cp_free WHERE true
                         AND day BETWEEN {_lit_date(ctx.window.first)} AND {_lit_date(ctx.window.last)}
                         AND coalesce(order_id, '') NOT IN (SELECT order_id FROM matched_named)),
@@ -665,29 +677,48 @@ def suggested_match(ctx: _Context) -> str:
 
 def refunds(ctx: _Context) -> str:
     """Per order: partial refunds add up on either side; a refund on one side only is a
-    status mismatch."""
-    def side(table: str, name: str, only_success: bool) -> str:
+    status mismatch. Evidence lists are built only for the orders that make a finding (at
+    10M orders, listing every refunded order's records cost 0.5 s)."""
+    def totals(table: str, only_success: bool) -> str:
         return f"""(SELECT order_id, sum(amount) AS amount, any_value(currency) AS currency, min(day) AS day,
-            list(struct_pack(side := '{name}', file := file_id, line := line) ORDER BY day, line) AS ev,
-            any_value(txn_id) AS txn_id FROM {table}
+            any_value(txn_id) AS txn_id, true AS here FROM {table}
             WHERE kind = 'refund' {"AND status = 'success'" if only_success else ""} GROUP BY order_id)"""
-    tol = ctx.tol("coalesce(ir.amount, cr.amount)")
-    one_side = "ir.order_id IS NULL OR cr.order_id IS NULL"
+
+    def evidence(table: str, name: str, only_success: bool, key: str, here: str) -> str:
+        # the NULL order id is a group of its own: matched NULL-safe, and only when present
+        return f"""(SELECT order_id, list(struct_pack(side := '{name}', file := file_id, line := line)
+                                         ORDER BY day, line) AS ev FROM {table}
+            WHERE kind = 'refund' {"AND status = 'success'" if only_success else ""}
+              AND (order_id IN (SELECT {key} FROM x WHERE {here})
+                   OR (order_id IS NULL AND EXISTS (SELECT 1 FROM x WHERE {here} AND {key} IS NULL)))
+            GROUP BY order_id)"""
+    tol = ctx.tol("coalesce(ia, ca)")
+    one_side = "io IS NULL OR co IS NULL"
     return _finding(type=f"CASE WHEN {one_side} THEN 'status_mismatch' ELSE 'amount_mismatch' END", kind="'refund'",
-                    rule="'refund_by_order'", order_id="coalesce(ir.order_id, cr.order_id)",
-                    txn_id="coalesce(cr.txn_id, ir.txn_id)", internal_amount="ir.amount", channel_amount="cr.amount",
-                    difference="coalesce(cr.amount, 0) - coalesce(ir.amount, 0)",
-                    currency="coalesce(ir.currency, cr.currency)",
-                    status=f"""CASE WHEN cr.order_id IS NULL AND {ctx.in_transit('channel', 'ir.day')} THEN 'in_transit'
-                                    WHEN ir.order_id IS NULL AND {ctx.in_transit('internal', 'cr.day')} THEN 'in_transit'
+                    rule="'refund_by_order'", order_id="coalesce(io, co)",
+                    txn_id="coalesce(ctxn, itxn)", internal_amount="ia", channel_amount="ca",
+                    difference="coalesce(ca, 0) - coalesce(ia, 0)",
+                    currency="coalesce(icur, ccur)",
+                    status=f"""CASE WHEN co IS NULL AND {ctx.in_transit('channel', 'iday')} THEN 'in_transit'
+                                    WHEN io IS NULL AND {ctx.in_transit('internal', 'cday')} THEN 'in_transit'
                                     ELSE 'open' END""",
-                    tolerance=tol, evidence="list_concat(coalesce(ir.ev, []), coalesce(cr.ev, []))",
-                    anchor_side="CASE WHEN ir.order_id IS NULL THEN 'channel' ELSE 'internal' END",
-                    anchor_ref="coalesce(ir.order_id, cr.order_id)") + f"""
-        FROM {side('i_other', 'internal', False)} ir FULL OUTER JOIN {side('c_other', 'channel', True)} cr
-          ON ir.order_id = cr.order_id
-        WHERE coalesce(ir.day, cr.day) = {ctx.d}
-          AND ({one_side} OR abs(coalesce(cr.amount, 0) - coalesce(ir.amount, 0)) > {tol})"""
+                    tolerance=tol, evidence="list_concat(coalesce(iev, []), coalesce(cev, []))",
+                    anchor_side="CASE WHEN io IS NULL THEN 'channel' ELSE 'internal' END",
+                    anchor_ref="coalesce(io, co)") + f"""
+        FROM (WITH x AS (
+                  SELECT ir.order_id AS io, ir.amount AS ia, ir.currency AS icur, ir.day AS iday, ir.txn_id AS itxn,
+                         ir.here AS ih, cr.order_id AS co, cr.amount AS ca, cr.currency AS ccur, cr.day AS cday,
+                         cr.txn_id AS ctxn, cr.here AS ch
+                  FROM {totals('i_other', False)} ir FULL OUTER JOIN {totals('c_other', True)} cr
+                    ON ir.order_id = cr.order_id
+                  WHERE coalesce(ir.day, cr.day) = {ctx.d}
+                    AND (ir.order_id IS NULL OR cr.order_id IS NULL
+                         OR abs(coalesce(cr.amount, 0) - coalesce(ir.amount, 0)) > {ctx.tol('coalesce(ir.amount, cr.amount)')}))
+              SELECT x.*, ie.ev AS iev, ce.ev AS cev FROM x
+              LEFT JOIN {evidence('i_other', 'internal', False, 'io', 'ih')} ie
+                ON x.ih AND ie.order_id IS NOT DISTINCT FROM x.io
+              LEFT JOIN {evidence('c_other', 'channel', True, 'co', 'ch')} ce
+                ON x.ch AND ce.order_id IS NOT DISTINCT FROM x.co) r"""
 
 
 def fee_mismatch(ctx: _Context) -> str:

@@ -341,3 +341,21 @@ def test_details_are_asked_only_for_what_the_exact_passes_leave():
     assert asked == [("internal", [2]), ("channel", [1002])]
     assert [f["type"] for f in lazy.findings] == [f["type"] for f in full.findings] == ["fee_mismatch"]
     assert lazy.findings[0]["evidence"] == [{"side": "channel", "file": "bill.csv", "line": 1}]
+
+
+def test_refund_evidence_lists_each_sides_records_of_that_order_only():
+    ours = [rec(txn="T1", order="O1", amount=100, status="paid"),
+            rec("refund", ref="O1", order="O1", amount=-30, status="refunded", line=5),
+            rec(txn="T2", order="O2", amount=100, status="paid", line=2),
+            rec("refund", ref="O2", order="O2", amount=-40, status="refunded", line=6)]
+    theirs = [rec(txn="T1", order="O1", amount=100), rec("refund", ref="R1", txn="T1", order="O1", amount=-20, line=3),
+              rec("refund", ref="R1b", txn="T1", order="O1", amount=-10, line=2),
+              rec(txn="T2", order="O2", amount=100, line=4), rec("refund", ref="R2", txn="T2", order="O2", amount=-41, line=8),
+              # refunds that name no order: a group of their own, on the channel's side only
+              rec("refund", ref="R8", amount=-7, line=12), rec("refund", ref="R9", amount=-5, line=10)]
+    i, c = table(ours, "ours.csv", 1), table(theirs, "bill.csv", 1001)
+    found = reconcile(i, c, Window(D, 1, NEXT, NEXT), Rules()).findings
+    assert sorted((f["type"], f["order_id"], f["difference"], [(e["side"], e["file"], e["line"]) for e in f["evidence"]])
+                  for f in found if f["kind"] == "refund") == [
+        ("amount_mismatch", "O2", -1, [("internal", "ours.csv", 6), ("channel", "bill.csv", 8)]),
+        ("status_mismatch", None, -12, [("channel", "bill.csv", 10), ("channel", "bill.csv", 12)])]
