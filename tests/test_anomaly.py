@@ -336,6 +336,74 @@ def test_windows_and_local_time_counted_by_hand():
     assert by_id[1][3:] == (0,) * 8  # context rows get no windows
 
 
+def _windows_by_one_sort(keys, t_min, top, masks, scored):
+    """What `_windows` computed before it left lonely rows out and sorted few groups by radix:
+    every row of every key in one argsort, the bounds by searchsorted."""
+    from core.anomaly import features as F
+
+    out, top = {}, np.uint64(top)
+    for name, key, member, before, after in F.WINDOWS:
+        v = keys[key]
+        order = np.argsort(v)
+        vs = v[order]
+        rows = order[scored[order]]
+        q, qt = v[rows], t_min[rows]
+        lo = np.searchsorted(vs, q - np.minimum(qt, np.uint64(before)), "left")
+        hi = np.searchsorted(vs, q + np.minimum(top - qt, np.uint64(after)), "right")
+
+        def within(m):
+            c = np.concatenate(([0], np.cumsum(masks[m][order], dtype=np.int64)))
+            return c[hi] - c[lo]
+
+        counts = np.zeros(len(v), np.int64)
+        if member is None:
+            counts[rows] = hi - lo
+        elif member == "same kind":
+            counts[rows] = np.where(masks["is_pay"][rows], within("is_pay"), within("is_ref"))
+        else:
+            counts[rows] = within(member)
+        out[name] = counts
+    for name, value in F.NO_PAYER.items():
+        out[name][masks["no_payer"]] = value
+    out["order_payments"][masks["no_order"] | ~masks["is_pay"]] = 1
+    return out
+
+
+@pytest.mark.parametrize("time_bits", [13, 17])  # a scored day; a training window (no radix sort)
+def test_windows_leave_lonely_rows_out_and_sort_few_groups_as_one_sort_would(time_bits):
+    """150k rows: most payers, amounts and orders alone in their group (counted without a
+    sort), the rest in pairs or in groups of about 40 rows within minutes; four channel groups."""
+    from core.anomaly import features as F
+
+    rng = np.random.default_rng(11)
+    n, top = 150_000, (1 << time_bits) - 1
+    t_min = rng.integers(0, min(top, 4 * 1440), n).astype(np.uint64)
+
+    def key(groups: np.ndarray) -> np.ndarray:
+        hashes = rng.integers(0, 2**63, groups.max() + 1, dtype=np.uint64) * np.uint64(2)
+        return (hashes[groups] & ~np.uint64(top)) | t_min
+
+    lonely = rng.random(n) < 0.7
+    crowd = rng.integers(0, n // 400, n)  # groups of about 40 among the rest
+    payer = np.where(lonely, np.arange(n) + n, crowd)
+    t_min[~lonely] = (crowd[~lonely] * 7 + rng.integers(0, 90, (~lonely).sum())).astype(np.uint64) % np.uint64(top)
+    is_pay = rng.random(n) < 0.85
+    keys = {"k_payer": key(payer), "k_amount": key(payer * 4 + rng.integers(0, 2, n) * 2 + is_pay),
+            "k_order": key(np.choose(rng.choice(3, n, p=[0.8, 0.15, 0.05]),  # alone, in pairs, in crowds
+                                     [np.arange(n), np.arange(n) // 2 + n, rng.integers(0, 500, n) + 2 * n])),
+            "k_channel": key(rng.integers(0, 2, n) * 2 + is_pay)}
+    masks = {"is_pay": is_pay, "is_ref": ~is_pay, "no_payer": rng.random(n) < 0.02,
+             "no_order": rng.random(n) < 0.03}
+    scored = rng.random(n) < 0.55
+    got = F._windows(keys, t_min, top, masks, scored)
+    want = _windows_by_one_sort(keys, t_min, top, masks, scored)
+    assert {k: v.tolist() for k, v in got.items()} == {k: v.tolist() for k, v in want.items()}
+    assert max(want["payer_1h"]) > 5 and max(want["channel_30m"]) > 50  # crowds and busy channels were there
+    assert (want["order_payments"][scored & is_pay & ~masks["no_order"]] == 2).sum() > 500  # and pairs
+    maybe = F._maybe_grouped(keys["k_payer"], time_bits)
+    assert maybe[~lonely].all() and maybe[lonely].mean() < 0.2  # groups kept whole, most lonely rows left out
+
+
 @pytest.mark.parametrize("tz", ["Asia/Shanghai", "Europe/Berlin", "America/St_Johns", "Asia/Kathmandu"])
 def test_local_minutes_agree_with_zoneinfo(tz):
     from datetime import datetime, timezone
