@@ -493,6 +493,12 @@ def test_rows_are_put_in_id_order_only_when_they_are_not():
     assert by_id(t).to_pydict() == {"id": [2, 5, 7, 9], "x": ["c", "a", "d", "b"]}
     ordered = by_id(t)
     assert by_id(ordered) is ordered
+    # parts in order each, handed back out of order (DuckDB's threads): the parts reordered, no row moved
+    parts = pa.table({"id": pa.chunked_array([[7, 9], [], [2, 5]], pa.int64()),
+                      "x": pa.chunked_array([["d", "b"], [], ["c", "a"]])})
+    regrouped = by_id(parts)
+    assert regrouped.to_pydict() == {"id": [2, 5, 7, 9], "x": ["c", "a", "d", "b"]}
+    assert [len(c) for c in regrouped["x"].chunks] == [2, 2]
 
 
 def test_training_describes_a_sample_of_a_long_window_and_still_ranks_what_was_injected(tmp_path, monkeypatch):
