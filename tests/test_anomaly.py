@@ -282,9 +282,14 @@ def test_forest_score_is_scikit_learns_score_samples():
     X[:20] += 6  # a few far out, so leaves of every depth are reached
     forest = IsolationForest(n_estimators=40, max_samples=256, random_state=1).fit(X)
     Y = np.vstack([X, rng.normal(size=(70_000, 6)).astype(np.float32) * 2])  # more rows than one thread task
+    Y[::3, 2] = np.round(Y[::3, 2])  # columns of few values, which the walk sorts by first
+    Y[:, 4] = np.round(Y[:, 4] * 2) / 2
     ours = M.forest_score(forest, Y)
     assert np.allclose(ours, -forest.score_samples(Y), rtol=0, atol=1e-12)
     assert ours[:20].min() > np.quantile(ours[20:5000], 0.99)
+    # the rows are walked sorted, but each row's path lengths add up tree by tree as a plain walk's do
+    plain = sum(M.leaf_depths(e.tree_)[e.tree_.apply(Y)] for e in forest.estimators_)
+    assert np.array_equal(ours, 2.0 ** (-plain / (40 * M.average_path_length([256])[0])))
 
 
 def _tx(rows, tz="Europe/Berlin"):
