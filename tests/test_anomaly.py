@@ -292,6 +292,19 @@ def test_forest_score_is_scikit_learns_score_samples():
     assert np.array_equal(ours, 2.0 ** (-plain / (40 * M.average_path_length([256])[0])))
 
 
+def test_excess_written_in_place_is_the_plain_formula_bit_for_bit():
+    rng = np.random.default_rng(4)
+    X = (rng.normal(size=(3000, 6)) * 3).astype(np.float32)
+    X[rng.random(X.shape) < 0.01] = np.nan
+    low, high, spread = np.full(6, -1.5), np.full(6, 2.0), rng.uniform(0.3, 2, 6)
+    directions = ["high", "low", "both", "high", "both", "low"]
+    up, down = np.maximum(X - high, 0) / spread, np.maximum(low - X, 0) / spread
+    plain = np.sum(np.where(np.array([d != "low" for d in directions]), up, 0)
+                   + np.where(np.array([d != "high" for d in directions]), down, 0), axis=1)
+    got = M.excess(X, low, high, spread, directions)
+    assert np.array_equal(got, plain, equal_nan=True) and np.isnan(got).any() and (got > 0).mean() > 0.5
+
+
 def _tx(rows, tz="Europe/Berlin"):
     """A hand-made slice: (minutes after 2026-10-24 00:00 UTC, payer, kind, amount, order, business day)."""
     from datetime import datetime

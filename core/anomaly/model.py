@@ -162,12 +162,18 @@ def forest_score(forest, X: np.ndarray) -> np.ndarray:
 
 
 def excess(X: np.ndarray, low: np.ndarray, high: np.ndarray, spread: np.ndarray, directions: list[str]) -> np.ndarray:
-    """How far the features lie beyond the training range, in spreads, added up (0 inside)."""
-    up = np.maximum(X - high, 0) / spread
-    down = np.maximum(low - X, 0) / spread
-    lows = np.array([d in ("both", "low") for d in directions])
+    """How far the features lie beyond the training range, in spreads, added up (0 inside):
+    per feature the distance above its range (if high values are unusual) plus the distance
+    below it (if low ones are), in one matrix written in place, then summed per row."""
     highs = np.array([d in ("both", "high") for d in directions])
-    return np.sum(np.where(highs, up, 0) + np.where(lows, down, 0), axis=1)
+    lows = np.flatnonzero([d in ("both", "low") for d in directions])
+    out = np.subtract(X, high, dtype=np.float64)
+    np.maximum(out, 0, out=out)
+    out /= spread
+    out[:, ~highs] = 0
+    if len(lows):
+        out[:, lows] += np.maximum(low[lows] - X[:, lows], 0) / spread[lows]
+    return np.sum(out, axis=1)
 
 
 def score(model: "Model", X: np.ndarray) -> np.ndarray:
