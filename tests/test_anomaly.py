@@ -292,6 +292,22 @@ def test_forest_score_is_scikit_learns_score_samples():
     assert np.array_equal(ours, 2.0 ** (-plain / (40 * M.average_path_length([256])[0])))
 
 
+def test_scoring_feature_rows_is_scoring_their_matrix():
+    """Each thread makes its own slice of the matrix from the rows' columns, whose chunks do not
+    line up with the slices."""
+    from core.anomaly.features import FEATURE_NAMES
+
+    rng = np.random.default_rng(6)
+    X = rng.gamma(2.0, 1.0, size=(150_000, len(FEATURE_NAMES)))
+    X[:, 3] = np.round(X[:, 3])
+    model = M.Model(scope="", profiles={}, window=(None, None), rows=0,
+                    **M.fit(X[:5000].astype(np.float32), list(FEATURE_NAMES), trees=20, target_alert_rate=0.001))
+    cuts = [0, 1000, 70_001, 70_002, 150_000]
+    table = pa.table({name: pa.chunked_array([X[a:b, j] for a, b in zip(cuts, cuts[1:])])
+                      for j, name in enumerate(FEATURE_NAMES)})
+    assert np.array_equal(M.score(model, table), M.score(model, M.matrix(table, FEATURE_NAMES)))
+
+
 def test_excess_written_in_place_is_the_plain_formula_bit_for_bit():
     rng = np.random.default_rng(4)
     X = (rng.normal(size=(3000, 6)) * 3).astype(np.float32)
