@@ -399,14 +399,21 @@ def _ledgers(url: str, merchant_id: str, side: str) -> dict[int, str]:
         return dict(cur.fetchall())
 
 
+READ_BATCH = 1 << 16
+
+
 def _read(url: str, ledger: int, source: str, day: date, columns: str, where: str, schema: pa.Schema) -> pa.Table:
     """Records of one ledger and one business day, typed as `schema`: `source` and
     `business_day` are the same on every row and not read (reading them cost a tenth of a
     second per million rows each), `is_ref` becomes `kind`, times are typed by Arrow, a
-    column of `schema` the query does not read is NULL."""
+    column of `schema` the query does not read is NULL. From SQLite in batches of READ_BATCH
+    rows, not the driver's 1024: every later step (Arrow kernels, numpy conversions, DuckDB's
+    scans) pays per chunk, 1.2 CPU s of a 1M-day scoring for 4,000 chunks."""
     on = _lit(day.isoformat()) if is_sqlite(url) else f"DATE {_lit(day.isoformat())}"
     sql = f"SELECT {columns} FROM record r WHERE r.ledger_id = {int(ledger)} AND {where} AND r.business_day = {on}"
     with adbc_connect(url) as conn, conn.cursor() as cur:
+        if is_sqlite(url):
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(READ_BATCH)})
         cur.execute(sql)
         table = cur.fetch_arrow_table()
     n = table.num_rows
