@@ -378,12 +378,15 @@ LEFT JOIN rate_card rc ON rc.source = w.source
 # usual transactions of this kind at this channel in half an hour like this one (hour x weekday)
 EXPECTED_30M = "(coalesce(pv.per_day, 0) * coalesce(ph.share, 1 / 24) * 7 * coalesce(pd.share, 1 / 7) / 2)"
 
+# source and kind: a code per row and the few texts once (DuckDB reads them as the same
+# VARCHAR, hashes and joins them alike, and hands them back as plain text)
+CODED = pa.dictionary(pa.int8(), pa.string())
 TX_SCHEMA = pa.schema([
-    ("id", pa.int64()), ("source", pa.string()), ("kind", pa.string()), ("amount", pa.int64()),
+    ("id", pa.int64()), ("source", CODED), ("kind", CODED), ("amount", pa.int64()),
     ("fee", pa.int64()), ("discount", pa.int64()), ("occurred_at", pa.timestamp("us")),
     ("business_day", pa.date32()), ("payer", pa.string()), ("order_id", pa.string()),
 ])
-ORDERS_SCHEMA = pa.schema([("source", pa.string()), ("order_id", pa.string()), ("occurred_at", pa.timestamp("us"))])
+ORDERS_SCHEMA = pa.schema([("source", CODED), ("order_id", pa.string()), ("occurred_at", pa.timestamp("us"))])
 KINDS = pa.array(["payment", "refund"], pa.string())
 
 
@@ -422,11 +425,12 @@ def _read(url: str, ledger: int, source: str, day: date, columns: str, where: st
     cols = {}
     for name in schema.names:
         if name == "source":
-            cols[name] = pa.repeat(pa.scalar(source, pa.string()), n)
+            cols[name] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array([source]))
         elif name == "business_day":
             cols[name] = pa.repeat(pa.scalar(day, pa.date32()), n)
-        elif name == "kind":
-            cols[name] = pc.take(KINDS, pc.cast(table["is_ref"], pa.int8()))
+        elif name == "kind":  # is_ref is the code
+            cols[name] = pa.chunked_array([pa.DictionaryArray.from_arrays(c, KINDS)
+                                           for c in pc.cast(table["is_ref"], pa.int8()).chunks], CODED)
         elif name not in table.column_names:
             cols[name] = pa.nulls(n, schema.field(name).type)
         elif name == "occurred_at":
