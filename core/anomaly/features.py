@@ -147,11 +147,12 @@ def _duration(seconds: float | None) -> str:
 # -- the relations ----------------------------------------------------------------------
 #
 # Speed (a million transactions scored, two million loaded): the slice is read narrow (ledger
-# ids instead of a join, refund as a flag), typed by Arrow, and everything per row that is
-# not a join is numpy: local hour and weekday from one UTC offset per quarter hour (DuckDB's
-# time-zone conversion took about a second per million rows), the windows from one argsort
-# per group key (DuckDB's RANGE frames: 16.7 s per million rows). DuckDB is left the joins
-# with the profile and our orders, on all cores.
+# ids instead of a join, refund as a flag, source and kind as codes) in large batches, typed
+# by Arrow, and everything per row that is not a join is numpy: local hour and weekday from
+# one UTC offset per quarter hour (DuckDB's time-zone conversion took about a second per
+# million rows), the windows from one sort per group key of the rows not alone in their
+# group (DuckDB's RANGE frames: 16.7 s per million rows). DuckDB is left the joins with the
+# profile and our orders, on all cores.
 
 # Time windows over the loaded slice, to the minute: (column, group key, counted rows, minutes
 # before, minutes after). "same kind" counts payments for a payment and refunds for a refund.
