@@ -282,9 +282,43 @@ def test_forest_score_is_scikit_learns_score_samples():
     X[:20] += 6  # a few far out, so leaves of every depth are reached
     forest = IsolationForest(n_estimators=40, max_samples=256, random_state=1).fit(X)
     Y = np.vstack([X, rng.normal(size=(70_000, 6)).astype(np.float32) * 2])  # more rows than one thread task
+    Y[::3, 2] = np.round(Y[::3, 2])  # columns of few values, which the walk sorts by first
+    Y[:, 4] = np.round(Y[:, 4] * 2) / 2
     ours = M.forest_score(forest, Y)
     assert np.allclose(ours, -forest.score_samples(Y), rtol=0, atol=1e-12)
     assert ours[:20].min() > np.quantile(ours[20:5000], 0.99)
+    # the rows are walked sorted, but each row's path lengths add up tree by tree as a plain walk's do
+    plain = sum(M.leaf_depths(e.tree_)[e.tree_.apply(Y)] for e in forest.estimators_)
+    assert np.array_equal(ours, 2.0 ** (-plain / (40 * M.average_path_length([256])[0])))
+
+
+def test_scoring_feature_rows_is_scoring_their_matrix():
+    """Each thread makes its own slice of the matrix from the rows' columns, whose chunks do not
+    line up with the slices."""
+    from core.anomaly.features import FEATURE_NAMES
+
+    rng = np.random.default_rng(6)
+    X = rng.gamma(2.0, 1.0, size=(150_000, len(FEATURE_NAMES)))
+    X[:, 3] = np.round(X[:, 3])
+    model = M.Model(scope="", profiles={}, window=(None, None), rows=0,
+                    **M.fit(X[:5000].astype(np.float32), list(FEATURE_NAMES), trees=20, target_alert_rate=0.001))
+    cuts = [0, 1000, 70_001, 70_002, 150_000]
+    table = pa.table({name: pa.chunked_array([X[a:b, j] for a, b in zip(cuts, cuts[1:])])
+                      for j, name in enumerate(FEATURE_NAMES)})
+    assert np.array_equal(M.score(model, table), M.score(model, M.matrix(table, FEATURE_NAMES)))
+
+
+def test_excess_written_in_place_is_the_plain_formula_bit_for_bit():
+    rng = np.random.default_rng(4)
+    X = (rng.normal(size=(3000, 6)) * 3).astype(np.float32)
+    X[rng.random(X.shape) < 0.01] = np.nan
+    low, high, spread = np.full(6, -1.5), np.full(6, 2.0), rng.uniform(0.3, 2, 6)
+    directions = ["high", "low", "both", "high", "both", "low"]
+    up, down = np.maximum(X - high, 0) / spread, np.maximum(low - X, 0) / spread
+    plain = np.sum(np.where(np.array([d != "low" for d in directions]), up, 0)
+                   + np.where(np.array([d != "high" for d in directions]), down, 0), axis=1)
+    got = M.excess(X, low, high, spread, directions)
+    assert np.array_equal(got, plain, equal_nan=True) and np.isnan(got).any() and (got > 0).mean() > 0.5
 
 
 def _tx(rows, tz="Europe/Berlin"):
@@ -336,6 +370,74 @@ def test_windows_and_local_time_counted_by_hand():
     assert by_id[1][3:] == (0,) * 8  # context rows get no windows
 
 
+def _windows_by_one_sort(keys, t_min, top, masks, scored):
+    """What `_windows` computed before it left lonely rows out and sorted few groups by radix:
+    every row of every key in one argsort, the bounds by searchsorted."""
+    from core.anomaly import features as F
+
+    out, top = {}, np.uint64(top)
+    for name, key, member, before, after in F.WINDOWS:
+        v = keys[key]
+        order = np.argsort(v)
+        vs = v[order]
+        rows = order[scored[order]]
+        q, qt = v[rows], t_min[rows]
+        lo = np.searchsorted(vs, q - np.minimum(qt, np.uint64(before)), "left")
+        hi = np.searchsorted(vs, q + np.minimum(top - qt, np.uint64(after)), "right")
+
+        def within(m):
+            c = np.concatenate(([0], np.cumsum(masks[m][order], dtype=np.int64)))
+            return c[hi] - c[lo]
+
+        counts = np.zeros(len(v), np.int64)
+        if member is None:
+            counts[rows] = hi - lo
+        elif member == "same kind":
+            counts[rows] = np.where(masks["is_pay"][rows], within("is_pay"), within("is_ref"))
+        else:
+            counts[rows] = within(member)
+        out[name] = counts
+    for name, value in F.NO_PAYER.items():
+        out[name][masks["no_payer"]] = value
+    out["order_payments"][masks["no_order"] | ~masks["is_pay"]] = 1
+    return out
+
+
+@pytest.mark.parametrize("time_bits", [13, 17])  # a scored day; a training window (no radix sort)
+def test_windows_leave_lonely_rows_out_and_sort_few_groups_as_one_sort_would(time_bits):
+    """150k rows: most payers, amounts and orders alone in their group (counted without a
+    sort), the rest in pairs or in groups of about 40 rows within minutes; four channel groups."""
+    from core.anomaly import features as F
+
+    rng = np.random.default_rng(11)
+    n, top = 150_000, (1 << time_bits) - 1
+    t_min = rng.integers(0, min(top, 4 * 1440), n).astype(np.uint64)
+
+    def key(groups: np.ndarray) -> np.ndarray:
+        hashes = rng.integers(0, 2**63, groups.max() + 1, dtype=np.uint64) * np.uint64(2)
+        return (hashes[groups] & ~np.uint64(top)) | t_min
+
+    lonely = rng.random(n) < 0.7
+    crowd = rng.integers(0, n // 400, n)  # groups of about 40 among the rest
+    payer = np.where(lonely, np.arange(n) + n, crowd)
+    t_min[~lonely] = (crowd[~lonely] * 7 + rng.integers(0, 90, (~lonely).sum())).astype(np.uint64) % np.uint64(top)
+    is_pay = rng.random(n) < 0.85
+    keys = {"k_payer": key(payer), "k_amount": key(payer * 4 + rng.integers(0, 2, n) * 2 + is_pay),
+            "k_order": key(np.choose(rng.choice(3, n, p=[0.8, 0.15, 0.05]),  # alone, in pairs, in crowds
+                                     [np.arange(n), np.arange(n) // 2 + n, rng.integers(0, 500, n) + 2 * n])),
+            "k_channel": key(rng.integers(0, 2, n) * 2 + is_pay)}
+    masks = {"is_pay": is_pay, "is_ref": ~is_pay, "no_payer": rng.random(n) < 0.02,
+             "no_order": rng.random(n) < 0.03}
+    scored = rng.random(n) < 0.55
+    got = F._windows(keys, t_min, top, masks, scored)
+    want = _windows_by_one_sort(keys, t_min, top, masks, scored)
+    assert {k: v.tolist() for k, v in got.items()} == {k: v.tolist() for k, v in want.items()}
+    assert max(want["payer_1h"]) > 5 and max(want["channel_30m"]) > 50  # crowds and busy channels were there
+    assert (want["order_payments"][scored & is_pay & ~masks["no_order"]] == 2).sum() > 500  # and pairs
+    maybe = F._maybe_grouped(keys["k_payer"], time_bits)
+    assert maybe[~lonely].all() and maybe[lonely].mean() < 0.2  # groups kept whole, most lonely rows left out
+
+
 @pytest.mark.parametrize("tz", ["Asia/Shanghai", "Europe/Berlin", "America/St_Johns", "Asia/Kathmandu"])
 def test_local_minutes_agree_with_zoneinfo(tz):
     from datetime import datetime, timezone
@@ -375,7 +477,7 @@ def test_scores_are_appended_the_first_time_and_updated_after(db_url, tmp_path):
     assert set(scores_of(db_url, ids).values()) == {0.5} and len(scores_of(db_url, ids)) == len(ids)
 
 
-def test_the_slice_and_the_keyed_joins_against_a_plain_count(db_url):
+def test_the_slice_and_the_keyed_joins_against_a_plain_count(db_url, monkeypatch):
     """`load_slice` reads the day whole, the day before with the columns the windows read, and
     our orders of both days; the order time and the payer history joined on hashed keys are
     the ones a dictionary lookup by the text keys finds."""
@@ -393,6 +495,10 @@ def test_the_slice_and_the_keyed_joins_against_a_plain_count(db_url):
     assert (tx.num_rows, context.num_rows) == (per_day[d1] + per_day[d2], per_day[d1])
     assert context["id"].null_count == context["fee"].null_count == context.num_rows  # narrow
     assert tx["id"].null_count == context.num_rows and orders.num_rows > 0.9 * tx.num_rows
+    if db_url.startswith("sqlite"):  # read in READ_BATCH-row batches (the driver's own hold 1024 rows)
+        monkeypatch.setattr(F, "READ_BATCH", 64)
+        again, _ = F.load_slice(db_url, "shop", d2, d2)
+        assert again.equals(tx) and max(len(c) for c in again["payer"].chunks) == 64
 
     con = F.connect(tx, orders, SHOP.timezone, {s: 0.006 for s, _ in SHOP.sources}, d2, d2)
     prof = F.profile(con)
@@ -425,6 +531,12 @@ def test_rows_are_put_in_id_order_only_when_they_are_not():
     assert by_id(t).to_pydict() == {"id": [2, 5, 7, 9], "x": ["c", "a", "d", "b"]}
     ordered = by_id(t)
     assert by_id(ordered) is ordered
+    # parts in order each, handed back out of order (DuckDB's threads): the parts reordered, no row moved
+    parts = pa.table({"id": pa.chunked_array([[7, 9], [], [2, 5]], pa.int64()),
+                      "x": pa.chunked_array([["d", "b"], [], ["c", "a"]])})
+    regrouped = by_id(parts)
+    assert regrouped.to_pydict() == {"id": [2, 5, 7, 9], "x": ["c", "a", "d", "b"]}
+    assert [len(c) for c in regrouped["x"].chunks] == [2, 2]
 
 
 def test_training_describes_a_sample_of_a_long_window_and_still_ranks_what_was_injected(tmp_path, monkeypatch):

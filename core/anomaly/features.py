@@ -147,11 +147,12 @@ def _duration(seconds: float | None) -> str:
 # -- the relations ----------------------------------------------------------------------
 #
 # Speed (a million transactions scored, two million loaded): the slice is read narrow (ledger
-# ids instead of a join, refund as a flag), typed by Arrow, and everything per row that is
-# not a join is numpy: local hour and weekday from one UTC offset per quarter hour (DuckDB's
-# time-zone conversion took about a second per million rows), the windows from one argsort
-# per group key (DuckDB's RANGE frames: 16.7 s per million rows). DuckDB is left the joins
-# with the profile and our orders, on all cores.
+# ids instead of a join, refund as a flag, source and kind as codes) in large batches, typed
+# by Arrow, and everything per row that is not a join is numpy: local hour and weekday from
+# one UTC offset per quarter hour (DuckDB's time-zone conversion took about a second per
+# million rows), the windows from one sort per group key of the rows not alone in their
+# group (DuckDB's RANGE frames: 16.7 s per million rows). DuckDB is left the joins with the
+# profile and our orders, on all cores.
 
 # Time windows over the loaded slice, to the minute: (column, group key, counted rows, minutes
 # before, minutes after). "same kind" counts payments for a payment and refunds for a refund.
@@ -223,25 +224,75 @@ def local_minutes(utc_minutes: np.ndarray, timezone: str) -> np.ndarray:
     return utc_minutes + offsets[index]
 
 
+def _maybe_grouped(v: np.ndarray, time_bits: int) -> np.ndarray:
+    """Which rows may share their group with another row (the rest are alone in theirs, as
+    most are in the payer, same-amount and order keys: a million transactions, a million
+    orders). Bucketed twice by slices of the group bits (above `time_bits`), a count per
+    bucket each: a row alone in its bucket in either is alone in its group, since rows of one
+    group share every group bit. Linear, where sorting every row was not."""
+    n = len(v)
+    nb = min(max(n.bit_length() + 1, 8), 22, (64 - time_bits) // 2)  # 2^22 counts: 32 MB
+    maybe = np.ones(n, bool)
+    for shift in (64 - nb, 64 - 2 * nb):
+        b = v >> np.uint64(shift)
+        b &= np.uint64((1 << nb) - 1)
+        b = b.view(np.int64)  # below 2^22: the same numbers, no copy
+        maybe &= (np.bincount(b, minlength=1 << nb) > 1)[b]  # a gather from 4 MB of flags, not 32 MB of counts
+        if maybe.mean() > 0.8:  # a few large groups (the channel key): nothing to leave out
+            break
+    return maybe
+
+
+def _sort_order(v: np.ndarray, time_bits: int) -> np.ndarray:
+    """Indices that sort `v` (ties in any order: they are counted by value). A key of a few
+    groups (the channel key: source and kind) is sorted a group at a time by its minutes
+    alone, 16-bit integers that numpy sorts by radix; other keys by a plain argsort."""
+    if time_bits <= 16 and len(v) > 1 << 16:
+        groups = np.sort(pc.unique(v >> np.uint64(time_bits)).to_numpy())
+        if len(groups) <= 16:
+            minutes = (v & np.uint64((1 << time_bits) - 1)).astype(np.uint16)
+            parts = []
+            for g in groups:
+                rows = np.flatnonzero((v >> np.uint64(time_bits)) == g)
+                parts.append(rows[np.argsort(minutes[rows], kind="stable")])
+            return np.concatenate(parts)
+    return np.argsort(v)
+
+
 def _windows(keys: dict[str, np.ndarray], t_min: np.ndarray, top: int, masks: dict[str, np.ndarray],
              scored: np.ndarray) -> dict[str, np.ndarray]:
-    """The WINDOWS counts of the `scored` rows (0 elsewhere). Per key one argsort of the
-    (group, minute) integers; a window's bounds are two searchsorted calls (shared by the
-    windows with the same bound), and a count of some rows only (payments, refunds) is a
-    difference of their running count at the bounds. The bounds are clamped to the group's
-    own range of integers. Keys run on two threads (numpy sorts without the GIL)."""
+    """The WINDOWS counts of the `scored` rows (0 elsewhere). A row alone in its group
+    (`_maybe_grouped`) counts itself; the others are sorted per key as (group, minute)
+    integers: a window's bounds are two searchsorted calls (shared by the windows with the
+    same bound), and a count of some rows only (payments, refunds) is a difference of their
+    running count at the bounds. The bounds are clamped to the group's own range of
+    integers. Keys run on two threads (numpy sorts without the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
     n = len(t_min)
     out = {name: np.zeros(n, np.int64) for name, *_ in WINDOWS}
     top_ = np.uint64(top)
 
+    def itself(member: str | None, rows: np.ndarray) -> np.ndarray | int:
+        """The count of a window holding only the row itself."""
+        if member is None:
+            return 1
+        if member == "same kind":
+            return np.where(masks["is_pay"][rows], masks["is_pay"][rows], masks["is_ref"][rows])
+        return masks[member][rows]
+
     def per_key(key: str) -> None:
         v = keys[key]
-        order = np.argsort(v)  # ties are counted by value, so their order does not matter
-        vs = v[order]
+        maybe = _maybe_grouped(v, top.bit_length())
+        alone = np.flatnonzero(scored & ~maybe)
+        sub = None if maybe.all() else np.flatnonzero(maybe)
+        part = v if sub is None else v[sub]
+        local = _sort_order(part, top.bit_length())
+        order = local if sub is None else sub[local]
+        vs = part[local]
         pos = np.flatnonzero(scored[order])
-        rows, q, qt = order[pos], vs[pos], t_min[order][pos]
+        rows, q = order[pos], vs[pos]
+        qt = q & top_  # the minute: the low bits
         bounds: dict = {}
 
         def bound(side: str, minutes: int) -> np.ndarray:
@@ -270,6 +321,7 @@ def _windows(keys: dict[str, np.ndarray], t_min: np.ndarray, top: int, masks: di
             else:
                 counts = within(member, lo, hi)
             out[name][rows] = counts
+            out[name][alone] = itself(member, alone)
 
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(per_key, sorted({k for _, k, *_ in WINDOWS})))
@@ -327,12 +379,15 @@ LEFT JOIN rate_card rc ON rc.source = w.source
 # usual transactions of this kind at this channel in half an hour like this one (hour x weekday)
 EXPECTED_30M = "(coalesce(pv.per_day, 0) * coalesce(ph.share, 1 / 24) * 7 * coalesce(pd.share, 1 / 7) / 2)"
 
+# source and kind: a code per row and the few texts once (DuckDB reads them as the same
+# VARCHAR, hashes and joins them alike, and hands them back as plain text)
+CODED = pa.dictionary(pa.int8(), pa.string())
 TX_SCHEMA = pa.schema([
-    ("id", pa.int64()), ("source", pa.string()), ("kind", pa.string()), ("amount", pa.int64()),
+    ("id", pa.int64()), ("source", CODED), ("kind", CODED), ("amount", pa.int64()),
     ("fee", pa.int64()), ("discount", pa.int64()), ("occurred_at", pa.timestamp("us")),
     ("business_day", pa.date32()), ("payer", pa.string()), ("order_id", pa.string()),
 ])
-ORDERS_SCHEMA = pa.schema([("source", pa.string()), ("order_id", pa.string()), ("occurred_at", pa.timestamp("us"))])
+ORDERS_SCHEMA = pa.schema([("source", CODED), ("order_id", pa.string()), ("occurred_at", pa.timestamp("us"))])
 KINDS = pa.array(["payment", "refund"], pa.string())
 
 
@@ -348,14 +403,21 @@ def _ledgers(url: str, merchant_id: str, side: str) -> dict[int, str]:
         return dict(cur.fetchall())
 
 
+READ_BATCH = 1 << 16
+
+
 def _read(url: str, ledger: int, source: str, day: date, columns: str, where: str, schema: pa.Schema) -> pa.Table:
     """Records of one ledger and one business day, typed as `schema`: `source` and
     `business_day` are the same on every row and not read (reading them cost a tenth of a
     second per million rows each), `is_ref` becomes `kind`, times are typed by Arrow, a
-    column of `schema` the query does not read is NULL."""
+    column of `schema` the query does not read is NULL. From SQLite in batches of READ_BATCH
+    rows, not the driver's 1024: every later step (Arrow kernels, numpy conversions, DuckDB's
+    scans) pays per chunk, 1.2 CPU s of a 1M-day scoring for 4,000 chunks."""
     on = _lit(day.isoformat()) if is_sqlite(url) else f"DATE {_lit(day.isoformat())}"
     sql = f"SELECT {columns} FROM record r WHERE r.ledger_id = {int(ledger)} AND {where} AND r.business_day = {on}"
     with adbc_connect(url) as conn, conn.cursor() as cur:
+        if is_sqlite(url):
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(READ_BATCH)})
         cur.execute(sql)
         table = cur.fetch_arrow_table()
     n = table.num_rows
@@ -364,11 +426,12 @@ def _read(url: str, ledger: int, source: str, day: date, columns: str, where: st
     cols = {}
     for name in schema.names:
         if name == "source":
-            cols[name] = pa.repeat(pa.scalar(source, pa.string()), n)
+            cols[name] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int8)), pa.array([source]))
         elif name == "business_day":
             cols[name] = pa.repeat(pa.scalar(day, pa.date32()), n)
-        elif name == "kind":
-            cols[name] = pc.take(KINDS, pc.cast(table["is_ref"], pa.int8()))
+        elif name == "kind":  # is_ref is the code
+            cols[name] = pa.chunked_array([pa.DictionaryArray.from_arrays(c, KINDS)
+                                           for c in pc.cast(table["is_ref"], pa.int8()).chunks], CODED)
         elif name not in table.column_names:
             cols[name] = pa.nulls(n, schema.field(name).type)
         elif name == "occurred_at":
@@ -418,11 +481,22 @@ def load_slice(url: str, merchant_id: str, first: date, last: date) -> tuple[pa.
 
 
 def by_id(table: pa.Table) -> pa.Table:
-    """`table` in id order: as it is when it already is (one pass over the ids), else sorted."""
-    ids = table["id"].to_numpy()
-    if len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()):
+    """`table` in id order: as it is when it already is (one pass over the ids); else its
+    chunks put in the order of their first ids, when that is enough (DuckDB hands back each
+    thread's part in id order, in the order the threads finished: sorting a million wide
+    rows took a second); else sorted."""
+    if _ascending(table["id"]):
         return table
+    chunks = sorted((b for b in table.to_batches() if b.num_rows), key=lambda b: b["id"][0].as_py())
+    regrouped = pa.Table.from_batches(chunks, table.schema)
+    if _ascending(regrouped["id"]):
+        return regrouped
     return table.take(pc.sort_indices(table["id"]))
+
+
+def _ascending(ids: pa.ChunkedArray) -> bool:
+    v = ids.to_numpy()
+    return len(v) < 2 or bool((v[1:] > v[:-1]).all())
 
 
 def in_days(tx: pa.Table, first: date, last: date) -> np.ndarray:
@@ -454,7 +528,10 @@ def connect(tx: pa.Table, orders: pa.Table, timezone: str, rate_card: dict[str, 
     masks = {"is_ref": is_ref, "is_pay": _flag(tx["kind"], "payment"), "no_payer": _flag(tx["payer"], ""),
              "no_order": _flag(tx["order_id"], "")}
     high = ~np.uint64((1 << bits) - 1)
-    keys = {k: (h & high) | t_min for k, h in con.sql(GROUP_SQL).fetchnumpy().items()} if len(tx) else {}
+    keys = con.sql(GROUP_SQL).fetchnumpy() if len(tx) else {}
+    for h in keys.values():  # in place: four fewer arrays of a row each to allocate
+        h &= high
+        h |= t_min
     counts = _windows(keys, t_min, (1 << bits) - 1, masks, scored) if len(tx) else \
         {name: np.zeros(0, np.int64) for name, *_ in WINDOWS}
     extra = {"scored": scored, "is_pay": masks["is_pay"].astype(np.int32), "is_ref": is_ref.astype(np.int32),
@@ -475,16 +552,21 @@ def profile(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
     return {name: con.sql(sql).to_arrow_table() for name, sql in PROFILE_SQL.items()}
 
 
-def features(con: duckdb.DuckDBPyConnection, prof: dict[str, pa.Table], currency: str) -> pa.Table:
-    """One row per transaction `connect` marked `scored`: id, day, the FEATURES columns and context."""
+def features(con: duckdb.DuckDBPyConnection, prof: dict[str, pa.Table], currency: str,
+             in_id_order: bool = True) -> pa.Table:
+    """One row per transaction `connect` marked `scored`: id, day, the FEATURES columns and
+    context; in id order, or as DuckDB's threads hand their parts back (`in_id_order=False`,
+    for a caller that orders only the few columns it needs: putting a million wide rows in
+    order costs up to a second)."""
     for name, table in prof.items():
         con.register(f"p_{name}", table)
     cols = ",\n    ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in FEATURES)
     sql = FEATURE_SQL.format(features=cols, expected="{expected}")
     sql = sql.replace("{scale}", str(10 ** exponent(currency))).replace("{expected}", EXPECTED_30M)
-    # no ORDER BY (sorting a million wide rows took a second): DuckDB keeps the order of `w`,
-    # whose scored rows are in id order (`load_slice`); `by_id` checks, and sorts if not
-    return by_id(con.sql(sql).to_arrow_table())
+    # no ORDER BY (sorting a million wide rows took a second): the scored rows of `w` are in id
+    # order (`load_slice`), and each part a DuckDB thread hands back keeps that order
+    table = con.sql(sql).to_arrow_table()
+    return by_id(table) if in_id_order else table
 
 
 def slice_for(first: date, last: date) -> tuple[date, date]:

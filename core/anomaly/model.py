@@ -105,32 +105,53 @@ def leaf_depths(tree) -> np.ndarray:
 ROWS_PER_TASK = 1 << 16  # rows per thread task: its slice of the matrix stays in cache across the trees
 
 
-def _trees(forest, X: np.ndarray) -> list:
-    if forest.max_features not in (1.0, X.shape[1]):  # trees on feature subsets read permuted columns
+def _trees(forest, n_features: int) -> list:
+    if forest.max_features not in (1.0, n_features):  # trees on feature subsets read permuted columns
         raise ValueError("an Isolation Forest with max_features below all features is not supported here")
     return [(e.tree_, leaf_depths(e.tree_)) for e in forest.estimators_]
 
 
-def _forest_part(forest, trees: list, part: np.ndarray) -> np.ndarray:
-    """The forest's score of the rows of `part` (a slice of a C-ordered float32 matrix)."""
-    acc = np.zeros(len(part))
+def _sample(n: int) -> np.ndarray:
+    return np.arange(0, n, max(1, n // 4096))
+
+
+def sort_keys(sample: np.ndarray) -> list[int]:
+    """The columns by how few values they take in a sample of rows, for `_forest_part`."""
+    return sorted(range(sample.shape[1]), key=lambda j: len(np.unique(sample[:, j])))
+
+
+def _forest_part(forest, trees: list, part: np.ndarray, keys: list[int]) -> np.ndarray:
+    """The forest's score of the rows of `part` (a slice of a C-ordered float32 matrix).
+
+    The trees walk the rows sorted by their values (`keys`: columns of few values first), so
+    that rows taking the same turns follow each other: a tree's walk is a chain of branches
+    the processor guesses, and on rows in arrival order it guesses half of them wrong. The
+    sort costs a tenth of the walks and saves a third of them (1M rows x 100 trees: 2.5 ->
+    1.7 CPU s). Each row's path lengths are added up tree by tree as before, then put back in
+    the rows' order: the same sums, bit for bit."""
+    order = np.lexsort([part[:, j] for j in reversed(keys)])  # lexsort's last key sorts first
+    rows = part[order]
+    walked = np.zeros(len(part))
     for tree, depth in trees:
-        acc += depth[tree.apply(part)]
+        walked += depth[tree.apply(rows)]
+    acc = np.empty_like(walked)
+    acc[order] = walked
     return 2.0 ** (-acc / (len(trees) * average_path_length([forest.max_samples_])[0]))
 
 
-def _by_slices(X: np.ndarray, task) -> np.ndarray:
-    """task(slice of X) for every ROWS_PER_TASK rows, on every core (the trees' `apply`
+def _by_slices(n: int, task) -> np.ndarray:
+    """task(start, stop) for every ROWS_PER_TASK rows of n, on every core (the trees' `apply`
     releases the GIL), written into one result."""
     from concurrent.futures import ThreadPoolExecutor
 
-    out = np.zeros(len(X))
+    out = np.zeros(n)
 
     def run(start: int) -> None:
-        out[start:start + ROWS_PER_TASK] = task(X[start:start + ROWS_PER_TASK])
+        stop = min(n, start + ROWS_PER_TASK)
+        out[start:stop] = task(start, stop)
 
     with ThreadPoolExecutor(min(os.cpu_count() or 1, 8)) as pool:
-        list(pool.map(run, range(0, len(X), ROWS_PER_TASK)))
+        list(pool.map(run, range(0, n, ROWS_PER_TASK)))
     return out
 
 
@@ -140,34 +161,57 @@ def forest_score(forest, X: np.ndarray) -> np.ndarray:
     trees' path lengths up itself, with no lock, no per-tree pass over all rows (what
     `score_samples` does) and no copy of the matrix."""
     X = np.ascontiguousarray(X, dtype=np.float32)
-    trees = _trees(forest, X)
-    return _by_slices(X, lambda part: _forest_part(forest, trees, part))
+    trees, keys = _trees(forest, X.shape[1]), sort_keys(X[_sample(len(X))])
+    return _by_slices(len(X), lambda a, b: _forest_part(forest, trees, X[a:b], keys))
 
 
 def excess(X: np.ndarray, low: np.ndarray, high: np.ndarray, spread: np.ndarray, directions: list[str]) -> np.ndarray:
-    """How far the features lie beyond the training range, in spreads, added up (0 inside)."""
-    up = np.maximum(X - high, 0) / spread
-    down = np.maximum(low - X, 0) / spread
-    lows = np.array([d in ("both", "low") for d in directions])
+    """How far the features lie beyond the training range, in spreads, added up (0 inside):
+    per feature the distance above its range (if high values are unusual) plus the distance
+    below it (if low ones are), in one matrix written in place, then summed per row."""
     highs = np.array([d in ("both", "high") for d in directions])
-    return np.sum(np.where(highs, up, 0) + np.where(lows, down, 0), axis=1)
+    lows = np.flatnonzero([d in ("both", "low") for d in directions])
+    out = np.subtract(X, high, dtype=np.float64)
+    np.maximum(out, 0, out=out)
+    out /= spread
+    out[:, ~highs] = 0
+    if len(lows):
+        out[:, lows] += np.maximum(low[lows] - X[:, lows], 0) / spread[lows]
+    return np.sum(out, axis=1)
 
 
-def score(model: "Model", X: np.ndarray) -> np.ndarray:
+def score(model: "Model", X: np.ndarray | pa.Table) -> np.ndarray:
     """Forest score lifted by the excess beyond the training range (module docstring), a row
-    slice at a time on threads: the slice is still in cache when its excess is taken."""
+    slice at a time on threads: the slice is still in cache when its excess is taken. `X`:
+    the feature matrix, or feature rows (a table with the model's feature columns), of which
+    each thread makes its own slice of the matrix (`matrix` of all rows first is a tenth of a
+    second per million rows on one core)."""
     from core.anomaly.features import BY_NAME
 
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    trees = _trees(model.forest, X)
-    directions = [BY_NAME[n].unusual for n in model.features]
+    if isinstance(X, pa.Table):
+        table, n = X, X.num_rows
 
-    def task(part: np.ndarray) -> np.ndarray:
-        s = _forest_part(model.forest, trees, part)
+        def rows(a: int, b: int) -> np.ndarray:
+            return matrix(table.slice(a, b - a), model.features)
+
+        sample = matrix(table.take(_sample(n)), model.features)
+    else:
+        X, n = np.ascontiguousarray(X, dtype=np.float32), len(X)
+
+        def rows(a: int, b: int) -> np.ndarray:
+            return X[a:b]
+
+        sample = X[_sample(n)]
+    trees, keys = _trees(model.forest, len(model.features)), sort_keys(sample)
+    directions = [BY_NAME[name].unusual for name in model.features]
+
+    def task(a: int, b: int) -> np.ndarray:
+        part = rows(a, b)
+        s = _forest_part(model.forest, trees, part, keys)
         e = excess(part, model.low, model.high, model.spread, directions)
         return 1 - (1 - s) * np.exp(-e / OUT_OF_RANGE_SCALE)
 
-    return _by_slices(X, task)
+    return _by_slices(n, task)
 
 
 def fit(X: np.ndarray, names: list[str], *, trees: int, target_alert_rate: float, seed: int = 0) -> dict:

@@ -56,33 +56,33 @@ def score(cfg: Config, merchant: MerchantConfig, first: date, last: date, model:
     """Feature rows of the merchant's transactions in [first, last] with a `score` column;
     None when no model exists for the merchant."""
     if model is None:
-        row = M.row_for_merchant(cfg.database.url, merchant.id)
-        if row is None:
+        model = M.row_for_merchant(cfg.database.url, merchant.id)
+        if model is None:
             return None
-        return _score(cfg, merchant, first, last, row, watch)[0]
-    return _score(cfg, merchant, first, last, model, watch)[0]
+    return F.by_id(_score(cfg, merchant, first, last, model, watch)[0])
 
 
 def _score(cfg: Config, merchant: MerchantConfig, first: date, last: date, model: M.Model | AnomalyModel,
            watch: Stopwatch | None) -> tuple[pa.Table, M.Model]:
-    """-> (feature rows with scores, the model). Given a model's row, its file (and, in a new
+    """-> (feature rows with scores, in no particular order; the model). Given a model's row, its file (and, in a new
     process, scikit-learn: about a second of imports) is loaded on a thread while the records
-    are read, which spends its time in SQLite with the GIL released."""
+    are read (SQLite releases the GIL) and the windows counted (numpy does), which need no
+    model; the features do (the merchant's profile)."""
     url = cfg.database.url
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(M.from_row, url, model) if isinstance(model, AnomalyModel) else None
         tx, orders = F.load_slice(url, merchant.id, first, last)
         lap(watch, "read transactions and orders" + (" (model loading beside)" if pending else ""))
+        con = F.connect(tx, orders, merchant.timezone, rate_card(merchant), first, last)
+        lap(watch, "local time, windows")
         if pending is not None:
             model = pending.result()
             lap(watch, "wait for the model")
-    con = F.connect(tx, orders, merchant.timezone, rate_card(merchant), first, last)
-    lap(watch, "local time, windows")
     prof = model.profiles.get(merchant.id) or F.profile(con)  # a merchant new since training: its own slice
-    table = F.features(con, prof, merchant.currency)
+    table = F.features(con, prof, merchant.currency, in_id_order=False)
     con.close()
     lap(watch, "features (DuckDB joins)")
-    s = M.score(model, M.matrix(table, model.features))
+    s = M.score(model, table)  # each thread makes its slice of the matrix
     lap(watch, "forest + range lift")
     return table.append_column("score", pa.array(s, pa.float64())), model
 
@@ -97,9 +97,9 @@ def after_run(cfg: Config, merchant: MerchantConfig, day: date, run_id: int,
     if row is None:
         return None
     table, model = _score(cfg, merchant, day, day, row, watch)
-    _write_scores(url, table, model.id)
+    _write_scores(url, F.by_id(table.select(["id", "score"])), model.id)
     lap(watch, "write the scores")
-    high = table.filter(pc.greater_equal(table["score"], model.threshold))
+    high = F.by_id(table.filter(pc.greater_equal(table["score"], model.threshold)))  # alerts are stored in id order
     breaks_scored, raised, named = _score_breaks(url, merchant.id, day, table, model.threshold)
     alerts = high.filter(pc.invert(pc.is_in(high["id"], value_set=pa.array(sorted(named), pa.int64()))))
     open_alerts, new = _store_alerts(url, merchant, day, run_id, alerts, model)
@@ -109,10 +109,11 @@ def after_run(cfg: Config, merchant: MerchantConfig, day: date, run_id: int,
 
 
 def _write_scores(url: str, table: pa.Table, model_id: int) -> None:
-    """Upsert (record id, model id, score). When no record of the id range has a score yet (a
-    day scored for the first time) the rows are appended straight into the table, in id
-    order, at half the cost; otherwise, or when a score appeared meanwhile (the append then
-    fails on the key), through a temporary table and INSERT ... ON CONFLICT."""
+    """Upsert (record id, model id, score) from `table` (id and score, in id order). When no
+    record of the id range has a score yet (a day scored for the first time) the rows are
+    appended straight into the table, in id order, at half the cost; otherwise, or when a
+    score appeared meanwhile (the append then fails on the key), through a temporary table and
+    INSERT ... ON CONFLICT."""
     if table.num_rows == 0:
         return
     ids = table["id"]
