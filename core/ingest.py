@@ -16,7 +16,6 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from core import completeness, store
 from core.config import Config, MerchantConfig
