@@ -198,10 +198,9 @@ def decode_text(path, data: bytes, encodings: tuple[str, ...]) -> str:
 
 def mode_day(records: pa.Table) -> date | None:
     """A file's business day: the day most of its rows fall on (ties: the earliest)."""
-    if records.num_rows == 0:
-        return None
-    counts = records["business_day"].value_counts().to_pylist()
-    return min(counts, key=lambda c: (-c["counts"], c["values"]))["values"]
+    days = DayCounts()
+    days.add(records)
+    return days.mode()
 
 
 class DayCounts:
@@ -216,7 +215,7 @@ class DayCounts:
                 self.counts[c["values"]] = self.counts.get(c["values"], 0) + c["counts"]
 
     def mode(self) -> date | None:
-        """The day most rows fall on (ties: the earliest), as `mode_day` says."""
+        """The day most rows fall on (ties: the earliest)."""
         return min(self.counts, key=lambda d: (-self.counts[d], d)) if self.counts else None
 
 
