@@ -271,9 +271,7 @@ def silence_list(config: ConfigOpt = None,
     from bot.silences import listing
 
     cfg = _load(config)
-    t = Table()
-    for col in ("id", "merchant", "source", "type", "day", "until (UTC)", "by", "reason", "state"):
-        t.add_column(col)
+    t = _table("id", "merchant", "source", "type", "day", "until (UTC)", "by", "reason", "state")
     now = datetime.now(timezone.utc)
     for x in listing(cfg.database.url, now, include_over=all_):
         ends = x.ends_at if x.ends_at.tzinfo else x.ends_at.replace(tzinfo=timezone.utc)
@@ -333,9 +331,7 @@ def alerts_routes(config: ConfigOpt = None) -> None:
     from models.tables import AlertRoute
 
     cfg = _load(config)
-    t = Table()
-    for col in ("merchant", "channel", "target", "severity", "state"):
-        t.add_column(col)
+    t = _table("merchant", "channel", "target", "severity", "state")
     chans = _channels(cfg)
     from bot.outbox import stored_target
 
@@ -391,9 +387,7 @@ def users_list(config: ConfigOpt = None) -> None:
     from bot.users import list_users
 
     cfg = _load(config)
-    t = Table()
-    for col in ("user", "role", "merchants", "approval limit", "linked accounts"):
-        t.add_column(col)
+    t = _table("user", "role", "merchants", "approval limit", "linked accounts")
     for u, linked in list_users(cfg.database.url):
         t.add_row(u.name, u.role, ",".join(u.merchants), str(u.approval_limit or "—"), ", ".join(linked) or "—")
     out.print(t)
@@ -561,32 +555,24 @@ def jobs_list(
             {**e, "due": _iso(e.get("due"))} for e in data["escalations"]], "recent": recent},
             ensure_ascii=False, indent=2, default=str) + "\n")
         return
-    t = Table(title="schedule", title_justify="left")
-    for col in ("job", "schedule", "next run (UTC)", "next run (job's zone)"):
-        t.add_column(col)
+    t = _table("job", "schedule", "next run (UTC)", "next run (job's zone)", title="schedule")
     for r in data["schedule"]:
         t.add_row(r["job"], r["schedule"], _when(r["next_utc"]), _when(r["next_local"], zone=True))
     out.print(t)
-    p = Table(title="waiting: retries and follow-up runs", title_justify="left")
-    for col in ("job", "day", "try", "at (UTC)", "at (local)"):
-        p.add_column(col)
+    p = _table("job", "day", "try", "at (UTC)", "at (local)", title="waiting: retries and follow-up runs")
     for r in data["pending"]:
         tries = f"{r['attempt'] + 1}" + (f" (failed {r['failures']}x)" if r["failures"] else "")
         p.add_row(r["job"], r["day"] or "—", tries, _when(r["at_utc"]), _when(r["at_local"], zone=True))
     out.print(p if data["pending"] else "waiting: no retries or follow-up runs", highlight=False)
     if data["escalations"]:
-        e = Table(title="escalations due", title_justify="left")
-        for col in ("break", "level", "due (UTC)"):
-            e.add_column(col)
+        e = _table("break", "level", "due (UTC)", title="escalations due")
         for r in data["escalations"]:
             e.add_row(str(r["break"]), str(r["level"]), _when(r["due"]))
         out.print(e)
     else:
         out.print("escalations: none pending", highlight=False)
     if data["recent"]:
-        r = Table(title="latest runs", title_justify="left")
-        for col in ("job", "scheduled for (UTC)", "status", "by", "detail"):
-            r.add_column(col, overflow="fold")
+        r = _table("job", "scheduled for (UTC)", "status", "by", "detail", title="latest runs", overflow="fold")
         for x in data["recent"]:
             r.add_row(x.job_id, _when(x.scheduled_for), x.status, x.claimed_by, x.detail[:200])
         out.print(r)
@@ -657,10 +643,18 @@ def run_with_progress(cfg, merchant, day, console: Console) -> RunSummary:
         return run_day(cfg, merchant, day, on_source=lambda _s: progress.advance(task))
 
 
+def _table(*columns: str, title: str | None = None, right: tuple[str, ...] = (), **column_options) -> Table:
+    """A rich table with these columns, titled on the left; those in `right` (amounts,
+    counts) right-aligned."""
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col, justify="right" if col in right else "left", **column_options)
+    return t
+
+
 def print_summary(console: Console, s: RunSummary) -> None:
-    t = Table(title=f"{s.merchant} · {s.day} · run #{s.run_id}", title_justify="left")
-    for col in ("source", "ours", "channel", "matched", "breaks", "in transit"):
-        t.add_column(col, justify="left" if col in ("source", "breaks") else "right")
+    t = _table("source", "ours", "channel", "matched", "breaks", "in transit",
+               title=f"{s.merchant} · {s.day} · run #{s.run_id}", right=("ours", "channel", "matched", "in transit"))
     for x in s.sources:
         breaks = "\n".join(f"{k} {v}" for k, v in sorted(x.breaks.items())) or "none"
         t.add_row(x.source, f"{x.internal_payments} · {display(x.internal_amount, s.currency)}",
@@ -703,9 +697,8 @@ def breaks(
 
 
 def print_breaks(console: Console, rows: list[dict]) -> None:
-    t = Table(show_lines=False)
-    for col in ("id", "day", "source", "type", "status", "order", "ours", "channel", "difference", "evidence"):
-        t.add_column(col, justify="right" if col in ("id", "ours", "channel", "difference") else "left")
+    t = _table("id", "day", "source", "type", "status", "order", "ours", "channel", "difference", "evidence",
+               right=("id", "ours", "channel", "difference"))
     for r in rows:
         ev = ", ".join(Path(e["file"]).name + (f":{e['line']}" if e["line"] is not None else "")
                        for e in r["evidence"])  # full paths: --format json
@@ -757,9 +750,8 @@ def _diff_json(d, currency: str) -> dict:
 
 
 def print_backtest(console: Console, days, currency: str) -> None:
-    t = Table(title="backtest: proposed rules vs current", title_justify="left")
-    for col in ("day", "matches +/-", "breaks new", "breaks gone", "type changed", "auto-adj. added", "auto-adj. removed"):
-        t.add_column(col, justify="left" if col == "day" else "right")
+    numbers = ("matches +/-", "breaks new", "breaks gone", "type changed", "auto-adj. added", "auto-adj. removed")
+    t = _table("day", *numbers, title="backtest: proposed rules vs current", right=numbers)
     totals = [0, 0, 0, 0, 0, 0, 0, 0]
     for d in days:
         added = sum(a for _f, a in d.adjustments_added)
