@@ -84,8 +84,8 @@ class OrdersExport:
         end = len(raw) if end < 0 else end
         if _is_utf8(raw):  # the common case: Arrow reads the bytes as they are, piece by piece
             header = self._canonical(next(iter(_csv_rows(raw[start:end].decode("utf-8").rstrip("\r")))))
-            for piece, line in T.line_pieces(raw, min(end + 1, len(raw)), len(raw), 2, piece_bytes):
-                yield T.read_rows(file.path, piece, line, header)
+            for piece in T.line_pieces(raw, min(end + 1, len(raw)), len(raw), 2, piece_bytes):
+                yield T.read_rows(file.path, piece.data, piece.first_line, header, physical_lines=piece.lines)
             return
         # GB18030 (Excel on a Chinese Windows): decoded whole, which also names a bad byte's line
         text = decode_text(file.path, file.raw, ("utf-8-sig", "gb18030"))
@@ -203,7 +203,12 @@ class OrdersExport:
 
 
 def _is_utf8(data: bytes) -> bool:
-    """Whether the whole file is UTF-8, checked by Arrow in place (no decoded copy)."""
+    """Whether the whole file is UTF-8, checked by Arrow in place (no decoded copy).
+
+    An ASCII file (the usual export: ids, codes, amounts, times) is UTF-8 and says so at
+    memory speed; Arrow's check runs at 0.5 GB/s, 0.18 s at the start of a 1M-order export."""
+    if data.isascii():
+        return True
     buf = pa.py_buffer(data)
     offsets = pa.array([0, len(buf)], pa.int64()).buffers()[1]
     try:

@@ -72,9 +72,10 @@ class WeChatPayTradeBill(ChannelSource):
 
     # -- layout -------------------------------------------------------------------------
 
-    def _split(self, file: InputFile) -> tuple[list[str], int, tuple[int, int], list[str], list[str], int]:
-        """-> header, first data line no., the body's (start, end) in file.raw, summary names,
-        summary values, summary line no.
+    def _split(self, file: InputFile) -> tuple[list[str], int, tuple[int, int], list[str], list[str]]:
+        """-> header, first data line no., the body's (start, end) in file.raw, summary
+        names, summary values. (The summary's own line number follows from the body's line
+        count, which `line_pieces` takes as it goes.)
 
         Works on bytes: a day's bill can be hundreds of megabytes, and only the header and
         summary lines need decoding here (Arrow validates the body's UTF-8 as it reads).
@@ -97,18 +98,25 @@ class WeChatPayTradeBill(ChannelSource):
             raise ParseError(file.path, f"no summary row ({SUMMARY_START}, ...) after the transactions: "
                                         "the bill is truncated")
         # the newline at `summary` ends the last data row (or the header, when there is none)
-        summary_line = line_no + 1 if summary < body_start else line_no + 2 + raw.count(b"\n", body_start, summary)
+        def summary_line() -> int:  # counted only for an error here: a pass over the whole body
+            return line_no + 1 if summary < body_start else line_no + 2 + raw.count(b"\n", body_start, summary)
+
         tail = raw[summary + 1:].split(b"\n")
         if len(tail) < 2 or not tail[1].strip():
-            raise ParseError(file.path, "summary header has no values row", line=summary_line)
+            raise ParseError(file.path, "summary header has no values row", line=summary_line())
         trailing = [k for k, t in enumerate(tail[2:]) if t.strip()]
         if trailing:
-            raise ParseError(file.path, "unexpected content after the summary row", line=summary_line + 2 + trailing[0])
-        names = [n.strip() for n in _decode_line(file, tail[0], summary_line).rstrip("\r").split(",")]
-        values = [v.strip().lstrip("`") for v in _decode_line(file, tail[1], summary_line + 1).rstrip("\r").split(",")]
+            raise ParseError(file.path, "unexpected content after the summary row", line=summary_line() + 2 + trailing[0])
+        try:
+            names = [n.strip() for n in tail[0].decode("utf-8").rstrip("\r").split(",")]
+            values = [v.strip().lstrip("`") for v in tail[1].decode("utf-8").rstrip("\r").split(",")]
+        except UnicodeDecodeError:
+            _decode_line(file, tail[0], summary_line())
+            _decode_line(file, tail[1], summary_line() + 1)
+            raise
         if len(names) != len(values):
-            raise ParseError(file.path, f"summary has {len(names)} names but {len(values)} values", line=summary_line + 1)
-        return header, line_no + 1, (body_start, summary + 1), names, values, summary_line + 1
+            raise ParseError(file.path, f"summary has {len(names)} names but {len(values)} values", line=summary_line() + 1)
+        return header, line_no + 1, (body_start, summary + 1), names, values
 
     # -- parse --------------------------------------------------------------------------
 
@@ -118,7 +126,7 @@ class WeChatPayTradeBill(ChannelSource):
     def parse_pieces(self, file: InputFile, piece_bytes: int | None):
         """Records piece by piece (`core.sources.base.pieces`), then the `Statement`; the
         summary row is checked against the sums of every piece once the last is read."""
-        header, first_line, (start, end), sum_names, sum_values, sum_line = self._split(file)
+        header, first_line, (start, end), sum_names, sum_values = self._split(file)
         for needed in ("交易时间", "微信订单号", "商户订单号", "交易状态", "货币种类", "手续费"):
             if needed not in header:
                 raise ParseError(file.path, f"header lacks column {needed}", line=first_line - 1)
@@ -141,12 +149,11 @@ class WeChatPayTradeBill(ChannelSource):
         typed += [C.Col(_money_name(col), col, "money") for col in sorted(totalled)]
         typed.append(C.Col("fee_exact", "手续费", "dec"))
         summed = [c.name for c in typed if c.kind == "money"] + ["fee_exact"]
-        sums, rows, days = dict.fromkeys(summed, 0), 0, DayCounts()
-        for piece, piece_line in T.line_pieces(file.raw, start, end, first_line, piece_bytes):
-            # the data rows end on the line above the summary header (sum_line - 1): counted already
-            lines = sum_line - 1 - first_line if piece_line == first_line and len(piece) == end - start else None
-            raw = T.read_rows(file.path, piece, piece_line, header, physical_lines=lines,
+        sums, rows, body_lines, days = dict.fromkeys(summed, 0), 0, 0, DayCounts()
+        for piece in T.line_pieces(file.raw, start, end, first_line, piece_bytes):
+            raw = T.read_rows(file.path, piece.data, piece.first_line, header, physical_lines=piece.lines,
                               only=[c.source for c in typed] + ["货币种类"])
+            body_lines += piece.lines
             t = self._typed(file, raw, typed)
             for name in summed:
                 sums[name] += pc.sum(t[name]).as_py() or 0
@@ -154,6 +161,8 @@ class WeChatPayTradeBill(ChannelSource):
             records = self._records(t, cols, gross, coupon, refund, refund_coupon)
             days.add(records)
             yield records
+        # the summary's values row: below the body's lines and the summary's header line
+        sum_line = first_line + body_lines + 1
         totals = self._check_totals(rows, sums, file, sum_names, sum_values, sum_line, cols)
         yield Statement(days.mode(), totals, rows)
 
