@@ -29,6 +29,17 @@ def test_money_in_minor_units(text, minor):
     assert t["x"].to_pylist() == [minor] and t["_bad"].to_pylist() == [False]
 
 
+def test_noise_is_found_in_any_chunk_and_slice_of_a_column():
+    # the noise checks scan the columns' bytes, not value by value: a value in a later chunk,
+    # or a column sliced out of a larger buffer, must be cleaned all the same
+    values = pa.chunked_array([pa.array(["1.00", "2.00"]), pa.array(["3.00", "¥4,000.00", "`5.00\t", "1 000.00"])])
+    assert C.clean_number(C.clean_text(values), "generic").to_pylist() == ["1.00", "2.00", "3.00", "4000.00", "5.00",
+                                                                          "1000.00"]
+    sliced = pa.chunked_array([pa.array(["¥9.00", "6.00", "7.00"]).slice(1)])
+    assert C.clean_number(C.clean_text(sliced), "generic").to_pylist() == ["6.00", "7.00"]
+    assert C.clean_text(pa.chunked_array([], pa.string())).to_pylist() == []
+
+
 @pytest.mark.parametrize("text", [
     "144.505",  # more decimals than CNY has
     "5.100",  # the same, however equal to 5.10: a statement says what it means
