@@ -72,51 +72,64 @@ def identify(file: InputFile, merchant: MerchantConfig, only: str | None = None)
 def ingest_file(cfg: Config, merchant: MerchantConfig, path: str | Path, day: date | None = None,
                 source: str | None = None) -> IngestResult:
     """Ingest one file; `source` restricts identification to that configured source (pulled files)."""
-    outcome = ingest_files(cfg, merchant, [Path(path)], day, only=source, workers=1)[0]
+    outcome = ingest_files(cfg, merchant, [Path(path)], day, only=source)[0]
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
 
 
 def ingest_files(cfg: Config, merchant: MerchantConfig, paths: list[Path], day: date | None = None,
-                 on_done=None, workers: int = 2, only: str | None = None) -> list[IngestResult | Exception]:
-    """Several files at once: known ones skipped first, the rest parsed and stored in the
-    order given. -> one result (or the error) per path.
+                 on_done=None, only: str | None = None) -> list[IngestResult | Exception]:
+    """Several files at once, stored in the order given (a file stored already is skipped).
+    -> one result (or the error) per path.
 
-    A pipeline one piece deep (`_Reader`): while a piece of a file is written, the next
-    piece (of that file or the next) is parsed and put in key order in a reader thread.
-    Writing is one core's work (SQLite has one writer); reading beside it uses the other.
-    Each file is one transaction however many pieces it has. `workers` threads hash the
-    files first.
+    A pipeline (`_Reader`): while a piece of a file is written, the next pieces (of that
+    file or the next) are parsed and put in key order in a reader thread. Writing is one
+    core's work (SQLite has one writer); reading beside it uses the other. Each file is one
+    transaction however many pieces it has. The reader starts at once; one more thread
+    hashes the files meanwhile (the first file first: the writer waits for its hash), and a
+    file found stored already is not parsed further.
     """
     url = cfg.database.url
     out: list[IngestResult | Exception | None] = [None] * len(paths)
-    todo = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # hashlib leaves the GIL
-        hashes = list(pool.map(_sha256_or_error, paths))
-    for n, (path, sha) in enumerate(zip(paths, hashes)):
-        if isinstance(sha, ParseError):
-            out[n] = sha
-            continue
-        known = store.find_file(url, merchant.id, sha)
-        if known is not None:
-            file = InputFile.read(path)
-            source_cfg, parser = identify(file, merchant, only=only)
-            out[n] = IngestResult(display_path(path), source_cfg.name, parser.format, None, 0, 0, known, True)
-            if on_done:
-                on_done(path)
-        else:
-            todo.append((n, path, sha))
-
-    with _Reader(todo, merchant, only, url) as reader:
-        for n, path, sha in todo:
-            try:
-                out[n] = _store_pieces(cfg, merchant, reader, n, path, sha, day)
-            except (ParseError, IngestError) as exc:
-                out[n] = exc
-            if on_done:
-                on_done(path)
+    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recon-hash")
+    try:
+        hashes = [hasher.submit(_sha256_or_error, path) for path in paths]  # hashlib leaves the GIL
+        with _Reader(list(enumerate(paths)), merchant, only, url) as reader:
+            _store_in_order(cfg, merchant, paths, hashes, reader, day, on_done, out)
+    finally:
+        hasher.shutdown(cancel_futures=True)
     return out
+
+
+def _store_in_order(cfg: Config, merchant: MerchantConfig, paths: list[Path], hashes: list, reader: "_Reader",
+                    day: date | None, on_done, out: list) -> None:
+    url = cfg.database.url
+    for n, path in enumerate(paths):
+        try:
+            sha = hashes[n].result()
+            if isinstance(sha, ParseError):
+                reader.skip(n)
+                raise sha
+            known = store.find_file(url, merchant.id, sha)
+            if known is not None:
+                reader.skip(n)
+                out[n] = _stored_already(reader, n, path, known)
+            else:
+                out[n] = _store_pieces(cfg, merchant, reader, n, path, sha, day)
+        except (ParseError, IngestError) as exc:
+            out[n] = exc
+        reader.drain(n)
+        if on_done:
+            on_done(path)
+
+
+def _stored_already(reader: "_Reader", n: int, path: Path, file_id: int) -> IngestResult:
+    kind, got = reader.next(n)
+    if kind == "unread":  # stored once, but no configured source reads it now
+        raise got
+    source_cfg, parser = got
+    return IngestResult(display_path(path), source_cfg.name, parser.format, None, 0, 0, file_id, True)
 
 
 def _store_pieces(cfg: Config, merchant: MerchantConfig, reader: "_Reader", n: int, path: Path, sha: str,
@@ -155,19 +168,25 @@ def _store_pieces(cfg: Config, merchant: MerchantConfig, reader: "_Reader", n: i
 class _Reader:
     """Reads, identifies and parses the files in order, in a thread of its own, and hands
     their pieces over one by one: (n, "unread", error) | (n, "start", (source config, source)),
-    then (n, "piece", prepared records)..., then (n, "end", Statement) | (n, "rejected", error).
+    then (n, "piece", prepared records)..., then (n, "end", Statement) | (n, "rejected", error)
+    | (n, "skipped", None) for a file the writer said it does not want (`skip`).
 
-    While the store writes a piece (one core: SQLite has one writer), the next piece is read
-    and typed on the other core. The queue holds one piece, so memory stays a few pieces
-    whatever the file's size. The thread never touches the database, which is what makes it
-    safe: ADBC's SQLite copy and Python's sqlite3 must never hold the file at the same
-    moment (see models/db.py).
+    While the store writes a piece (one core: SQLite has one writer), the next pieces are
+    read and typed on the other core. The queue holds three items (pieces, or a file's
+    start and end), so memory stays a few pieces whatever the file's size, and the reader
+    goes on while the writer commits a file. The thread never touches the database, which
+    is what makes it safe: ADBC's SQLite copy and Python's sqlite3 must never hold the file
+    at the same moment (see models/db.py).
     """
 
-    def __init__(self, todo: list, merchant: MerchantConfig, only: str | None, url: str) -> None:
+    ENDS = ("unread", "end", "rejected", "skipped")
+
+    def __init__(self, todo: list[tuple[int, Path]], merchant: MerchantConfig, only: str | None, url: str) -> None:
         self.todo, self.merchant, self.only, self.url = todo, merchant, only, url
-        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.queue: queue.Queue = queue.Queue(maxsize=3)
         self.stop = threading.Event()
+        self.skipped: set[int] = set()
+        self.ended = -1  # the last file whose end the writer has taken
         self.thread = threading.Thread(target=self._run, name="recon-read", daemon=True)
 
     def __enter__(self) -> "_Reader":
@@ -188,7 +207,18 @@ class _Reader:
         if kind == "crash":
             raise got
         assert got_n == n, f"reader is at file {got_n}, the writer at {n}"
+        if kind in self.ENDS:
+            self.ended = n
         return kind, got
+
+    def skip(self, n: int) -> None:
+        """File n is not to be parsed (stored already, or unreadable): the reader stops it."""
+        self.skipped.add(n)
+
+    def drain(self, n: int) -> None:
+        """Take what is left of file n (a skipped file's start and pieces already read)."""
+        while self.ended < n:
+            self.next(n)
 
     def _put(self, *item) -> bool:
         while not self.stop.is_set():
@@ -201,7 +231,7 @@ class _Reader:
 
     def _run(self) -> None:
         try:
-            for n, path, _sha in self.todo:
+            for n, path in self.todo:
                 if not self._read_one(n, path):
                     return
         except BaseException as exc:  # a bug, not a bad file: the writer re-raises it
@@ -215,8 +245,12 @@ class _Reader:
             return self._put(n, "unread", exc)
         if not self._put(n, "start", (source_cfg, parser)):
             return False
+        if n in self.skipped:
+            return self._put(n, "skipped", None)
         try:
             for piece in pieces(parser, file):
+                if n in self.skipped:
+                    return self._put(n, "skipped", None)
                 if isinstance(piece, Statement):
                     return self._put(n, "end", piece)
                 records = store.prepare(self.url, _with_source(piece, parser.side, source_cfg.name))
@@ -293,7 +327,7 @@ def _with_source(records: pa.Table, side: str, source_name: str) -> pa.Table:
     if side != "channel":
         return records
     return records.set_column(records.schema.get_field_index("source"), "source",
-                              pa.array([source_name] * records.num_rows, pa.string()))
+                              pa.repeat(pa.scalar(source_name, pa.string()), records.num_rows))
 
 
 def configured_files(cfg: Config, merchant: MerchantConfig) -> list[Path]:

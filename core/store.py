@@ -99,6 +99,9 @@ def prepare(url: str, records: pa.Table) -> pa.Table:
     if pc.count_distinct(records[first]).as_py() > 1:  # one ledger (the usual file): a key less, 3x faster
         keys.insert(0, (first, "ascending"))
     records = records.take(pc.sort_indices(records, sort_keys=keys))
+    if first == "source":  # the writer then maps a few names to ledger ids, not a million strings
+        source = records["source"].combine_chunks().dictionary_encode()
+        records = records.set_column(records.schema.get_field_index("source"), "source", source)
     at, day = records.schema.get_field_index("occurred_at"), records.schema.get_field_index("business_day")
     if is_sqlite(url):  # SQLAlchemy reads SQLite dates and times back from this text form
         records = records.set_column(at, "occurred_at", pc.cast(records["occurred_at"], pa.string()))
@@ -235,10 +238,13 @@ class StatementWriter:
     def _stage(self, records: pa.Table) -> pa.Table:
         """The piece as `record` rows: ledger ids, this file's id, the table's column order."""
         if "ledger_id" not in records.column_names:
-            names = pc.unique(records["source"]).to_pylist()
-            ids = pa.array([self.ledger(n) for n in names], pa.int64())
-            at = pc.index_in(records["source"], value_set=pa.array(names, pa.string()))
-            records = records.append_column("ledger_id", pc.take(ids, at))
+            source = records["source"]
+            if not pa.types.is_dictionary(source.type):
+                source = source.combine_chunks().dictionary_encode()
+            else:
+                source = source.unify_dictionaries().combine_chunks()
+            ids = pa.array([self.ledger(n) for n in source.dictionary.to_pylist()], pa.int64())
+            records = records.append_column("ledger_id", pc.take(ids, source.indices))
         stage = records.append_column("file_id", pa.array(np.full(records.num_rows, self.file_id, np.int64)))
         return stage.select(RECORD_COLUMNS)
 

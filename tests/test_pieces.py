@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import EXAMPLES, demo_config, fresh_database, table_counts
-from core.ingest import ingest_file
+from core.ingest import ingest_file, ingest_files
 from core.sources import ControlTotalError, InputFile, ParseError
 from core.sources import base
 from core.sources.base import Statement
@@ -41,26 +41,29 @@ def test_pieces_end_at_line_ends_outside_quotes_and_know_their_first_line():
     body = (b'a,1\n"memo with\na line break",2\n"say ""hi""\n, twice",3\nb,4\nc,5\n')
     for size in range(1, len(body) + 1):
         got = list(line_pieces(body, 0, len(body), 7, size))
-        assert b"".join(bytes(p) for p, _ in got) == body
-        for piece, line in got:
+        assert b"".join(bytes(p) for p, _, _ in got) == body
+        for piece, line, lines in got:
             assert bytes(piece).count(b'"') % 2 == 0  # never cut inside a quoted field
             assert bytes(piece).endswith(b"\n")
+            assert lines == bytes(piece).count(b"\n")
         # each piece's first line is 7 + the line breaks before it
         seen = 0
-        for piece, line in got:
+        for piece, line, _ in got:
             assert line == 7 + seen
             seen += bytes(piece).count(b"\n")
     # a piece runs to the first line end outside quotes after its size (1, 2, then 4 bytes
     # for a size of 4: the first pieces are smaller); rows 2 and 3 span two lines each
-    assert [line for _, line in line_pieces(body, 0, len(body), 1, 4)] == [1, 2, 4, 6]
+    assert [p.first_line for p in line_pieces(body, 0, len(body), 1, 4)] == [1, 2, 4, 6]
     assert len(list(line_pieces(body, 0, len(body), 1, None))) == 1
 
 
 def test_a_body_without_a_final_line_break_keeps_its_last_row():
     body = b"a,1\nb,2\nc,3"
     got = list(line_pieces(body, 0, len(body), 2, 3))
-    assert [bytes(p) for p, _ in got] == [b"a,1\n", b"b,2\n", b"c,3"]
-    assert [line for _, line in got] == [2, 3, 4]
+    assert [bytes(p.data) for p in got] == [b"a,1\n", b"b,2\n", b"c,3"]
+    assert [(p.first_line, p.lines) for p in got] == [(2, 1), (3, 1), (4, 1)]
+    assert list(line_pieces(body, 0, len(body), 2, None))[0][1:] == (2, 3)
+    assert list(line_pieces(body, 4, 4, 3, 2))[0][1:] == (3, 0)  # an empty body: one empty piece
 
 
 # -- the same records as one read ---------------------------------------------------------
@@ -205,3 +208,19 @@ def test_a_row_delivered_twice_in_one_file_is_stored_once_and_noted(cfg, tmp_pat
         noted = json.loads(cur.fetchone()[0])
     assert [(d["line"], d["kept_line"]) for d in noted] == [(len(rows) + 2, 2)]
     assert table_counts(cfg.database.url)["record"] == len(rows)
+
+
+def test_one_batch_skips_stored_files_reports_missing_ones_and_stores_the_rest(cfg, tmp_path, small_pieces):
+    # the reader starts on the first file while the files are hashed: a file found stored
+    # already, or one that cannot be read, must neither stall nor shift the files after it
+    merchant = cfg.merchants[0]
+    ingest_file(cfg, merchant, WX_DAY1)
+    before = table_counts(cfg.database.url)
+    missing = tmp_path / "gone.csv"
+    out = ingest_files(cfg, merchant, [WX_DAY1, missing, ORDERS_DAY1, WX_DAY1])
+    assert (out[0].already_ingested, out[0].source, out[0].format) == (True, "wechatpay", "wechatpay.trade_bill")
+    assert isinstance(out[1], ParseError) and "gone.csv" in str(out[1]) and "file not found" in str(out[1])
+    assert (out[2].already_ingested, out[2].rows, out[2].new_rows) == (False, 52, 52)
+    assert out[3].already_ingested and out[3].file_id == out[0].file_id
+    after = table_counts(cfg.database.url)
+    assert after["record"] == before["record"] + 52 and after["statement_file"] == before["statement_file"] + 1
