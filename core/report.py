@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, select
 from sqlmodel import Session
 
 from core.breaks import list_breaks
@@ -29,7 +29,7 @@ from core.money import to_major
 from core.runs import channel_sources
 from core.summary import day_summary
 from models.db import get_engine
-from models.tables import Adjustment, Break, Ledger, ReconRun, Record
+from models.tables import Adjustment, Break, Ledger, ReconRun, Record, StatementFile
 
 # A break of the day, counted in "breaks by type": found by a run and not since cleared.
 # In-transit items are not breaks yet (reported apart); notes are data quality, kept.
@@ -177,11 +177,25 @@ def _rate_card_sql(rate: Decimal):
                          else_=-((-base * (2 * p) + q) // (2 * q))))
 
 
+def _records_of_days(first: date, last: date, *columns):
+    """SELECT columns over the records of [first, last] joined to their ledger, found through
+    the statement files that hold those days (the ORM form of core.store.records_of_days:
+    record ids by file range; `+ 0` keeps SQLite off the identity index, which would walk
+    every day of the ledger)."""
+    return (select(*columns).select_from(StatementFile)
+            .join(Record, and_(Record.file_id == StatementFile.id,
+                               Record.id.between(StatementFile.first_record_id, StatementFile.last_record_id)))
+            .join(Ledger, Ledger.id == Record.ledger_id + 0)
+            .where(StatementFile.merchant_id == Ledger.merchant_id, StatementFile.side == Ledger.side,
+                   StatementFile.last_day >= first, StatementFile.first_day <= last,
+                   Record.business_day >= first, Record.business_day <= last))
+
+
 def _add_records(s: Session, merchant_id: str, day: date, sources: dict[str, SourceReport]) -> None:
     """Refunds on both sides, and for the channel its fees and what it settles, from the records."""
-    q = (select(Ledger.source, Ledger.side, Record.kind, func.count(), func.sum(Record.amount), func.sum(Record.fee))
-         .join(Ledger, Ledger.id == Record.ledger_id)
-         .where(Ledger.merchant_id == merchant_id, Record.business_day == day, Record.kind.in_(("payment", "refund")),
+    q = (_records_of_days(day, day, Ledger.source, Ledger.side, Record.kind, func.count(), func.sum(Record.amount),
+                          func.sum(Record.fee))
+         .where(Ledger.merchant_id == merchant_id, Record.kind.in_(("payment", "refund")),
                 Ledger.side.in_(("internal", "channel")),  # not payment notifications (core/realtime.py)
                 (Ledger.side == "internal") | (Record.status == "success"))
          .group_by(Ledger.source, Ledger.side, Record.kind))
@@ -202,9 +216,9 @@ def _add_records(s: Session, merchant_id: str, day: date, sources: dict[str, Sou
     for r in sources.values():
         if r.fee_rate is None:
             continue
-        expected = s.execute(select(_rate_card_sql(r.fee_rate)).join(Ledger, Ledger.id == Record.ledger_id).where(
+        expected = s.execute(_records_of_days(day, day, _rate_card_sql(r.fee_rate)).where(
             Ledger.merchant_id == merchant_id, Ledger.source == r.source, Ledger.side == "channel",
-            Record.business_day == day, Record.kind == "payment", Record.status == "success")).scalar_one()
+            Record.kind == "payment", Record.status == "success")).scalar_one()
         r.fees_rate_card = int(expected or 0)
 
 
@@ -243,12 +257,10 @@ def trend(cfg: Config, merchant_id: str, last: date, days: int | None = None) ->
         breaks = s.execute(select(Break.business_day, Break.source, func.sum(func.abs(Break.difference))).where(
             Break.merchant_id == merchant.id, Break.business_day >= first, Break.business_day <= last,
             Break.status.in_(BREAK_STATES)).group_by(Break.business_day, Break.source)).all()
-        money = s.execute(select(Record.business_day, Ledger.source, Record.kind, func.sum(Record.amount),
-                                 func.sum(Record.fee))
-                          .join(Ledger, Ledger.id == Record.ledger_id)
+        money = s.execute(_records_of_days(first, last, Record.business_day, Ledger.source, Record.kind,
+                                           func.sum(Record.amount), func.sum(Record.fee))
                           .where(Ledger.merchant_id == merchant.id, Ledger.side == "channel",
-                                 Record.status == "success", Record.kind.in_(("payment", "refund")),
-                                 Record.business_day >= first, Record.business_day <= last)
+                                 Record.status == "success", Record.kind.in_(("payment", "refund")))
                           .group_by(Record.business_day, Ledger.source, Record.kind)).all()
     reconciled = sorted(stats)
     names = sorted({n for st in stats.values() for n in st} | {src for d, src, _ in breaks if d in stats})

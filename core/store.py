@@ -17,7 +17,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import insert as sa_insert, update as sa_update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -153,6 +152,8 @@ class StatementWriter:
         self._straight = True  # no collision seen yet: pieces may go straight into `record`
         self._pieces = 0
         self._done = False
+        self._first_id = 0  # this file's records get ids from here on (see StatementFile)
+        self._days: tuple | None = None  # (first, last) business day of the rows added
 
     def __enter__(self) -> "StatementWriter":
         self.conn = adbc_connect(self.url)
@@ -201,6 +202,8 @@ class StatementWriter:
             f"{_lit(_ts_text(now) if self.sqlite else now.isoformat())}) RETURNING id"
         )
         self.file_id = cur.fetchone()[0]
+        cur.execute("SELECT coalesce(max(id), 0) + 1 FROM record")
+        self._first_id = cur.fetchone()[0]
 
     def ledger(self, source: str) -> int:
         """The ledger id of (this merchant, source, this side), created in this transaction if new."""
@@ -223,9 +226,11 @@ class StatementWriter:
         stage = self._stage(records)
         if not stage.num_rows:
             return
-        if self._straight and (not first or _nothing_stored_near(self.cur, stage)):
+        days = pc.min_max(stage["business_day"]).as_py()
+        if self._straight and (not first or self._nothing_stored_near(days["min"], days["max"])):
             if self._straight_in(stage, first):
                 self.new_rows += stage.num_rows
+                self._note_days(days["min"], days["max"])
                 return
             if not self.sqlite:  # the failed COPY aborted PostgreSQL's transaction: start it over
                 self.conn.rollback()
@@ -234,6 +239,25 @@ class StatementWriter:
                 stage = self._stage(records)
         self._straight = False
         self._staged_in(stage)
+
+    def _note_days(self, first, last) -> None:
+        """Widen the business days of the rows this file stored (StatementFile.first_day/last_day)."""
+        if first is None:
+            return
+        self._days = (first, last) if self._days is None else (min(self._days[0], first), max(self._days[1], last))
+
+    def _nothing_stored_near(self, first_day, last_day) -> bool:
+        """True when no stored file that could share a ledger with this one (of this side;
+        on the channel side, of this source) has records within [first_day, last_day].
+
+        An identity stored on another day (a row delivered again later) is still possible:
+        the unique index refuses it, and the caller starts over on the staged path."""
+        first, last = _day_lit(self.sqlite, first_day), _day_lit(self.sqlite, last_day)
+        same_source = f"AND source = {_lit(self.source)} " if self.side == "channel" else ""
+        self.cur.execute(f"SELECT count(*) FROM statement_file WHERE merchant_id = {_lit(self.merchant_id)} "
+                         f"AND side = {_lit(self.side)} {same_source}AND first_record_id IS NOT NULL "
+                         f"AND first_day <= {last} AND last_day >= {first}")
+        return self.cur.fetchone()[0] == 0
 
     def _stage(self, records: pa.Table) -> pa.Table:
         """The piece as `record` rows: ledger ids, this file's id, the table's column order."""
@@ -277,6 +301,8 @@ class StatementWriter:
         cur = self.cur
         cur.execute("DROP TABLE IF EXISTS recon_stage")
         cur.adbc_ingest("recon_stage", stage, mode="create", temporary=True)
+        cur.execute("SELECT coalesce(max(id), 0) FROM record")
+        before = cur.fetchone()[0]
         cols = ", ".join(RECORD_COLUMNS)
         insert = f"INSERT INTO record ({cols}) SELECT {cols} FROM recon_stage WHERE true ON CONFLICT DO NOTHING"
         if self.sqlite:
@@ -286,6 +312,10 @@ class StatementWriter:
             cur.execute(f"WITH inserted AS ({insert} RETURNING 1) SELECT count(*) FROM inserted")
         inserted = cur.fetchone()[0]
         self.new_rows += inserted
+        if inserted:  # the days of the rows stored, not of those another file holds already
+            cur.execute(f"SELECT min(business_day), max(business_day) FROM record WHERE id > {int(before)} "
+                        f"AND file_id = {self.file_id}")
+            self._note_days(*cur.fetchone())
         if inserted < stage.num_rows and len(self.duplicates) < MAX_DUPLICATES_KEPT:
             self.duplicates += _duplicates(cur, self.file_id, self.side, MAX_DUPLICATES_KEPT - len(self.duplicates))
         cur.execute("DROP TABLE recon_stage")
@@ -296,8 +326,15 @@ class StatementWriter:
         self._done = True
         if self.known is not None:
             return StoredFile(self.known, 0, True)
+        ranges = "first_record_id = NULL, last_record_id = NULL, first_day = NULL, last_day = NULL"
+        if self.new_rows:  # this file's rows: ids from _first_id to the largest now stored
+            self.cur.execute("SELECT max(id) FROM record")
+            first_day, last_day = (_day_lit(self.sqlite, d) for d in self._days)
+            ranges = (f"first_record_id = {int(self._first_id)}, last_record_id = {int(self.cur.fetchone()[0])}, "
+                      f"first_day = {first_day}, last_day = {last_day}")
         self.cur.execute(
-            f"UPDATE statement_file SET row_count = {int(row_count)}, new_rows = {self.new_rows}, "
+            f"UPDATE statement_file SET {ranges}, "
+            f"row_count = {int(row_count)}, new_rows = {self.new_rows}, "
             f"business_day = {_lit(business_day.isoformat()) if business_day else 'NULL'}, "
             f"path = {_lit(path or self.path)}, "
             f"control_totals = {_lit(json.dumps(control_totals, ensure_ascii=False, sort_keys=True))}, "
@@ -318,16 +355,6 @@ def _take_write_lock(cur) -> None:
     cur.execute("UPDATE statement_file SET id = id WHERE 0")
 
 
-def _nothing_stored_near(cur, stage: pa.Table) -> bool:
-    """True when the ledgers hold no record within the file's days."""
-    ledgers = ", ".join(str(int(x)) for x in pc.unique(stage["ledger_id"]).to_pylist())
-    days = pc.min_max(stage["business_day"]).as_py()
-    first, last = (str(days["min"])[:10], str(days["max"])[:10])
-    cur.execute(f"SELECT count(*) FROM record WHERE ledger_id IN ({ledgers}) "
-                f"AND business_day BETWEEN {_lit(first)} AND {_lit(last)}")
-    # An identity stored on another day (a row delivered again later) is still possible:
-    # the unique index refuses it, and the caller starts over on the staged path.
-    return cur.fetchone()[0] == 0
 
 
 MAX_DUPLICATES_KEPT = 10_000  # a whole file delivered twice under another name: keep a sample
@@ -378,13 +405,9 @@ def load_records(url: str, ledger: int | None, day_from: date, day_to: date) -> 
         "SELECT r.id, r.kind, r.ref, coalesce(r.txn_id, '') AS txn_id, coalesce(r.order_id, '') AS order_id, "
         "r.amount, r.currency, r.fee, r.discount, r.status, r.occurred_at, r.business_day, "
         "coalesce(r.payer, '') AS payer, coalesce(r.memo, '') AS memo, r.line, r.file_id "
-        "FROM record r "
-        f"WHERE r.ledger_id = {int(ledger)} AND r.business_day BETWEEN "
-        f"{_lit(day_from.isoformat())} AND {_lit(day_to.isoformat())}"
+        + records_of_days(ledger, day_from, day_to, is_sqlite(url))
     )
     with adbc_connect(url) as conn, conn.cursor() as cur:
-        if not is_sqlite(url):
-            sql = sql.replace("BETWEEN '", "BETWEEN DATE '").replace("AND '", "AND DATE '")
         cur.execute(sql)
         table = cur.fetch_arrow_table()
         cur.execute("SELECT id, path FROM statement_file")
@@ -439,8 +462,8 @@ def load_match_records(url: str, ledger: int | None, day_from: date, day_to: dat
             cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_BATCH_ROWS)})
         for n in range((day_to - day_from).days + 1):
             day = day_from + timedelta(days=n)
-            cur.execute(f"SELECT {_MATCH_SQL.format(fees='r.fee, r.discount, ' if fees else '')} FROM record r "
-                        f"WHERE r.ledger_id = {int(ledger)} AND r.business_day = {_day_lit(sqlite, day)}")
+            cur.execute(f"SELECT {_MATCH_SQL.format(fees='r.fee, r.discount, ' if fees else '')} "
+                        + records_of_days(ledger, day, day, sqlite))
             table = cur.fetch_arrow_table()
             if table.num_rows:  # no rows, no type inference
                 parts.append(table.append_column("business_day", pa.repeat(pa.scalar(day, pa.date32()),
@@ -464,16 +487,16 @@ def load_record_details(url: str, ids: pa.Array, ledger: int | None = None, day_
     sqlite = is_sqlite(url)
     ids = pc.unique(ids.cast(pa.int64()))
     scan = ledger is not None and len(ids) * 3 > rows * 2 > 0
-    queries = ([f"WHERE r.ledger_id = {int(ledger)} AND r.business_day = {_day_lit(sqlite, day_from + timedelta(n))}"
+    queries = ([records_of_days(ledger, day_from + timedelta(n), day_from + timedelta(n), sqlite)
                 for n in range((day_to - day_from).days + 1)] if scan else
-               [f"WHERE r.id IN ({', '.join(str(i) for i in ids[n:n + _IDS_PER_QUERY].to_pylist())})"
+               [f"FROM record r WHERE r.id IN ({', '.join(str(i) for i in ids[n:n + _IDS_PER_QUERY].to_pylist())})"
                 for n in range(0, len(ids), _IDS_PER_QUERY)])
     parts = []
     with adbc_connect(url) as conn, conn.cursor() as cur:
         if sqlite:
             cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_BATCH_ROWS)})
-        for where in queries:
-            cur.execute(f"SELECT {_DETAIL_SQL} FROM record r {where}")
+        for rows_from in queries:
+            cur.execute(f"SELECT {_DETAIL_SQL} {rows_from}")
             table = cur.fetch_arrow_table()
             if table.num_rows:
                 parts.append(table.filter(pc.is_in(table["id"].cast(pa.int64()), value_set=ids)) if scan else table)
@@ -488,8 +511,25 @@ def load_record_details(url: str, ids: pa.Array, ledger: int | None = None, day_
     return _nulls_for_empty(table, ("payer", "memo"))
 
 
-def _day_lit(sqlite: bool, day: date) -> str:
-    return _lit(day.isoformat()) if sqlite else f"DATE {_lit(day.isoformat())}"
+def _day_lit(sqlite: bool, day: date | str) -> str:
+    text = day.isoformat() if isinstance(day, date) else str(day)[:10]
+    return _lit(text) if sqlite else f"DATE {_lit(text)}"
+
+
+def records_of_days(ledger: int, day_from: date, day_to: date, sqlite: bool) -> str:
+    """`FROM ... WHERE ...` for a ledger's records (as `r`) of the business days
+    [day_from, day_to]: through the statement files that hold those days, a range of
+    record ids each (models.tables.StatementFile), so SQLite reads rows in id order from
+    the files that have them. `+r.ledger_id` keeps SQLite off the identity index, which
+    would walk every day the ledger has; a file's own rows are those with its id (on
+    PostgreSQL, other files' rows can fall inside its range)."""
+    lo, hi, ledger = _day_lit(sqlite, day_from), _day_lit(sqlite, day_to), int(ledger)
+    return ("FROM statement_file f CROSS JOIN record r "
+            f"WHERE f.merchant_id = (SELECT merchant_id FROM ledger WHERE id = {ledger}) "
+            f"AND f.side = (SELECT side FROM ledger WHERE id = {ledger}) "
+            f"AND f.last_day >= {lo} AND f.first_day <= {hi} "
+            "AND r.id BETWEEN f.first_record_id AND f.last_record_id AND r.file_id = f.id "
+            f"AND +r.ledger_id = {ledger} AND r.business_day BETWEEN {lo} AND {hi}")
 
 
 def file_paths(url: str) -> dict[int, str]:
@@ -554,6 +594,8 @@ def write_few(url: str, *, merchant_id: str, source: str, side: str, fmt: str, p
     """
     ledger = ledger_ids(url, merchant_id, {(source, side)})[(source, side)]
     engine = get_engine(url)
+    from sqlalchemy.dialects import postgresql, sqlite  # here: 60 ms of start-up for every `recon` command
+
     dialect_insert = sqlite.insert if is_sqlite(url) else postgresql.insert
     with engine.connect() as conn:
         known = conn.execute(select(StatementFile.id).where(StatementFile.merchant_id == merchant_id,
@@ -570,11 +612,16 @@ def write_few(url: str, *, merchant_id: str, source: str, side: str, fmt: str, p
             conn.rollback()
             return StoredFile(conn.execute(select(StatementFile.id).where(
                 StatementFile.merchant_id == merchant_id, StatementFile.sha256 == sha256)).scalar_one(), 0, True)
-        new_rows = 0
+        ids, days = [], []
         for line, r in enumerate(records, start=1):
-            new_rows += conn.execute(dialect_insert(Record).values(
+            stored = conn.execute(dialect_insert(Record).values(
                 ledger_id=ledger, file_id=file_id, line=line, **r).on_conflict_do_nothing(
-                index_elements=["ledger_id", "kind", "ref"])).rowcount
-        conn.execute(sa_update(StatementFile).where(StatementFile.id == file_id).values(new_rows=new_rows))
+                index_elements=["ledger_id", "kind", "ref"]).returning(Record.id)).scalar()
+            if stored is not None:
+                ids.append(stored)
+                days.append(r["business_day"])
+        ranges = dict(first_record_id=min(ids), last_record_id=max(ids), first_day=min(days), last_day=max(days)) \
+            if ids else {}
+        conn.execute(sa_update(StatementFile).where(StatementFile.id == file_id).values(new_rows=len(ids), **ranges))
         conn.commit()
-    return StoredFile(file_id, new_rows, False)
+    return StoredFile(file_id, len(ids), False)

@@ -43,11 +43,12 @@ def test_unmigrated_database_is_refused(tmp_path):
 
 def test_migrations_are_one_linear_chain():
     """Feature branches each added a 0005 on top of 0004; the merged chain must stay linear
-    (0005_alerts -> 0006_scheduler), or `recon db upgrade` stops at "multiple heads"."""
+    (0005_alerts -> 0006_scheduler -> 0007_record_ranges), or `recon db upgrade` stops at
+    "multiple heads"."""
     cfg = Config()
     cfg.set_main_option("script_location", str(db.MIGRATIONS))
     chain = [s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()]
-    assert chain[:3] == ["0006_scheduler", "0005_alerts", "0004_anomaly"]
+    assert chain[:4] == ["0007_record_ranges", "0006_scheduler", "0005_alerts", "0004_anomaly"]
     assert len(ScriptDirectory.from_config(cfg).get_heads()) == 1
 
 
@@ -83,3 +84,41 @@ def test_a_new_sqlite_database_gets_large_pages_and_wal(tmp_path):
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         con.close()
+
+
+def _ranges(url: str) -> list[tuple]:
+    with db.adbc_connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, first_record_id, last_record_id, first_day, last_day, new_rows FROM statement_file "
+                    "ORDER BY id")
+        return [tuple(str(v)[:10] if v is not None else None for v in row) for row in cur.fetchall()]
+
+
+def test_record_ranges_written_at_ingest_are_what_0007_derives_from_the_records(cfg):
+    """A statement file's record ids and days, as the writer stores them, and as the
+    migration computes them for a database ingested before 0007: the same."""
+    from alembic import command
+    from datetime import date
+
+    from conftest import EXAMPLES
+    from core.ingest import ingest_file
+    from core.store import find_ledgers, load_match_records
+
+    url = cfg.database.url
+    for path in sorted(EXAMPLES.iterdir()):
+        ingest_file(cfg, cfg.merchants[0], path)
+    written = _ranges(url)
+    ledgers = find_ledgers(url, cfg.merchants[0].id)
+    reads = {k: load_match_records(url, i, date(2026, 11, 19), date(2026, 11, 22)).num_rows for k, i in ledgers.items()}
+    assert sum(reads.values()) == 124  # every record of the demo days, through the files' ranges
+    assert all(r[1] is not None for r in written if r[5] != "0")
+
+    alembic = Config()
+    alembic.set_main_option("script_location", str(db.MIGRATIONS))
+    alembic.set_main_option("sqlalchemy.url", db.normalise_url(url).replace("%", "%%"))
+    command.downgrade(alembic, "0006_scheduler")
+    db.get_engine(url).dispose()
+    db.upgrade(url)
+    db.get_engine(url).dispose()
+    assert _ranges(url) == written
+    assert {k: load_match_records(url, i, date(2026, 11, 19), date(2026, 11, 22)).num_rows
+            for k, i in ledgers.items()} == reads

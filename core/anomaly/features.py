@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.money import display, exponent
+from core.store import records_of_days
 from models.db import adbc_connect, is_sqlite
 
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
@@ -413,8 +414,7 @@ def _read(url: str, ledger: int, source: str, day: date, columns: str, where: st
     column of `schema` the query does not read is NULL. From SQLite in batches of READ_BATCH
     rows, not the driver's 1024: every later step (Arrow kernels, numpy conversions, DuckDB's
     scans) pays per chunk, 1.2 CPU s of a 1M-day scoring for 4,000 chunks."""
-    on = _lit(day.isoformat()) if is_sqlite(url) else f"DATE {_lit(day.isoformat())}"
-    sql = f"SELECT {columns} FROM record r WHERE r.ledger_id = {int(ledger)} AND {where} AND r.business_day = {on}"
+    sql = f"SELECT {columns} {records_of_days(ledger, day, day, is_sqlite(url))} AND {where}"
     with adbc_connect(url) as conn, conn.cursor() as cur:
         if is_sqlite(url):
             cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(READ_BATCH)})

@@ -52,8 +52,8 @@ def rate_card(merchant: MerchantConfig) -> dict[str, float]:
 
 def latest_day(url: str, merchant_id: str) -> date | None:
     with adbc_connect(url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT max(r.business_day) FROM record r JOIN ledger l ON l.id = r.ledger_id "
-                    f"WHERE l.merchant_id = {F._lit(merchant_id)} AND l.side = 'channel'")
+        cur.execute("SELECT max(last_day) FROM statement_file "  # the files know their records' days
+                    f"WHERE merchant_id = {F._lit(merchant_id)} AND side = 'channel' AND first_record_id IS NOT NULL")
         value = cur.fetchone()[0]
     return None if value is None else (value if isinstance(value, date) else date.fromisoformat(str(value)[:10]))
 
