@@ -249,16 +249,17 @@ class Statement:
 PIECE_BYTES = 32 << 20
 
 
-def pieces(source, file: InputFile):
+def pieces(source, file: InputFile, ramp: bool = True):
     """A source's records as Arrow tables in file order, then one `Statement`.
 
     Sources that read large files (`parse_pieces`) hand back a piece as soon as it is
     typed and checked, so the store writes it while the next piece is read; the file's
     control totals are checked after the last piece (the writer's transaction then rolls
-    every piece back). Any other source is one piece: `parse`.
+    every piece back). Any other source is one piece: `parse`. `ramp`: the first pieces
+    smaller, for a writer that waits for them (`tabular.line_pieces`).
     """
     if hasattr(source, "parse_pieces"):
-        yield from source.parse_pieces(file, PIECE_BYTES)
+        yield from source.parse_pieces(file, PIECE_BYTES, ramp)
         return
     parsed = source.parse(file)
     yield parsed.records

@@ -65,7 +65,7 @@ class OrdersExport:
             header = next(iter(_csv_rows(first)), [])
         return set(REQUIRED) <= set(self._canonical([str(h or "") for h in header]))
 
-    def _tables(self, file: InputFile, piece_bytes: int | None):
+    def _tables(self, file: InputFile, piece_bytes: int | None, ramp: bool = True):
         """The export's rows as text columns (+ `line`), in pieces of the body (a UTF-8 CSV;
         an XLSX sheet or a GB18030 CSV is one piece)."""
         if file.is_zip:
@@ -84,7 +84,7 @@ class OrdersExport:
         end = len(raw) if end < 0 else end
         if _is_utf8(raw):  # the common case: Arrow reads the bytes as they are, piece by piece
             header = self._canonical(next(iter(_csv_rows(raw[start:end].decode("utf-8").rstrip("\r")))))
-            for piece in T.line_pieces(raw, min(end + 1, len(raw)), len(raw), 2, piece_bytes):
+            for piece in T.line_pieces(raw, min(end + 1, len(raw)), len(raw), 2, piece_bytes, ramp):
                 yield T.read_rows(file.path, piece.data, piece.first_line, header, physical_lines=piece.lines)
             return
         # GB18030 (Excel on a Chinese Windows): decoded whole, which also names a bad byte's line
@@ -96,9 +96,9 @@ class OrdersExport:
     def parse(self, file: InputFile) -> Parsed:
         return collect(self.format, self.side, self.parse_pieces(file, None))
 
-    def parse_pieces(self, file: InputFile, piece_bytes: int | None):
+    def parse_pieces(self, file: InputFile, piece_bytes: int | None, ramp: bool = True):
         """Records piece by piece (`core.sources.base.pieces`), then the `Statement`."""
-        return self.normalise_pieces(self._tables(file, piece_bytes), file.path)
+        return self.normalise_pieces(self._tables(file, piece_bytes, ramp), file.path)
 
     def normalise(self, raw: pa.Table, path) -> Parsed:
         """Text columns named canonically (+ `line`) -> records; shared with the SQL source."""

@@ -189,7 +189,7 @@ class BodyPiece(NamedTuple):
     lines: int
 
 
-def line_pieces(raw: bytes, start: int, end: int, first_line: int, piece_bytes: int | None):
+def line_pieces(raw: bytes, start: int, end: int, first_line: int, piece_bytes: int | None, ramp: bool = True):
     """Split the delimited body raw[start:end] at line breaks into pieces of about
     `piece_bytes` -> `BodyPiece`s, in order.
 
@@ -198,8 +198,9 @@ def line_pieces(raw: bytes, start: int, end: int, first_line: int, piece_bytes: 
     twice, which keeps the balance). Every piece then reads like a body of its own, and
     its errors name the file's own lines. `None`: one piece.
 
-    The first pieces are smaller (1/8, 1/4, 1/2 of `piece_bytes`): the writer waits for the
-    first one, so it should come quickly. Each byte is counted once here (line breaks;
+    With `ramp`, the first pieces are smaller (1/8, 1/4, 1/2 of `piece_bytes`): the writer
+    waits for the first one, so it should come quickly. (A file read ahead while the writer
+    is busy with another does better without: it fills its queue with more rows.) Each byte is counted once here (line breaks;
     quotes only where a memchr finds one): a bill of a million rows is 250 MB, and every
     pass over it costs about 0.15 s.
     """
@@ -208,7 +209,7 @@ def line_pieces(raw: bytes, start: int, end: int, first_line: int, piece_bytes: 
         yield BodyPiece(view[start:end], first_line, 0)
         return
     whole = piece_bytes is None or end - start <= piece_bytes
-    size = end - start if whole else max(piece_bytes // 8, 1)
+    size = end - start if whole else piece_bytes if not ramp else max(piece_bytes // 8, 1)
     while start < end:
         cut = raw.find(b"\n", min(start + size, end), end)
         if not whole:

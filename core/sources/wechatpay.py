@@ -123,7 +123,7 @@ class WeChatPayTradeBill(ChannelSource):
     def parse(self, file: InputFile) -> Parsed:
         return collect(self.format, self.side, self.parse_pieces(file, None))
 
-    def parse_pieces(self, file: InputFile, piece_bytes: int | None):
+    def parse_pieces(self, file: InputFile, piece_bytes: int | None, ramp: bool = True):
         """Records piece by piece (`core.sources.base.pieces`), then the `Statement`; the
         summary row is checked against the sums of every piece once the last is read."""
         header, first_line, (start, end), sum_names, sum_values = self._split(file)
@@ -150,7 +150,7 @@ class WeChatPayTradeBill(ChannelSource):
         typed.append(C.Col("fee_exact", "手续费", "dec"))
         summed = [c.name for c in typed if c.kind == "money"] + ["fee_exact"]
         sums, rows, body_lines, days = dict.fromkeys(summed, 0), 0, 0, DayCounts()
-        for piece in T.line_pieces(file.raw, start, end, first_line, piece_bytes):
+        for piece in T.line_pieces(file.raw, start, end, first_line, piece_bytes, ramp):
             raw = T.read_rows(file.path, piece.data, piece.first_line, header, physical_lines=piece.lines,
                               only=[c.source for c in typed] + ["货币种类"])
             body_lines += piece.lines
