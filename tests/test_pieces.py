@@ -224,3 +224,18 @@ def test_one_batch_skips_stored_files_reports_missing_ones_and_stores_the_rest(c
     assert out[3].already_ingested and out[3].file_id == out[0].file_id
     after = table_counts(cfg.database.url)
     assert after["record"] == before["record"] + 52 and after["statement_file"] == before["statement_file"] + 1
+
+
+def test_prepare_puts_records_in_key_order_and_leaves_ordered_ones_as_they_are(tmp_path):
+    # rows in (kind, ref) order are appended to the identity index; an export already in
+    # that order is not sorted again, and one that is not comes out the same as sorted
+    cfg = demo_config(f"sqlite:///{tmp_path / 'x.db'}")
+    records = _source(OrdersExport, cfg, "orders").parse(InputFile.read(ORDERS_DAY1)).records
+    from core.store import prepare
+
+    key = [("source", "ascending"), ("kind", "ascending"), ("ref", "ascending")]
+    ordered = prepare(cfg.database.url, records.sort_by(key))
+    shuffled = prepare(cfg.database.url, records.take(pa.array(list(range(records.num_rows))[::-1])))
+    assert shuffled.equals(ordered)
+    keys = [(r["source"], r["kind"], r["ref"]) for r in ordered.to_pylist()]
+    assert keys == sorted(keys) and len(keys) == records.num_rows
