@@ -31,7 +31,7 @@ import sys
 from datetime import date, datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 from zoneinfo import ZoneInfo
 
 import typer
@@ -41,11 +41,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from core import config as config_mod
-from core.breaks import list_breaks
 from core.config import Config, ConfigError
 from core.money import display
-from core.runs import RunSummary, run_day
 from models import db
+
+if TYPE_CHECKING:
+    from core.runs import RunSummary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="reconbot: reconcile payment channels against your orders.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -636,7 +637,7 @@ def jobs_run(
 
 
 def run_with_progress(cfg, merchant, day, console: Console) -> RunSummary:
-    from core.runs import channel_sources
+    from core.runs import channel_sources, run_day
 
     with _progress(console) as progress:
         task = progress.add_task(f"reconciling {merchant.id} {day}", total=len(channel_sources(merchant)))
@@ -678,6 +679,8 @@ def breaks(
     all: Annotated[bool, typer.Option("--all", help="Include cleared and resolved breaks.")] = False,
 ) -> None:
     """List breaks (open, in transit and data-quality notes by default)."""
+    from core.breaks import list_breaks
+
     cfg = _load(config)
     m = cfg.merchant(merchant).id if merchant else None
     rows = list_breaks(cfg.database.url, m, date.fromisoformat(day) if day else None,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from core import completeness, store
+from core import store
 from core.config import Config, MerchantConfig
 from core.sources import REGISTRY, InputFile, ParseError
 from core.sources.base import Statement, pieces
@@ -159,6 +159,8 @@ def _store_pieces(cfg: Config, merchant: MerchantConfig, reader: "_Reader", n: i
                 error = got
                 break
     if error is not None:
+        from core import completeness  # the ORM, only for a rejected file
+
         completeness.record_rejection(url, merchant, source_cfg.name, day, str(Path(path).resolve()), sha, str(error))
         raise error
     return IngestResult(display_path(path), source_cfg.name, parser.format, business_day, got.row_count,
@@ -314,6 +316,8 @@ def ingest_sql(cfg: Config, merchant: MerchantConfig, source_cfg, day: date) -> 
         raise IngestError(str(exc)) from None
     except ParseError as exc:
         sha = hashlib.sha256(f"orders_sql\0{source_cfg.name}\0{day}\0rejected\0{exc}".encode()).hexdigest()
+        from core import completeness
+
         completeness.record_rejection(cfg.database.url, merchant, source_cfg.name, day, label, sha, str(exc))
         raise
     sha = hashlib.sha256(f"orders_sql\0{source_cfg.name}\0{day}\0{digest}".encode()).hexdigest()
