@@ -84,9 +84,9 @@ def ingest_files(cfg: Config, merchant: MerchantConfig, paths: list[Path], day: 
     -> one result (or the error) per path.
 
     A pipeline (`_Reader`): while a piece of a file is written, the next pieces (of that
-    file or the next) are parsed and put in key order in a reader thread. Writing is one
+    file and the next) are parsed and put in key order in reader threads. Writing is one
     core's work (SQLite has one writer); reading beside it uses the other. Each file is one
-    transaction however many pieces it has. The reader starts at once; one more thread
+    transaction however many pieces it has. The readers start at once; one more thread
     hashes the files meanwhile (the first file first: the writer waits for its hash), and a
     file found stored already is not parsed further.
     """

@@ -383,8 +383,6 @@ def _take_write_lock(cur) -> None:
     cur.execute("UPDATE statement_file SET id = id WHERE 0")
 
 
-
-
 MAX_DUPLICATES_KEPT = 10_000  # a whole file delivered twice under another name: keep a sample
 
 
@@ -620,13 +618,13 @@ def write_few(url: str, *, merchant_id: str, source: str, side: str, fmt: str, p
     except ledger_id, file_id and line. The statement has no business day: a notification
     is not the channel's statement of a day (core/completeness never counts it as one).
     """
-    ledger = ledger_ids(url, merchant_id, {(source, side)})[(source, side)]
-    engine = get_engine(url)
     from sqlalchemy.dialects import postgresql, sqlite  # here: 60 ms of start-up for every `recon` command
     from sqlmodel import select
 
     from models.tables import Record, StatementFile
 
+    ledger = ledger_ids(url, merchant_id, {(source, side)})[(source, side)]
+    engine = get_engine(url)
     dialect_insert = sqlite.insert if is_sqlite(url) else postgresql.insert
     with engine.connect() as conn:
         known = conn.execute(select(StatementFile.id).where(StatementFile.merchant_id == merchant_id,

@@ -200,9 +200,10 @@ def line_pieces(raw: bytes, start: int, end: int, first_line: int, piece_bytes: 
 
     With `ramp`, the first pieces are smaller (1/8, 1/4, 1/2 of `piece_bytes`): the writer
     waits for the first one, so it should come quickly. (A file read ahead while the writer
-    is busy with another does better without: it fills its queue with more rows.) Each byte is counted once here (line breaks;
-    quotes only where a memchr finds one): a bill of a million rows is 250 MB, and every
-    pass over it costs about 0.15 s.
+    is busy with another does better without: it fills its queue with more rows.)
+
+    Each byte is counted once here (line breaks; quotes only where a memchr finds one): a
+    bill of a million rows is 250 MB, and every pass over it costs about 0.15 s.
     """
     view = memoryview(raw)
     if start >= end:
