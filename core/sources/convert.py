@@ -151,7 +151,7 @@ def local_time(text: pa.ChunkedArray) -> pa.ChunkedArray:
     ISO-8601 values (nearly all) are read by Arrow's cast, which checks the calendar
     (2026-02-30 is refused); others, tried against every layout, by DuckDB's strptime.
     """
-    if pc.any(pc.match_substring(text, "：")).as_py():  # a full-width colon, as some exports write it
+    if _may_contain(text, "："):  # a full-width colon, as some exports write it
         text = pc.replace_substring(text, "：", ":")
     iso = pc.fill_null(pc.match_substring_regex(text, _ISO_LOCAL), False)
     others = pc.and_not(pc.is_valid(text), iso)

@@ -16,9 +16,8 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +26,10 @@ import pyarrow.csv as pacsv
 from core.money import _EXPONENT_EXCEPTIONS
 from core.sources.base import ParseError
 from core.sources.convert import time_formats_sql
+
+if TYPE_CHECKING:
+    import duckdb
+
 
 def _exponent_case() -> str:
     by_exp: dict[int, list[str]] = {}
@@ -51,6 +54,8 @@ CREATE OR REPLACE MACRO local_ts(s) AS TRY_STRPTIME(replace(clean_text(s), '：'
 
 
 def connect() -> duckdb.DuckDBPyConnection:
+    import duckdb  # here: the million-row formats are typed with Arrow, and `recon ingest` starts sooner
+
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute(_MACROS)
