@@ -243,10 +243,12 @@ class Statement:
     member: str | None = None
 
 
-# Body bytes per piece when a large statement is read in pieces (about 130,000 WeChat Pay
-# bill rows or 300,000 orders): small enough that a piece's columns stay well under 1 GiB
-# whatever the file's size, big enough that Arrow's per-call costs do not show.
-PIECE_BYTES = 32 << 20
+# Body bytes per piece when a large statement is read in pieces (about 65,000 WeChat Pay
+# bill rows or 150,000 orders): small enough that a piece's columns stay in cache while the
+# writer binds them and its buffers are reused instead of faulted in afresh (1M day, A/B:
+# ingest 6.7 s with 32 MB pieces, 6.5 s with 16 MB, and 0.7 s less kernel time), big
+# enough that Arrow's per-call costs do not show.
+PIECE_BYTES = 16 << 20
 
 
 def pieces(source, file: InputFile, ramp: bool = True):
