@@ -48,6 +48,9 @@ def _leave(code) -> None:
     if threading.active_count() > 1 or not (code is None or isinstance(code, int)):
         sys.exit(code)
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that left (`| head`), a stream closed: as Python's own exit
+            pass
     os._exit(code or 0)
