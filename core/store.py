@@ -230,8 +230,7 @@ class StatementWriter:
             f"{_lit(_ts_text(now) if self.sqlite else now.isoformat())}) RETURNING id"
         )
         self.file_id = cur.fetchone()[0]
-        cur.execute("SELECT coalesce(max(id), 0) + 1 FROM record")
-        self._first_id = cur.fetchone()[0]
+        self._first_id = self._last_record_id() + 1
 
     def ledger(self, source: str) -> int:
         """The ledger id of (this merchant, source, this side), created in this transaction if new."""
@@ -267,6 +266,12 @@ class StatementWriter:
                 stage = self._stage(records)
         self._straight = False
         self._staged_in(stage)
+
+    def _last_record_id(self) -> int:
+        """The largest record id this transaction sees (0 for none): this file's rows get
+        ids above the value read before they are written (StatementFile's id range)."""
+        self.cur.execute("SELECT coalesce(max(id), 0) FROM record")
+        return int(self.cur.fetchone()[0])
 
     def _note_days(self, first, last) -> None:
         """Widen the business days of the rows this file stored (StatementFile.first_day/last_day)."""
@@ -329,8 +334,7 @@ class StatementWriter:
         cur = self.cur
         cur.execute("DROP TABLE IF EXISTS recon_stage")
         cur.adbc_ingest("recon_stage", stage, mode="create", temporary=True)
-        cur.execute("SELECT coalesce(max(id), 0) FROM record")
-        before = cur.fetchone()[0]
+        before = self._last_record_id()
         cols = ", ".join(RECORD_COLUMNS)
         insert = f"INSERT INTO record ({cols}) SELECT {cols} FROM recon_stage WHERE true ON CONFLICT DO NOTHING"
         if self.sqlite:
@@ -356,9 +360,8 @@ class StatementWriter:
             return StoredFile(self.known, 0, True)
         ranges = "first_record_id = NULL, last_record_id = NULL, first_day = NULL, last_day = NULL"
         if self.new_rows:  # this file's rows: ids from _first_id to the largest now stored
-            self.cur.execute("SELECT max(id) FROM record")
             first_day, last_day = (_day_lit(self.sqlite, d) for d in self._days)
-            ranges = (f"first_record_id = {int(self._first_id)}, last_record_id = {int(self.cur.fetchone()[0])}, "
+            ranges = (f"first_record_id = {int(self._first_id)}, last_record_id = {self._last_record_id()}, "
                       f"first_day = {first_day}, last_day = {last_day}")
         self.cur.execute(
             f"UPDATE statement_file SET {ranges}, "
