@@ -25,6 +25,12 @@ def main() -> None:
     # (A None in sys.modules is not enough: pyarrow's shim reads it back as the module.)
     if "pandas" not in sys.modules:
         sys.meta_path.insert(0, _WithoutPandas())
+    # Arrow's allocator (mimalloc) hands memory a command freed back to the system after
+    # 1 s, and the next piece of a statement faults it in again, zeroed by the kernel: ~0.3 s
+    # of system time in a 1M ingest (perf: clear_page under mi_page_free_list_extend).
+    # Kept 10 s, it is reused; a long-running `recon serve` still returns it when idle.
+    # Read when libarrow loads, so set before any import that loads it.
+    os.environ.setdefault("MIMALLOC_PURGE_DELAY", "10000")
     # The imports allocate a few hundred thousand long-lived objects (SQLAlchemy, pydantic,
     # Arrow): the cyclic collector would walk them again and again while they load (~50 ms
     # of every command's start) and at every full collection after. Frozen, it never does.

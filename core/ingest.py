@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import os
 import queue
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ import pyarrow as pa
 from core import store
 from core.config import Config, MerchantConfig
 from core.sources import REGISTRY, InputFile, ParseError
-from core.sources.base import Statement, pieces
+from core.sources.base import PIECE_BYTES, Statement, pieces
 
 
 class IngestError(Exception):
@@ -179,18 +181,25 @@ class _Reader:
     second starts once the first has handed over its first piece), so that when the writer
     has to wait for the reader of its file, the other reader still keeps the second core
     busy: the parse of a million-row bill costs about as much as writing it, and one reader
-    left the writer idle for 1.6 s of a 1M day. Each file's queue holds three items, so
-    memory stays a few pieces per file whatever its size. The threads never touch the
-    database, which is what makes them safe: ADBC's SQLite copy and Python's sqlite3 must
-    never hold the file at the same moment (see models/db.py).
+    left the writer idle for 1.6 s of a 1M day. A file may be read up to READ_AHEAD_BYTES
+    ahead of the writer, so memory stays bounded whatever its size; a reader reading ahead
+    of an earlier file runs at a lower priority (`_yield_to_earlier_files`). The threads
+    never touch the database, which is what makes them safe: ADBC's SQLite copy and
+    Python's sqlite3 must never hold the file at the same moment (see models/db.py).
     """
 
     ENDS = ("unread", "end", "rejected", "skipped")
     FILES_AT_ONCE = 2
+    # A bill read ahead while the writer stores the orders fills the core the writer leaves
+    # idle; with only three pieces of slack it stopped after 48 MB and left that core idle
+    # ~1 s of a 1M day (perf timeline). 256 MB is 16 pieces: at 10M, ~0.5 GB of Arrow a file.
+    READ_AHEAD_BYTES = 256 << 20
 
     def __init__(self, todo: list[tuple[int, Path]], merchant: MerchantConfig, only: str | None, url: str) -> None:
         self.todo, self.merchant, self.only, self.url = todo, merchant, only, url
-        self.queues = {n: queue.Queue(maxsize=3) for n, _ in todo}
+        self.queues = {n: queue.Queue(maxsize=max(self.READ_AHEAD_BYTES // PIECE_BYTES, 3)) for n, _ in todo}
+        self.rank = {n: k for k, (n, _) in enumerate(todo)}  # 0: the file the writer stores first
+        self.nice = _nice()
         self.begun = {n: threading.Event() for n, _ in todo}  # file n has handed over something
         self.stop = threading.Event()
         self.skipped: set[int] = set()
@@ -256,6 +265,7 @@ class _Reader:
                 return
 
     def _read_one(self, n: int, path: Path) -> bool:
+        _yield_to_earlier_files(self.nice, self.rank[n])
         try:
             file = InputFile.read(path)
             source_cfg, parser = identify(file, self.merchant, only=self.only)
@@ -277,6 +287,38 @@ class _Reader:
         except ParseError as exc:
             return self._put(n, "rejected", exc)
         return True
+
+
+# Niceness a reader thread adds per file ahead of its own in the batch: on two cores the
+# writer, the reader of the file it stores and a reader of the next file would otherwise
+# share the cores evenly, and the writer, which everything waits for, got ~2/3 of one
+# (1M day: ingest 5.9 -> 5.3 s with this, Arrow's own CSV threads off and 16 pieces of
+# read-ahead; each alone gained ~0.2 s). A reader only ever lowers its own priority.
+READ_AHEAD_NICE = 5
+
+
+def _nice() -> int | None:
+    """The calling thread's niceness, where threads have their own (Linux); else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    except OSError:
+        return None
+
+
+def _yield_to_earlier_files(base: int | None, rank: int) -> None:
+    """Run this reader thread below the writer and the readers of earlier files: niceness
+    `base` + READ_AHEAD_NICE per earlier file (Linux: per thread; elsewhere nothing)."""
+    if base is None or rank <= 0:
+        return
+    tid = threading.get_native_id()
+    try:
+        wanted = min(base + READ_AHEAD_NICE * rank, 19)
+        if wanted > os.getpriority(os.PRIO_PROCESS, tid):
+            os.setpriority(os.PRIO_PROCESS, tid, wanted)
+    except OSError:  # not allowed here (a sandbox): the order of files still holds
+        pass
 
 
 def _sha256_or_error(path) -> str | ParseError:

@@ -4,6 +4,9 @@ one read, one transaction per file whatever the number of pieces."""
 from __future__ import annotations
 
 import json
+import os
+import sys
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import EXAMPLES, demo_config, fresh_database, table_counts
-from core.ingest import ingest_file, ingest_files
+from core.ingest import READ_AHEAD_NICE, _nice, _yield_to_earlier_files, ingest_file, ingest_files
 from core.sources import ControlTotalError, InputFile, ParseError
 from core.sources import base
 from core.sources.base import Statement
@@ -224,6 +227,27 @@ def test_one_batch_skips_stored_files_reports_missing_ones_and_stores_the_rest(c
     assert out[3].already_ingested and out[3].file_id == out[0].file_id
     after = table_counts(cfg.database.url)
     assert after["record"] == before["record"] + 52 and after["statement_file"] == before["statement_file"] + 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have a niceness of their own on Linux only")
+def test_a_reader_reading_ahead_runs_below_the_writer_and_the_readers_before_it():
+    # the writer's thread keeps its priority; the reader of the file after the one being
+    # stored yields to both, the one after that yields more
+    def tid_nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    writer, seen = tid_nice(), {}
+
+    def read(rank: int) -> None:
+        _yield_to_earlier_files(_nice(), rank)
+        seen[rank] = tid_nice()
+
+    for rank in (0, 1, 2):
+        thread = threading.Thread(target=read, args=(rank,))
+        thread.start()
+        thread.join()
+    assert seen == {0: writer, 1: min(writer + READ_AHEAD_NICE, 19), 2: min(writer + 2 * READ_AHEAD_NICE, 19)}
+    assert tid_nice() == writer
 
 
 def test_prepare_puts_records_in_key_order_and_leaves_ordered_ones_as_they_are(tmp_path):

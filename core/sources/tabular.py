@@ -150,6 +150,9 @@ def read_rows(path, body: str | bytes | memoryview, first_line: int, names: list
     Bytes are read by Arrow as they are (it validates UTF-8); a body it cannot read line
     for line is decoded strictly (an encoding error names its line) and read slowly.
     """
+    # Arrow's own CSV threads stay off: ingest calls this in reader threads that already
+    # share the two cores with the writer at a priority of their own (core.ingest._Reader),
+    # and a pool thread would parse a read-ahead piece at the writer's priority.
     data = body.encode("utf-8") if isinstance(body, str) else body
     size = len(data)
     buf = pa.py_buffer(data)
@@ -157,7 +160,7 @@ def read_rows(path, body: str | bytes | memoryview, first_line: int, names: list
     try:
         table = pacsv.read_csv(
             pa.BufferReader(buf),
-            read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 24),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 24, use_threads=False),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names},
