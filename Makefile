@@ -39,4 +39,4 @@ report-bench: $(STAMP)
 	$(BIN)/python bench/report_bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache reconbot.db demo-output
+	rm -rf $(VENV) build *.egg-info .pytest_cache reconbot.db reconbot.db-snapshots demo-output

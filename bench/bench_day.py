@@ -310,9 +310,9 @@ def bench_size(n: int, baselines: list[str], keep: bool, max_rss: int | None) ->
     try:
         result.recon, result.problems = bench_recon(n, files, work, max_rss)
         # the database is no longer needed: free its disk before the baselines run
-        for p in work.glob("reconbot.db*"):
+        for p in work.glob("reconbot.db*"):  # the file, its WAL, its column snapshots
             if not (keep or result.problems):
-                p.unlink()
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
         for key in baselines:
             label, script = BASELINES[key]
             argv = [sys.executable, str(HERE / script), str(files.orders), str(files.bill)]

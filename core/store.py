@@ -19,7 +19,8 @@ import pyarrow.compute as pc
 from sqlalchemy import insert as sa_insert, update as sa_update
 from sqlalchemy.exc import IntegrityError
 
-from models.db import adbc_connect, get_engine, is_sqlite
+from core import snapshots
+from models.db import adbc_connect, get_engine, is_sqlite, sqlite_path
 
 # The ORM's classes (sqlmodel, models.tables) are imported in the few functions that use
 # them: `recon ingest` writes through ADBC alone and saves their 0.2 s of start-up.
@@ -182,6 +183,8 @@ class StatementWriter:
         self._done = False
         self._first_id = 0  # this file's records get ids from here on (see StatementFile)
         self._days: tuple | None = None  # (first, last) business day of the rows added
+        self._snapshot: snapshots.SnapshotWriter | None = None  # the match columns beside SQLite
+        self._last_id = 0
 
     def __enter__(self) -> "StatementWriter":
         self.conn = adbc_connect(self.url)
@@ -197,14 +200,18 @@ class StatementWriter:
         self._close(commit=self._done and exc_type is None)
 
     def _close(self, commit: bool) -> None:
+        committed = False
         try:
             if commit:
                 self.conn.commit()
+                committed = True
             else:
                 self.conn.rollback()
         finally:
             self.cur.close()
             self.conn.close()
+            if self._snapshot is not None:  # in place only once the rows it copies are committed
+                self._snapshot.publish(self._last_id) if committed else self._snapshot.discard()
 
     def _begin(self) -> None:
         cur = self.cur
@@ -222,15 +229,18 @@ class StatementWriter:
                         f"({_lit(m.id)}, {_lit(m.name)}, {_lit(m.timezone)}, {_lit(m.currency)}) ON CONFLICT (id) DO "
                         "UPDATE SET name = excluded.name, timezone = excluded.timezone, currency = excluded.currency")
         now = datetime.now(timezone.utc)
+        ingested_at = _ts_text(now) if self.sqlite else now.isoformat()
         cur.execute(
             "INSERT INTO statement_file (merchant_id, source, side, format, path, sha256, business_day, "
             "row_count, new_rows, control_totals, duplicates, ingested_at) VALUES ("
             f"{_lit(self.merchant_id)}, {_lit(self.source)}, {_lit(self.side)}, {_lit(self.fmt)}, {_lit(self.path)}, "
-            f"{_lit(self.sha256)}, NULL, 0, 0, '{{}}', '[]', "
-            f"{_lit(_ts_text(now) if self.sqlite else now.isoformat())}) RETURNING id"
+            f"{_lit(self.sha256)}, NULL, 0, 0, '{{}}', '[]', {_lit(ingested_at)}) RETURNING id"
         )
         self.file_id = cur.fetchone()[0]
         self._first_id = self._last_record_id() + 1
+        if self.sqlite:
+            self._snapshot = snapshots.SnapshotWriter(snapshots.folder(sqlite_path(self.url)), snapshots.StoredRange(
+                self.file_id, self.sha256, ingested_at, self._first_id, 0))
 
     def ledger(self, source: str) -> int:
         """The ledger id of (this merchant, source, this side), created in this transaction if new."""
@@ -256,6 +266,8 @@ class StatementWriter:
         days = pc.min_max(stage["business_day"]).as_py()
         if self._straight and (not first or self._nothing_stored_near(days["min"], days["max"])):
             if self._straight_in(stage, first):
+                if self._snapshot is not None:
+                    self._snapshot.add(stage)
                 self.new_rows += stage.num_rows
                 self._note_days(days["min"], days["max"])
                 return
@@ -265,6 +277,8 @@ class StatementWriter:
                 self._begin()
                 stage = self._stage(records)
         self._straight = False
+        if self._snapshot is not None:  # ids no longer follow the pieces: this file reads from SQLite
+            self._snapshot.discard()
         self._staged_in(stage)
 
     def _last_record_id(self) -> int:
@@ -272,6 +286,18 @@ class StatementWriter:
         ids above the value read before they are written (StatementFile's id range)."""
         self.cur.execute("SELECT coalesce(max(id), 0) FROM record")
         return int(self.cur.fetchone()[0])
+
+    def _outdated_snapshots(self, first_day: date) -> list[int]:
+        """Snapshots beside the database whose file ended more than snapshots.KEEP_DAYS before
+        `first_day`, or that name no file of this database."""
+        held = [i for i in snapshots.held(self._snapshot.where) if i != self.file_id]
+        if not held:
+            return []
+        cutoff = _day_lit(self.sqlite, _as_date(first_day) - timedelta(days=snapshots.KEEP_DAYS))
+        self.cur.execute(f"SELECT id FROM statement_file WHERE id IN ({', '.join(map(str, held))}) "
+                         f"AND last_day >= {cutoff}")
+        kept = {int(row[0]) for row in self.cur.fetchall()}
+        return [i for i in held if i not in kept]
 
     def _note_days(self, first, last) -> None:
         """Widen the business days of the rows this file stored (StatementFile.first_day/last_day)."""
@@ -361,8 +387,11 @@ class StatementWriter:
         ranges = "first_record_id = NULL, last_record_id = NULL, first_day = NULL, last_day = NULL"
         if self.new_rows:  # this file's rows: ids from _first_id to the largest now stored
             first_day, last_day = (_day_lit(self.sqlite, d) for d in self._days)
-            ranges = (f"first_record_id = {int(self._first_id)}, last_record_id = {self._last_record_id()}, "
+            self._last_id = self._last_record_id()
+            ranges = (f"first_record_id = {int(self._first_id)}, last_record_id = {self._last_id}, "
                       f"first_day = {first_day}, last_day = {last_day}")
+            if self._snapshot is not None and self._snapshot.usable:
+                self._snapshot.outdated = self._outdated_snapshots(self._days[0])
         self.cur.execute(
             f"UPDATE statement_file SET {ranges}, "
             f"row_count = {int(row_count)}, new_rows = {self.new_rows}, "
@@ -477,8 +506,11 @@ _IDS_PER_QUERY = 10_000
 def load_match_records(url: str, ledger: int | None, day_from: date, day_to: date, fees: bool = True) -> pa.Table:
     """A ledger's records in [day_from, day_to], the columns the matching passes read
     (core.engine.MATCH_SCHEMA: no wide text, files by id; `fees=False`: no fee and discount,
-    which only the channel's side has). One query per business day, so the day comes from
-    the query instead of a million stored dates."""
+    which only the channel's side has), in no set order (the engine orders what it ranks).
+
+    A file with a column snapshot (core.snapshots) is read from it; the others from SQLite,
+    one query per business day, so the day comes from the query instead of a million stored
+    dates."""
     from core.engine import MATCH_SCHEMA
 
     schema = pa.schema([f for f in MATCH_SCHEMA if fees or f.name not in ("fee", "discount")])
@@ -487,20 +519,43 @@ def load_match_records(url: str, ledger: int | None, day_from: date, day_to: dat
     sqlite = is_sqlite(url)
     parts = []
     with adbc_connect(url) as conn, conn.cursor() as cur:
+        unsnapped = None  # SQLite reads every file of the window
         if sqlite:
             cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(_BATCH_ROWS)})
-        for n in range((day_to - day_from).days + 1):
-            day = day_from + timedelta(days=n)
-            cur.execute(f"SELECT {_MATCH_SQL.format(fees='r.fee, r.discount, ' if fees else '')} "
-                        + records_of_days(ledger, day, day, sqlite))
-            table = cur.fetch_arrow_table()
-            if table.num_rows:  # no rows, no type inference
-                parts.append(table.append_column("business_day", pa.repeat(pa.scalar(day, pa.date32()),
-                                                                           table.num_rows)))
+            where, unsnapped = snapshots.folder(sqlite_path(url)), []
+            for stored in _files_of_days(cur, ledger, day_from, day_to):
+                snapshot = snapshots.read(where, stored)
+                if snapshot is None:
+                    unsnapped.append(stored.file_id)
+                else:
+                    parts.append(snapshots.select(snapshot, ledger, day_from, day_to))
+        if unsnapped is None or unsnapped:
+            only = f" AND f.id IN ({', '.join(map(str, unsnapped))})" if unsnapped else ""
+            for n in range((day_to - day_from).days + 1):
+                day = day_from + timedelta(days=n)
+                cur.execute(f"SELECT {_MATCH_SQL.format(fees='r.fee, r.discount, ' if fees else '')} "
+                            + records_of_days(ledger, day, day, sqlite) + only)
+                table = cur.fetch_arrow_table()
+                if table.num_rows:  # no rows, no type inference
+                    table = table.append_column("business_day", pa.repeat(pa.scalar(day, pa.date32()),
+                                                                          table.num_rows))
+                    parts.append(_nulls_for_empty(table, ("txn_id", "order_id")))
+    parts = [t for t in parts if t.num_rows]
     if not parts:
         return schema.empty_table()
-    table = pa.concat_tables([t.select(schema.names).cast(schema) for t in parts])
-    return _nulls_for_empty(table, ("txn_id", "order_id"))
+    return pa.concat_tables([t.select(schema.names).cast(schema) for t in parts])
+
+
+def _files_of_days(cur, ledger: int, day_from: date, day_to: date) -> list[snapshots.StoredRange]:
+    """The statement files that hold records of a ledger's [day_from, day_to] (SQLite; the
+    files `records_of_days` reads)."""
+    lo, hi, ledger = _day_lit(True, day_from), _day_lit(True, day_to), int(ledger)
+    cur.execute("SELECT f.id, f.sha256, f.ingested_at, f.first_record_id, f.last_record_id FROM statement_file f "
+                f"WHERE f.merchant_id = (SELECT merchant_id FROM ledger WHERE id = {ledger}) "
+                f"AND f.side = (SELECT side FROM ledger WHERE id = {ledger}) "
+                f"AND f.last_day >= {lo} AND f.first_day <= {hi} AND f.first_record_id IS NOT NULL ORDER BY f.id")
+    return [snapshots.StoredRange(int(i), sha, str(at), int(first), int(last))
+            for i, sha, at, first, last in cur.fetchall()]
 
 
 def load_record_details(url: str, ids: pa.Array, ledger: int | None = None, day_from: date | None = None,

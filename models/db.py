@@ -28,6 +28,11 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def sqlite_path(url: str) -> str:
+    """The file a SQLite URL names (":memory:" for none)."""
+    return make_url(normalise_url(url)).database or ":memory:"
+
+
 _pooled_sqlite = False
 
 # Pages of 32 KiB instead of SQLite's 4 KiB: a bulk insert of a million records costs about
@@ -92,8 +97,7 @@ def adbc_connect(url: str):
                                "(see models.db.get_engine); run it in its own process")
         import adbc_driver_sqlite.dbapi as adbc_sqlite
 
-        path = u.database or ":memory:"
-        conn = adbc_sqlite.connect(path)
+        conn = adbc_sqlite.connect(sqlite_path(url))
         # Wait for a lock as the ORM's connections do (timeout 60) instead of failing at
         # once: two bulk readers opening a WAL database together, or a reader meeting the
         # last connection's checkpoint, briefly contend for it.
