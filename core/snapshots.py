@@ -181,5 +181,9 @@ def select(table: pa.Table, ledger: int, day_from, day_to) -> pa.Table:
 
 
 def _empty_as_null(column):
-    """Text as the loader hands it over: '' read back from SQLite is NULL (core.store)."""
-    return pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+    """Text as the loader hands it over: '' read back from SQLite is NULL (core.store). The
+    sources hand over NULLs already, so the strings are copied only where one is ''."""
+    empty = pc.equal(column, "")
+    if not pc.any(empty).as_py():
+        return column
+    return pc.if_else(empty, pa.scalar(None, pa.string()), column)
