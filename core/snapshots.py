@@ -30,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.arrow_text import empty_as_null  # '' is NULL, as the loader hands text over
+
 # stored per record: MATCH_SCHEMA's columns, and what a ledger's day is selected by
 SCHEMA = pa.schema([
     ("id", pa.int64()), ("ledger_id", pa.int64()), ("business_day", pa.date32()), ("kind", pa.string()),
@@ -95,7 +97,7 @@ class SnapshotWriter:
         columns = {
             "id": ids, "ledger_id": stage["ledger_id"],
             "business_day": day if day.type == pa.date32() else pc.cast(day, pa.date32()),
-            **{name: _empty_as_null(stage[name]) if name in ("txn_id", "order_id") else stage[name]
+            **{name: empty_as_null(stage[name]) if name in ("txn_id", "order_id") else stage[name]
                for name in SCHEMA.names if name not in ("id", "ledger_id", "business_day")},
         }
         table = pa.table(columns).cast(SCHEMA)
@@ -179,11 +181,3 @@ def select(table: pa.Table, ledger: int, day_from, day_to) -> pa.Table:
         return table
     return table.filter(keep)
 
-
-def _empty_as_null(column):
-    """Text as the loader hands it over: '' read back from SQLite is NULL (core.store). The
-    sources hand over NULLs already, so the strings are copied only where one is ''."""
-    empty = pc.equal(column, "")
-    if not pc.any(empty).as_py():
-        return column
-    return pc.if_else(empty, pa.scalar(None, pa.string()), column)

@@ -20,6 +20,7 @@ from sqlalchemy import insert as sa_insert, update as sa_update
 from sqlalchemy.exc import IntegrityError
 
 from core import snapshots
+from core.arrow_text import empty_as_null
 from models.db import adbc_connect, get_engine, is_sqlite, sqlite_path
 
 # The ORM's classes (sqlmodel, models.tables) are imported in the few functions that use
@@ -210,8 +211,10 @@ class StatementWriter:
         finally:
             self.cur.close()
             self.conn.close()
-            if self._snapshot is not None:  # in place only once the rows it copies are committed
-                self._snapshot.publish(self._last_id) if committed else self._snapshot.discard()
+            if self._snapshot is not None and committed:  # in place only once its rows are committed
+                self._snapshot.publish(self._last_id)
+            elif self._snapshot is not None:
+                self._snapshot.discard()
 
     def _begin(self) -> None:
         cur = self.cur
@@ -485,10 +488,7 @@ def load_records(url: str, ledger: int | None, day_from: date, day_to: date) -> 
                                  pc.cast(table["business_day"], pa.date32()))
         table = table.set_column(table.schema.get_field_index("occurred_at"), "occurred_at",
                                  pc.cast(table["occurred_at"], pa.timestamp("us")))
-    for name in ("txn_id", "order_id", "payer", "memo"):
-        table = table.set_column(table.schema.get_field_index(name), name,
-                                 pa.chunked_array([_empty_as_null(c) for c in table[name].chunks], pa.string()))
-    return table
+    return _nulls_for_empty(table, ("txn_id", "order_id", "payer", "memo"))
 
 
 # The engine's two reads (core.engine.MATCH_SCHEMA / DETAIL_SCHEMA): the columns every
@@ -549,11 +549,9 @@ def load_match_records(url: str, ledger: int | None, day_from: date, day_to: dat
 def _files_of_days(cur, ledger: int, day_from: date, day_to: date) -> list[snapshots.StoredRange]:
     """The statement files that hold records of a ledger's [day_from, day_to] (SQLite; the
     files `records_of_days` reads)."""
-    lo, hi, ledger = _day_lit(True, day_from), _day_lit(True, day_to), int(ledger)
     cur.execute("SELECT f.id, f.sha256, f.ingested_at, f.first_record_id, f.last_record_id FROM statement_file f "
-                f"WHERE f.merchant_id = (SELECT merchant_id FROM ledger WHERE id = {ledger}) "
-                f"AND f.side = (SELECT side FROM ledger WHERE id = {ledger}) "
-                f"AND f.last_day >= {lo} AND f.first_day <= {hi} AND f.first_record_id IS NOT NULL ORDER BY f.id")
+                f"WHERE {_files_of_days_sql(ledger, _day_lit(True, day_from), _day_lit(True, day_to))} "
+                "AND f.first_record_id IS NOT NULL ORDER BY f.id")
     return [snapshots.StoredRange(int(i), sha, str(at), int(first), int(last))
             for i, sha, at, first, last in cur.fetchall()]
 
@@ -607,13 +605,19 @@ def records_of_days(ledger: int, day_from: date, day_to: date, sqlite: bool) -> 
     the files that have them. `+r.ledger_id` keeps SQLite off the identity index, which
     would walk every day the ledger has; a file's own rows are those with its id (on
     PostgreSQL, other files' rows can fall inside its range)."""
-    lo, hi, ledger = _day_lit(sqlite, day_from), _day_lit(sqlite, day_to), int(ledger)
+    lo, hi = _day_lit(sqlite, day_from), _day_lit(sqlite, day_to)
     return ("FROM statement_file f CROSS JOIN record r "
-            f"WHERE f.merchant_id = (SELECT merchant_id FROM ledger WHERE id = {ledger}) "
-            f"AND f.side = (SELECT side FROM ledger WHERE id = {ledger}) "
-            f"AND f.last_day >= {lo} AND f.first_day <= {hi} "
+            f"WHERE {_files_of_days_sql(ledger, lo, hi)} "
             "AND r.id BETWEEN f.first_record_id AND f.last_record_id AND r.file_id = f.id "
-            f"AND +r.ledger_id = {ledger} AND r.business_day BETWEEN {lo} AND {hi}")
+            f"AND +r.ledger_id = {int(ledger)} AND r.business_day BETWEEN {lo} AND {hi}")
+
+
+def _files_of_days_sql(ledger: int, lo: str, hi: str) -> str:
+    """SQL condition on `f`: the statement files (of the ledger's merchant and side) that
+    hold records of the days [lo, hi] (date literals)."""
+    return (f"f.merchant_id = (SELECT merchant_id FROM ledger WHERE id = {int(ledger)}) "
+            f"AND f.side = (SELECT side FROM ledger WHERE id = {int(ledger)}) "
+            f"AND f.last_day >= {lo} AND f.first_day <= {hi}")
 
 
 def file_paths(url: str) -> dict[int, str]:
@@ -625,20 +629,8 @@ def file_paths(url: str) -> dict[int, str]:
 
 def _nulls_for_empty(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
     for name in names:
-        table = table.set_column(table.schema.get_field_index(name), name,
-                                 pa.chunked_array([_empty_as_null(c) for c in table[name].chunks], pa.string()))
+        table = table.set_column(table.schema.get_field_index(name), name, empty_as_null(table[name]))
     return table
-
-
-def _empty_as_null(chunk: pa.Array) -> pa.Array:
-    """'' -> NULL without copying the strings: the "is not empty" booleans, bit-packed as
-    Arrow keeps them, are the validity bitmap (a million rows a column: 4x if_else)."""
-    if chunk.null_count or chunk.offset or chunk.type != pa.string():
-        return pc.if_else(pc.equal(chunk, ""), pa.scalar(None, pa.string()), chunk)
-    filled = pc.not_equal(chunk, "")
-    if filled.offset or filled.null_count:
-        return pc.if_else(filled, chunk, pa.scalar(None, pa.string()))
-    return pa.Array.from_buffers(pa.string(), len(chunk), [filled.buffers()[1], *chunk.buffers()[1:]])
 
 
 def coverage(url: str, merchant_id: str) -> dict[tuple[str, str], date]:

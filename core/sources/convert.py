@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.arrow_text import empty_as_null
 from core.money import exponent
 from core.sources.base import ParseError
 
@@ -78,7 +79,7 @@ def clean_text(values, cleaner: Cleaner = "generic") -> pa.ChunkedArray:
     elif pc.any(pc.starts_with(values, "`")).as_py():
         values = pc.ascii_ltrim(values, "`")  # bytewise, 2.4x utf8_ltrim: a backtick is never inside a UTF-8 sequence
     values = pc.utf8_trim_whitespace(values)
-    return _empty_as_null(values)
+    return empty_as_null(values)
 
 
 def clean_number(values: pa.ChunkedArray, cleaner: Cleaner) -> pa.ChunkedArray:
@@ -88,7 +89,7 @@ def clean_number(values: pa.ChunkedArray, cleaner: Cleaner) -> pa.ChunkedArray:
     if _may_contain(values, "－"):
         values = pc.replace_substring(values, "－", "-")
     if _may_contain(values, *_NUMBER_NOISE_CHARS) and pc.any(pc.match_substring_regex(values, _NUMBER_NOISE)).as_py():
-        values = _empty_as_null(pc.replace_substring_regex(values, _NUMBER_NOISE, ""))
+        values = empty_as_null(pc.replace_substring_regex(values, _NUMBER_NOISE, ""))
     return values
 
 
@@ -327,10 +328,6 @@ def _may_contain(values: pa.ChunkedArray, *needles: str) -> bool:
 
 def _chunked(values) -> pa.ChunkedArray:
     return values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
-
-
-def _empty_as_null(values: pa.ChunkedArray) -> pa.ChunkedArray:
-    return _chunked(pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values))
 
 
 def join_text(first: pa.ChunkedArray, second: pa.ChunkedArray, separator: str) -> pa.ChunkedArray:
