@@ -91,23 +91,23 @@ class SnapshotWriter:
         """The rows of a piece exactly as they went into `record` (RECORD_COLUMNS), in order."""
         if not self.usable:
             return
-        ids = pa.array(np.arange(self.stored.first_record_id + self.rows,
-                                 self.stored.first_record_id + self.rows + stage.num_rows, dtype=np.int64))
-        day = stage["business_day"]
-        columns = {
-            "id": ids, "ledger_id": stage["ledger_id"],
-            "business_day": day if day.type == pa.date32() else pc.cast(day, pa.date32()),
-            **{name: empty_as_null(stage[name]) if name in ("txn_id", "order_id") else stage[name]
-               for name in SCHEMA.names if name not in ("id", "ledger_id", "business_day")},
-        }
-        table = pa.table(columns).cast(SCHEMA)
         try:
+            ids = pa.array(np.arange(self.stored.first_record_id + self.rows,
+                                     self.stored.first_record_id + self.rows + stage.num_rows, dtype=np.int64))
+            day = stage["business_day"]
+            columns = {
+                "id": ids, "ledger_id": stage["ledger_id"],
+                "business_day": day if day.type == pa.date32() else pc.cast(day, pa.date32()),
+                **{name: empty_as_null(stage[name]) if name in ("txn_id", "order_id") else stage[name]
+                   for name in SCHEMA.names if name not in ("id", "ledger_id", "business_day")},
+            }
+            table = pa.table(columns).cast(SCHEMA)
             if self._writer is None:
                 self.where.mkdir(exist_ok=True)
                 self._writer = pa.ipc.new_file(str(self._tmp), SCHEMA.with_metadata(self.stored.names()))
             self._writer.write_table(table)
-        except OSError:  # a read-only or full disk: the runs read SQLite, as without snapshots
-            self.discard()
+        except (OSError, pa.ArrowException):  # a full or read-only disk, say: never the ingest's failure;
+            self.discard()                    # the runs read this file from SQLite, as without snapshots
             return
         self.rows += stage.num_rows
 
@@ -121,10 +121,10 @@ class SnapshotWriter:
             if last_record_id - self.stored.first_record_id + 1 != self.rows:
                 raise OSError("not the rows the database holds")
             os.replace(self._tmp, path_of(self.where, self.stored.file_id))
-        except OSError:
+        except (OSError, pa.ArrowException):
             self.discard()
         for file_id in self.outdated:
-            path_of(self.where, file_id).unlink(missing_ok=True)
+            _remove(path_of(self.where, file_id))
 
     def discard(self) -> None:
         """Nothing of this file's snapshot stays (a rolled-back file; rows refused or staged)."""
@@ -135,8 +135,15 @@ class SnapshotWriter:
                 pass
             self._writer = None
         if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
+            _remove(self._tmp)
         self._tmp = None
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # gone already, or the folder is not one: nothing of ours to remove
+        pass
 
 
 def held(where: Path | None) -> list[int]:

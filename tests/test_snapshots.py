@@ -123,3 +123,18 @@ def test_snapshots_of_days_long_past_are_removed(tmp_path, monkeypatch):
     assert sorted(snapshots.held(tmp_path / "recon.db-snapshots")) == sorted(
         ids[n] for n in ("20881234567890120156_20261121.csv.zip", "orders_2026-11-21.csv",
                          "wechatpay_tradebill_ALL_2026-11-20.csv"))
+
+
+def test_a_snapshot_that_cannot_be_written_leaves_the_ingest_as_it_is(tmp_path):
+    (tmp_path / "recon.db-snapshots").write_text("a file where the folder would go")
+    with fresh_database("sqlite", tmp_path) as url:
+        cfg = demo_config(url)
+        results = ingest_files(cfg, cfg.merchants[0], sorted(EXAMPLES.iterdir()))
+        assert [r.new_rows for r in results] == [20, 4, 52, 10, 32, 6]
+        loaded = _loads(cfg)
+    (tmp_path / "with").mkdir()
+    with fresh_database("sqlite", tmp_path / "with") as url:
+        cfg = demo_config(url)
+        ingest_files(cfg, cfg.merchants[0], sorted(EXAMPLES.iterdir()))
+        assert snapshots.held(tmp_path / "with" / "recon.db-snapshots")
+        assert _loads(cfg) == loaded
