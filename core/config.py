@@ -42,6 +42,8 @@ def _check_timezone(value: str) -> str:
 
 class DatabaseConfig(_Strict):
     url: str = DEFAULT_DATABASE_URL
+    # SQLite: days of column snapshots kept beside the file for the runs (core/snapshots); 0: none
+    snapshot_days: int = Field(35, ge=0)
 
 
 class PullConfig(_Strict):

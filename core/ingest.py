@@ -145,7 +145,7 @@ def _store_pieces(cfg: Config, merchant: MerchantConfig, reader: "_Reader", n: i
     error = None
     with store.StatementWriter(url, merchant_id=merchant.id, source=source_cfg.name, side=parser.side,
                                fmt=parser.format, path=str(Path(path).resolve()), sha256=sha,
-                               merchant=merchant) as writer:
+                               merchant=merchant, snapshot_days=cfg.database.snapshot_days) as writer:
         while True:
             kind, got = reader.next(n)
             if kind == "piece":
@@ -375,7 +375,8 @@ def store_parsed(cfg: Config, merchant: MerchantConfig, source_cfg, source, pars
     url = cfg.database.url
     business_day = day or parsed.business_day
     with store.StatementWriter(url, merchant_id=merchant.id, source=source_cfg.name, side=source.side,
-                               fmt=source.format, path=path, sha256=sha, merchant=merchant) as writer:
+                               fmt=source.format, path=path, sha256=sha, merchant=merchant,
+                               snapshot_days=cfg.database.snapshot_days) as writer:
         if writer.known is None:
             writer.add(store.prepare(url, _with_source(parsed.records, source.side, source_cfg.name)))
         stored = writer.finish(business_day=business_day, control_totals=parsed.control_totals,

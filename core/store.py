@@ -170,9 +170,10 @@ class StatementWriter:
     """
 
     def __init__(self, url: str, *, merchant_id: str, source: str, side: str, fmt: str, path: str, sha256: str,
-                 merchant=None) -> None:
+                 merchant=None, snapshot_days: int = 35) -> None:
         self.url, self.merchant_id, self.source, self.side = url, merchant_id, source, side
         self.fmt, self.path, self.sha256, self.merchant = fmt, path, sha256, merchant
+        self.snapshot_days = snapshot_days  # [database] snapshot_days: core.snapshots
         self.sqlite = is_sqlite(url)
         self.known: int | None = None
         self.file_id: int | None = None
@@ -243,7 +244,7 @@ class StatementWriter:
         self._first_id = self._last_record_id() + 1
         if self.sqlite:
             self._snapshot = snapshots.SnapshotWriter(snapshots.folder(sqlite_path(self.url)), snapshots.StoredRange(
-                self.file_id, self.sha256, ingested_at, self._first_id, 0))
+                self.file_id, self.sha256, ingested_at, self._first_id, 0), self.snapshot_days)
 
     def ledger(self, source: str) -> int:
         """The ledger id of (this merchant, source, this side), created in this transaction if new."""
@@ -291,12 +292,12 @@ class StatementWriter:
         return int(self.cur.fetchone()[0])
 
     def _outdated_snapshots(self, first_day: date) -> list[int]:
-        """Snapshots beside the database whose file ended more than snapshots.KEEP_DAYS before
+        """Snapshots beside the database whose file ended more than `snapshot_days` before
         `first_day`, or that name no file of this database."""
         held = [i for i in snapshots.held(self._snapshot.where) if i != self.file_id]
         if not held:
             return []
-        cutoff = _day_lit(self.sqlite, _as_date(first_day) - timedelta(days=snapshots.KEEP_DAYS))
+        cutoff = _day_lit(self.sqlite, _as_date(first_day) - timedelta(days=self.snapshot_days))
         self.cur.execute(f"SELECT id FROM statement_file WHERE id IN ({', '.join(map(str, held))}) "
                          f"AND last_day >= {cutoff}")
         kept = {int(row[0]) for row in self.cur.fetchall()}

@@ -112,17 +112,42 @@ def test_a_rejected_file_leaves_no_snapshot(tmp_path, monkeypatch):
     assert not folder.exists() or not list(folder.iterdir())
 
 
-def test_snapshots_of_days_long_past_are_removed(tmp_path, monkeypatch):
-    monkeypatch.setattr(snapshots, "KEEP_DAYS", 0)
+def _bill_of(tmp_path: Path, day: str) -> Path:
+    """A one-payment WeChat trade bill of `day` (the demo's first row, new ids), summary agreeing."""
+    lines = (EXAMPLES / "wechatpay_tradebill_ALL_2026-11-20.csv").read_bytes().decode("utf-8").split("\r\n")
+    row = lines[1].replace("2026-11-20", day).replace("4200001202611200000000001001", f"4200001{day.replace('-', '')}0000000000001")
+    summary = "`1,`58.00,`0.00,`0.00,`0.35000,`58.00,`0.00"
+    path = tmp_path / f"wechatpay_tradebill_ALL_{day}.csv"
+    row = row.replace("W-1001", f"W-{day}")  # each bill its own order, so it goes straight in
+    path.write_bytes("\r\n".join([lines[0], row, lines[-3], summary, ""]).encode("utf-8"))
+    return path
+
+
+def _with_snapshot_days(cfg, days: int):
+    return cfg.model_copy(update={"database": cfg.database.model_copy(update={"snapshot_days": days})})
+
+
+def test_snapshots_of_days_long_past_are_removed(tmp_path):
     with fresh_database("sqlite", tmp_path) as url:
         cfg = demo_config(url)
+        assert cfg.database.snapshot_days == 35
         ingest_files(cfg, cfg.merchants[0], sorted(EXAMPLES.iterdir()))
-        ids = _file_ids(cfg)
-    # in the order stored: Alipay's 21st removes its 20th; our books' 21st theirs of the 20th;
-    # WeChat's 20th (days from the 20th) keeps what ends on the 21st; WeChat's 21st has none
-    assert sorted(snapshots.held(tmp_path / "recon.db-snapshots")) == sorted(
-        ids[n] for n in ("20881234567890120156_20261121.csv.zip", "orders_2026-11-21.csv",
-                         "wechatpay_tradebill_ALL_2026-11-20.csv"))
+        ids, folder = _file_ids(cfg), tmp_path / "recon.db-snapshots"
+        of_the_21st = {ids["20881234567890120156_20261121.csv.zip"], ids["orders_2026-11-21.csv"]}
+        assert len(snapshots.held(folder)) == 5
+        # a bill of the 26th of December: what ended on the 20th of November is 36 days back
+        later = ingest_file(cfg, cfg.merchants[0], _bill_of(tmp_path, "2026-12-26"))
+        assert later.new_rows == 1 and sorted(snapshots.held(folder)) == sorted(of_the_21st | {later.file_id})
+        # and one of the 27th: the 21st's go too
+        latest = ingest_file(cfg, cfg.merchants[0], _bill_of(tmp_path, "2026-12-27"))
+        assert sorted(snapshots.held(folder)) == sorted([later.file_id, latest.file_id])
+
+
+def test_no_snapshots_where_the_config_says_none(tmp_path):
+    with fresh_database("sqlite", tmp_path) as url:
+        cfg = _with_snapshot_days(demo_config(url), 0)
+        ingest_files(cfg, cfg.merchants[0], sorted(EXAMPLES.iterdir()))
+        assert not (tmp_path / "recon.db-snapshots").exists()
 
 
 def test_a_snapshot_that_cannot_be_written_leaves_the_ingest_as_it_is(tmp_path):
