@@ -51,7 +51,6 @@ def as_dict(b: Break) -> dict:
         "rule": b.rule,
         "tolerance": to_major(b.tolerance, cur),
         "explanation": b.explanation,
-        "severity": b.severity,
         "anomaly_score": b.anomaly_score,
         "evidence": json.loads(b.evidence),
         "version": b.version,
