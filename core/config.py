@@ -40,10 +40,16 @@ def _check_timezone(value: str) -> str:
     return value
 
 
+# SQLite: column snapshots (core/snapshots) of files whose days ended this long before a newly
+# stored file's first day are removed. Runs read a day's neighbours (twice the settlement lag)
+# and re-run days waiting for items in transit up to core.runs.CARRY_OVER_DAYS (31) back;
+# older days read from SQLite. A million records take ~130 MB.
+SNAPSHOT_DAYS = 35
+
+
 class DatabaseConfig(_Strict):
     url: str = DEFAULT_DATABASE_URL
-    # SQLite: days of column snapshots kept beside the file for the runs (core/snapshots); 0: none
-    snapshot_days: int = Field(35, ge=0)
+    snapshot_days: int = Field(SNAPSHOT_DAYS, ge=0)  # 0: no snapshots
 
 
 class PullConfig(_Strict):

@@ -40,11 +40,8 @@ SCHEMA = pa.schema([
     ("file_id", pa.int64()),
 ])
 _KEYS = ("file_id", "sha256", "ingested_at", "first_record_id")  # the schema metadata that names the file
-# Snapshots of files whose days ended this long before a newly stored file's first day are
-# removed (`[database] snapshot_days`, 35 by default): runs read a day's neighbours (twice
-# the settlement lag) and re-run days waiting for items in transit up to
-# core.runs.CARRY_OVER_DAYS (31) back. Older days still read from SQLite. (A million
-# records take ~130 MB here.)
+# How long they are kept: `[database] snapshot_days` (core.config.SNAPSHOT_DAYS), applied
+# by core.store.StatementWriter each time it stores a file.
 
 
 @dataclass(frozen=True)
@@ -77,12 +74,12 @@ class SnapshotWriter:
     """Streams one statement file's pieces into a temporary snapshot while its transaction
     is open; `publish` after the commit renames it into place, `discard` removes it."""
 
-    def __init__(self, where: Path | None, stored: StoredRange, keep_days: int) -> None:
-        self.where, self.stored, self.rows, self.keep_days = where, stored, 0, keep_days
-        self._tmp = (None if where is None or keep_days <= 0 else
-                     where / f".file-{int(stored.file_id)}.{os.getpid()}.tmp")
+    def __init__(self, where: Path | None, stored: StoredRange) -> None:
+        """`where`: the snapshot folder (`folder`), None for no snapshot."""
+        self.where, self.stored, self.rows = where, stored, 0
+        self._tmp = None if where is None else where / f".file-{int(stored.file_id)}.{os.getpid()}.tmp"
         self._writer = None
-        self.outdated: list[int] = []  # snapshots `publish` removes (older than keep_days)
+        self.outdated: list[int] = []  # snapshots `publish` removes (core.store: snapshot_days)
 
     @property
     def usable(self) -> bool:

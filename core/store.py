@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core import snapshots
 from core.arrow_text import empty_as_null
+from core.config import SNAPSHOT_DAYS
 from models.db import adbc_connect, get_engine, is_sqlite, sqlite_path
 
 # The ORM's classes (sqlmodel, models.tables) are imported in the few functions that use
@@ -170,7 +171,7 @@ class StatementWriter:
     """
 
     def __init__(self, url: str, *, merchant_id: str, source: str, side: str, fmt: str, path: str, sha256: str,
-                 merchant=None, snapshot_days: int = 35) -> None:
+                 merchant=None, snapshot_days: int = SNAPSHOT_DAYS) -> None:
         self.url, self.merchant_id, self.source, self.side = url, merchant_id, source, side
         self.fmt, self.path, self.sha256, self.merchant = fmt, path, sha256, merchant
         self.snapshot_days = snapshot_days  # [database] snapshot_days: core.snapshots
@@ -243,8 +244,9 @@ class StatementWriter:
         self.file_id = cur.fetchone()[0]
         self._first_id = self._last_record_id() + 1
         if self.sqlite:
-            self._snapshot = snapshots.SnapshotWriter(snapshots.folder(sqlite_path(self.url)), snapshots.StoredRange(
-                self.file_id, self.sha256, ingested_at, self._first_id, 0), self.snapshot_days)
+            where = snapshots.folder(sqlite_path(self.url)) if self.snapshot_days > 0 else None
+            self._snapshot = snapshots.SnapshotWriter(where, snapshots.StoredRange(
+                self.file_id, self.sha256, ingested_at, self._first_id, 0))
 
     def ledger(self, source: str) -> int:
         """The ledger id of (this merchant, source, this side), created in this transaction if new."""
