@@ -60,7 +60,7 @@ def test_a_run_reads_from_snapshots_what_it_reads_from_sqlite(ingested):
     assert _loads(cfg) == with_snapshots
 
 
-def _rewrite(folder: Path, file_id: int, change=None, names: dict | None = None, rows: slice | None = None) -> None:
+def _rewrite(folder: Path, file_id: int, names: dict | None = None, rows: slice | None = None) -> None:
     """Replace a snapshot: its amounts changed (so a run that used it would show), its
     metadata or its rows."""
     path = snapshots.path_of(folder, file_id)
